@@ -1,0 +1,56 @@
+"""model_id -> backend. The default model is loaded on first use."""
+
+from __future__ import annotations
+
+import threading
+
+from ..api.errors import ModelNotFound
+from .backend import Backend
+from .records import ModelInfo
+
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+_backends: dict[str, Backend] = {}
+_lock = threading.RLock()
+
+
+def register(backend: Backend, model_id: str | None = None) -> Backend:
+    with _lock:
+        _backends[model_id or backend.info.identifier] = backend
+    return backend
+
+
+def unregister(model_id: str) -> None:
+    with _lock:
+        _backends.pop(model_id, None)
+
+
+def registered_ids() -> list[str]:
+    with _lock:
+        ids = list(_backends)
+    if DEFAULT_MODEL_ID not in ids:
+        ids.insert(0, DEFAULT_MODEL_ID)
+    return ids
+
+
+def list_models() -> list[ModelInfo]:
+    """Registered models; the default is listed (unloaded) even before its first use."""
+    with _lock:
+        infos = [b.info for b in _backends.values()]
+    if DEFAULT_MODEL_ID not in {i.identifier for i in infos}:
+        infos.insert(0, ModelInfo(identifier=DEFAULT_MODEL_ID, provider_resource_id=DEFAULT_MODEL_ID))
+    return infos
+
+
+def get(model_id: str | None) -> Backend:
+    """The backend for ``model_id``; loads the default model on first use."""
+    model_id = model_id or DEFAULT_MODEL_ID
+    with _lock:
+        backend = _backends.get(model_id)
+        if backend is not None:
+            return backend
+        if model_id == DEFAULT_MODEL_ID:
+            from .loading import load_model
+
+            return load_model(DEFAULT_MODEL_ID)
+    raise ModelNotFound(model_id, registered_ids())

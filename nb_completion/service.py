@@ -1,0 +1,163 @@
+"""The Python API: ``complete()``. Every frontend goes through ``open_events`` (rich records) or
+``complete`` (spec shapes); both turn input into one ``CompletionRequest`` and drain one backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable, Iterator
+
+from .api.errors import CompletionError, EngineFailure
+from .api.types import (
+    CompletionRequest,
+    CompletionResponse,
+    CompletionResponseStreamChunk,
+    MetricInResponse,
+    TokenLogProbs,
+)
+from .api.validation import parse_request
+from .engine import registry
+from .engine.backend import Event
+from .engine.records import Delta, Finished, TokenRecord
+
+__all__ = ["complete", "build_request", "open_events", "to_chunks", "to_response", "metrics_of"]
+
+
+def build_request(
+    content: Any,
+    model_id: str | None = None,
+    sampling_params: Any = None,
+    response_format: Any = None,
+    stream: bool | None = None,
+    logprobs: Any = None,
+) -> CompletionRequest:
+    """A validated request from keyword arguments, or from a ``CompletionRequest`` / dict body."""
+    if isinstance(content, CompletionRequest):
+        return parse_request(content)
+    if isinstance(content, dict) and "content" in content:
+        return parse_request(content)
+    body: dict[str, Any] = {"model_id": model_id or registry.DEFAULT_MODEL_ID, "content": content}
+    if sampling_params is not None:
+        body["sampling_params"] = (
+            sampling_params.model_dump(exclude_none=True) if hasattr(sampling_params, "model_dump") else sampling_params
+        )
+    if response_format is not None:
+        body["response_format"] = response_format
+    if stream is not None:
+        body["stream"] = stream
+    if logprobs is not None:
+        if isinstance(logprobs, bool):
+            logprobs = {"top_k": 0} if logprobs else None
+        elif isinstance(logprobs, int):
+            logprobs = {"top_k": logprobs}
+        if logprobs is not None:
+            body["logprobs"] = logprobs.model_dump() if hasattr(logprobs, "model_dump") else logprobs
+    return parse_request(body)
+
+
+def open_events(
+    request: CompletionRequest, *, seed: int | None = None, cancel: threading.Event | None = None
+) -> Iterator[Event]:
+    """Validate eagerly (raising ``CompletionError``), then stream ``Delta``s and one ``Finished``."""
+    backend = registry.get(request.model_id)
+    try:
+        return backend.open(request, seed=seed, cancel=cancel)
+    except CompletionError:
+        raise
+    except Exception as exc:  # a backend bug must not look like a crash of the caller
+        raise EngineFailure(f"The engine failed before generating: {type(exc).__name__}") from exc
+
+
+# ---- shaping the rich records into the contract ----------------------------------------------
+
+
+def token_logprobs(record: TokenRecord, top_k: int) -> TokenLogProbs:
+    """``logprobs_by_token``: the top_k most likely texts, or the chosen token alone for top_k 0."""
+    pairs = record.top[:top_k] if top_k > 0 else ((record.text, record.logprob),)
+    by_token: dict[str, float] = {}
+    for text, logprob in pairs:
+        if text not in by_token or logprob > by_token[text]:
+            by_token[text] = logprob
+    return TokenLogProbs(logprobs_by_token=by_token)
+
+
+def metrics_of(finished: Finished) -> list[MetricInResponse]:
+    metrics = [
+        MetricInResponse(metric="prompt_tokens", value=finished.prompt_tokens, unit="tokens"),
+        MetricInResponse(metric="completion_tokens", value=finished.completion_tokens, unit="tokens"),
+        MetricInResponse(
+            metric="total_tokens", value=finished.prompt_tokens + finished.completion_tokens, unit="tokens"
+        ),
+    ]
+    if finished.time_to_first_token is not None:
+        metrics.append(MetricInResponse(metric="time_to_first_token", value=round(finished.time_to_first_token, 6), unit="s"))
+    if finished.tokens_per_second is not None:
+        metrics.append(MetricInResponse(metric="tokens_per_second", value=round(finished.tokens_per_second, 3), unit="tokens/s"))
+    return metrics
+
+
+def _top_k(request: CompletionRequest) -> int | None:
+    if request.logprobs is None:
+        return None
+    return request.logprobs.top_k or 0
+
+
+def to_chunks(events: Iterable[Event], top_k: int | None) -> Iterator[CompletionResponseStreamChunk]:
+    for event in events:
+        if isinstance(event, Delta):
+            if not event.text and not event.tokens:
+                continue
+            logprobs = None if top_k is None else [token_logprobs(t, top_k) for t in event.tokens]
+            yield CompletionResponseStreamChunk(delta=event.text, logprobs=logprobs)
+        else:
+            yield CompletionResponseStreamChunk(delta="", stop_reason=event.stop_reason, metrics=metrics_of(event))
+
+
+def to_response(events: Iterable[Event], top_k: int | None) -> CompletionResponse:
+    text: list[str] = []
+    logprobs: list[TokenLogProbs] = []
+    finished: Finished | None = None
+    for event in events:
+        if isinstance(event, Delta):
+            text.append(event.text)
+            if top_k is not None:
+                logprobs.extend(token_logprobs(t, top_k) for t in event.tokens)
+        else:
+            finished = event
+    if finished is None:
+        raise EngineFailure("The engine ended without a stop reason.")
+    return CompletionResponse(
+        content="".join(text),
+        stop_reason=finished.stop_reason,
+        logprobs=logprobs if top_k is not None else None,
+        metrics=metrics_of(finished),
+    )
+
+
+def complete(
+    content: Any,
+    model_id: str | None = None,
+    sampling_params: Any = None,
+    response_format: Any = None,
+    stream: bool = False,
+    logprobs: Any = None,
+    seed: int | None = None,
+    cancel: threading.Event | None = None,
+) -> CompletionResponse | Iterator[CompletionResponseStreamChunk]:
+    """Complete ``content`` with a local (or registered remote) model.
+
+    ``content`` is a string, content items, a ``CompletionRequest`` or a request dict. Returns a
+    ``CompletionResponse``, or with ``stream=True`` an iterator of ``CompletionResponseStreamChunk``
+    whose last chunk has an empty delta, the stop reason and the metrics. Bad input raises
+    ``CompletionError`` (its ``.error`` is the spec's ``Error`` body) before anything streams.
+
+    >>> complete("The capital of France is", sampling_params={"max_tokens": 8}).content  # doctest: +SKIP
+    ' Paris...'
+    """
+    request = build_request(content, model_id, sampling_params, response_format, stream or None, logprobs)
+    if request.stream:
+        stream = True
+    events = open_events(request, seed=seed, cancel=cancel)
+    if stream:
+        return to_chunks(events, _top_k(request))
+    return to_response(events, _top_k(request))
