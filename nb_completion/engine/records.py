@@ -23,6 +23,7 @@ class TokenRecord:
     entropy: float  # entropy (nats) of the raw distribution at this step
     forced: bool = False  # the grammar allowed only this token
     elapsed: float = 0.0  # seconds since the request started
+    piece: str = ""  # the token's own text, decoded alone (may differ from `text` at byte seams)
 
     @property
     def probability(self) -> float:

@@ -42,15 +42,19 @@ def list_models() -> list[ModelInfo]:
     return infos
 
 
+def registered(model_id: str) -> Backend | None:
+    with _lock:
+        return _backends.get(model_id)
+
+
 def get(model_id: str | None) -> Backend:
     """The backend for ``model_id``; loads the default model on first use."""
     model_id = model_id or DEFAULT_MODEL_ID
-    with _lock:
-        backend = _backends.get(model_id)
-        if backend is not None:
-            return backend
-        if model_id == DEFAULT_MODEL_ID:
-            from .loading import load_model
+    backend = registered(model_id)
+    if backend is not None:
+        return backend
+    if model_id == DEFAULT_MODEL_ID:
+        from .loading import load_model
 
-            return load_model(DEFAULT_MODEL_ID)
+        return load_model(DEFAULT_MODEL_ID)
     raise ModelNotFound(model_id, registered_ids())

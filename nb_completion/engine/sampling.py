@@ -1,0 +1,95 @@
+"""Sampling as small composable processors, each validated where it is built.
+
+A processor is ``(generated_ids, logits) -> logits`` on a 1-D float tensor; ``generated_ids``
+holds the prompt and the output so far. The chain a strategy builds is applied in order, then
+``choose`` picks a token: argmax for greedy, else a draw from an explicit ``torch.Generator``.
+Semantics follow Hugging Face's logits processors so ``generate()`` is a valid oracle.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def repetition_penalty(penalty: float) -> Optional[Processor]:
+    """Multiplicative penalty on every token already in prompt or output (1.0 = off)."""
+    if not penalty > 0:
+        raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
+    if penalty == 1.0:
+        return None
+
+    def apply(ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        seen = ids.unique()
+        scores = logits.gather(0, seen)
+        scores = torch.where(scores < 0, scores * penalty, scores / penalty)
+        return logits.scatter(0, seen, scores)
+
+    return apply
+
+
+def temperature(value: float) -> Optional[Processor]:
+    if not value > 0:
+        raise ValueError(f"temperature must be > 0, got {value}")
+    if value == 1.0:
+        return None
+    return lambda ids, logits: logits / value
+
+
+def top_k(k: int) -> Processor:
+    """Keep the k highest logits (ties at the k-th value are kept, as in Hugging Face)."""
+    if k < 1:
+        raise ValueError(f"top_k must be >= 1, got {k}")
+
+    def apply(ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        kth = torch.topk(logits, min(k, logits.numel())).values[-1]
+        return logits.masked_fill(logits < kth, float("-inf"))
+
+    return apply
+
+
+def top_p(p: float) -> Optional[Processor]:
+    """Nucleus: keep the smallest set whose probability reaches ``p`` (at least one token)."""
+    if not 0 < p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    if p == 1.0:
+        return None
+
+    def apply(ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        sorted_logits, order = torch.sort(logits, descending=False)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cumulative <= (1 - p)
+        remove[-1] = False
+        return logits.masked_fill(remove.scatter(0, order, remove), float("-inf"))
+
+    return apply
+
+
+def chain(*processors: Optional[Processor]) -> list[Processor]:
+    return [p for p in processors if p is not None]
+
+
+def apply_all(processors: list[Processor], ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    for process in processors:
+        logits = process(ids, logits)
+    return logits
+
+
+def choose(logits: torch.Tensor, generator: Optional[torch.Generator]) -> int:
+    """Greedy (``generator is None``): argmax. Otherwise a seeded draw from softmax(logits)."""
+    if generator is None:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float(), dim=-1)
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+def make_generator(seed: Optional[int]) -> torch.Generator:
+    generator = torch.Generator(device="cpu")
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(int(seed))
+    return generator
