@@ -1,0 +1,122 @@
+"""``serve()``: uvicorn in a background thread, so a notebook keeps running while it serves."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any, Iterable
+
+log = logging.getLogger("nb_completion.server")
+
+
+def _preload(models: Iterable[str]) -> list[str]:
+    """Make sure every requested model is registered, loading local ones now."""
+    from ..engine import registry
+
+    ids = list(dict.fromkeys(models))
+    for model_id in ids:
+        if model_id == registry.DEFAULT_MODEL_ID:
+            registry.get(model_id)
+        elif model_id not in registry.registered_ids():
+            from ..engine.loading import load_model
+
+            load_model(model_id)
+    return ids
+
+
+class ServerHandle:
+    """A running server: ``.url``, ``.stop()``; also a context manager."""
+
+    def __init__(self, app: Any, server: Any, thread: threading.Thread, host: str, port: int):
+        self.app = app
+        self._server = server
+        self._thread = thread
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel the running and queued requests, close the server and end its thread."""
+        self.app.state.server.engine.stop()
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def wait(self) -> None:
+        """Block until the server stops (the CLI uses this)."""
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            self.stop()
+
+    def __enter__(self) -> "ServerHandle":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<nb_completion server {self.url} {'running' if self.running else 'stopped'}>"
+
+
+def serve(
+    port: int = 8321,
+    host: str = "127.0.0.1",
+    models: Iterable[str] | None = None,
+    api_key: str | None = None,
+    queue_size: int = 8,
+    log_level: str = "warning",
+    startup_timeout: float = 30.0,
+) -> ServerHandle:
+    """Serve ``POST /v1/inference/completion``, ``POST /v1/completions``, ``GET /v1/models``,
+    ``GET /v1/health`` and ``GET /openapi.json`` in a background thread; returns a handle.
+
+    ``port=0`` picks a free port (see ``handle.url``). ``models``: the ids served, each loaded now
+    (default: every registered model; the default model loads on first use). ``api_key``: require
+    ``Authorization: Bearer <api_key>``. ``queue_size``: requests that may wait behind the running
+    one; more get 429 with ``Retry-After``. The default bind is 127.0.0.1 (this machine only).
+    """
+    import uvicorn
+
+    from .app import create_app
+
+    if models is not None:
+        models = _preload(models)
+    app = create_app(models=models, api_key=api_key, queue_size=queue_size)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        app.state.server.engine.stop()
+        raise
+    sock.set_inheritable(True)
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=3, ws="none",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"nb-completion-server:{bound_port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            app.state.server.engine.stop()
+            server.should_exit = True
+            raise RuntimeError(f"the server did not start on {host}:{bound_port}")
+        time.sleep(0.02)
+    handle = ServerHandle(app, server, thread, host, bound_port)
+    log.info("serving on %s", handle.url)
+    return handle

@@ -1,0 +1,249 @@
+"""OpenAI-compatible ``POST /v1/completions``: the legacy completions shapes over the same engine.
+
+Request: ``model``, ``prompt`` (a string, or a list holding one string), ``max_tokens`` (absent:
+16 as OpenAI; ``null``: until an end token or the context is full, as vLLM), ``temperature``
+(default 1; 0 is greedy), ``top_p`` (default 1), ``stop`` (a string or up to 4), ``logprobs``
+(an int, 0-20), ``stream``, ``stream_options.include_usage``, ``seed``; and vLLM's extensions
+``top_k``, ``repetition_penalty``, ``guided_json``, ``guided_regex``, ``guided_grammar`` (GBNF).
+``n``, ``best_of``, ``echo``, ``suffix``, the penalties and ``logit_bias`` are accepted only at
+their neutral values; any other field is a 400 naming it.
+
+Errors carry the spec's ``Error`` fields and, for OpenAI clients, ``error.message``/``type``/
+``param``/``code``. Log-probabilities that are not finite are sent as -9999.0 (OpenAI's floor).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any, Iterable
+
+from ..api.errors import BadRequest, CompletionError
+from ..api.types import CompletionRequest
+from ..api.validation import parse_request
+from ..engine.records import Delta, Finished, TokenRecord
+
+DEFAULT_MAX_TOKENS = 16
+FLOOR = -9999.0
+
+_NEUTRAL = {
+    "n": (None, 1),
+    "best_of": (None, 1),
+    "echo": (None, False),
+    "suffix": (None, ""),
+    "frequency_penalty": (None, 0, 0.0),
+    "presence_penalty": (None, 0, 0.0),
+    "user": None,  # any value: informational
+    "logit_bias": (None,),
+}
+_FIELDS = {
+    "model", "prompt", "max_tokens", "temperature", "top_p", "stop", "logprobs", "stream",
+    "stream_options", "seed", "top_k", "repetition_penalty", "guided_json", "guided_regex",
+    "guided_grammar", *_NEUTRAL,
+}
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
+
+
+def _number(body: dict, name: str, default: float | None) -> float | None:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadRequest(name, f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _integer(body: dict, name: str) -> int | None:
+    value = body.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise BadRequest(name, f"must be an integer, got {value!r}")
+    return value
+
+
+def _prompt(body: dict) -> str:
+    prompt = body["prompt"]
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise BadRequest("prompt", "must be a string or a list holding one string (token-id prompts and batches are not supported)")
+    return prompt
+
+
+def _strategy(body: dict) -> dict:
+    temperature = _number(body, "temperature", 1.0)
+    top_p = _number(body, "top_p", 1.0)
+    top_k = _integer(body, "top_k")
+    if temperature < 0:
+        raise BadRequest("temperature", f"must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise BadRequest("top_p", f"must be in (0, 1], got {top_p}")
+    if temperature == 0:
+        return {"type": "greedy"}
+    if top_k is not None and top_k > 0:
+        if temperature != 1.0 or top_p != 1.0:
+            raise BadRequest("top_k", "can only be combined with temperature 1 and top_p 1 (or temperature 0 for greedy)")
+        return {"type": "top_k", "top_k": top_k}
+    if top_k is not None and top_k not in (0, -1):
+        raise BadRequest("top_k", f"must be >= 1, or 0 / -1 for off; got {top_k}")
+    return {"type": "top_p", "temperature": temperature, "top_p": top_p}
+
+
+def _response_format(body: dict) -> dict | None:
+    given = [k for k in ("guided_json", "guided_regex", "guided_grammar") if body.get(k) is not None]
+    if len(given) > 1:
+        raise BadRequest(given[1], f"only one of guided_json, guided_regex, guided_grammar; got {', '.join(given)}")
+    if not given:
+        return None
+    key, value = given[0], body[given[0]]
+    if key == "guided_json":
+        return {"type": "json_schema", "json_schema": value}
+    if not isinstance(value, str):
+        raise BadRequest(key, "must be a string")
+    return {"type": "grammar", "bnf": {"regex" if key == "guided_regex" else "gbnf": value}}
+
+
+def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
+    """An OpenAI completions body as a ``CompletionRequest`` plus the options shaping the answer."""
+    if not isinstance(body, dict):
+        raise BadRequest("request", f"the request body must be a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise BadRequest(unknown[0], f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    for name in ("model", "prompt"):
+        if name not in body:
+            raise BadRequest(name, "field required")
+    if not isinstance(body["model"], str):
+        raise BadRequest("model", "must be a string")
+    for name, neutral in _NEUTRAL.items():
+        if neutral is not None and name in body and body[name] not in neutral and not (name == "logit_bias" and body[name] == {}):
+            raise BadRequest(name, f"only {neutral[-1]!r} is supported, got {body[name]!r}")
+    max_tokens = body.get("max_tokens", DEFAULT_MAX_TOKENS)
+    max_tokens = 0 if max_tokens is None else max_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        raise BadRequest("max_tokens", f"must be an integer >= 0 (or null: until the end), got {max_tokens!r}")
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        raise BadRequest("stop", "must be a string or a list of strings")
+    logprobs = _integer(body, "logprobs")
+    if logprobs is not None and not 0 <= logprobs <= 20:
+        raise BadRequest("logprobs", f"must be in [0, 20], got {logprobs}")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool) and stream is not None:
+        raise BadRequest("stream", "must be a boolean")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict) or set(options) - {"include_usage", "continuous_usage_stats"}:
+        raise BadRequest("stream_options", "only {'include_usage': bool} is supported")
+    seed = _integer(body, "seed")
+    params: dict[str, Any] = {"strategy": _strategy(body), "max_tokens": max_tokens}
+    if stop:
+        params["stop"] = stop
+    penalty = _number(body, "repetition_penalty", None)
+    if penalty is not None:
+        params["repetition_penalty"] = penalty
+    request_body: dict[str, Any] = {"model_id": body["model"], "content": _prompt(body), "sampling_params": params}
+    fmt = _response_format(body)
+    if fmt is not None:
+        request_body["response_format"] = fmt
+    if logprobs is not None:
+        request_body["logprobs"] = {"top_k": logprobs}
+    request = parse_request(request_body)
+    return request, {
+        "stream": bool(stream),
+        "seed": seed,
+        "logprobs": logprobs,
+        "include_usage": bool(options.get("include_usage")),
+    }
+
+
+def error_body(error: CompletionError) -> dict:
+    """The spec's ``Error`` fields plus OpenAI's ``error`` object, so both kinds of client read it."""
+    body = error.error.model_dump(exclude_none=True)
+    body["error"] = {
+        "message": error.detail,
+        "type": _ERROR_TYPES.get(error.status, "server_error"),
+        "param": getattr(error, "field", None),
+        "code": error.status,
+    }
+    return body
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else FLOOR
+
+
+class Shaper:
+    """Turns the engine's events into OpenAI ``text_completion`` objects (one choice)."""
+
+    def __init__(self, model: str, logprobs: int | None):
+        self.id = f"cmpl-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.model = model
+        self.n_logprobs = logprobs
+        self._offset = 0
+
+    def _frame(self, choices: list, **extra: Any) -> dict:
+        return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "choices": choices, **extra}
+
+    def _logprobs(self, tokens: Iterable[TokenRecord]) -> dict | None:
+        if self.n_logprobs is None:
+            return None
+        block: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for token in tokens:
+            pairs = token.top[: self.n_logprobs] if self.n_logprobs > 0 else ((token.text, token.logprob),)
+            top: dict[str, float] = {}
+            for text, logprob in pairs:
+                top[text] = max(top.get(text, FLOOR), _finite(logprob))
+            block["tokens"].append(token.text)
+            block["token_logprobs"].append(_finite(token.logprob))
+            block["top_logprobs"].append(top)
+            block["text_offset"].append(self._offset)
+            self._offset += len(token.text)
+        return block
+
+    @staticmethod
+    def finish_reason(finished: Finished) -> str:
+        return "length" if finished.stop_reason == "out_of_tokens" else "stop"
+
+    @staticmethod
+    def usage(finished: Finished) -> dict:
+        return {
+            "prompt_tokens": finished.prompt_tokens,
+            "completion_tokens": finished.completion_tokens,
+            "total_tokens": finished.prompt_tokens + finished.completion_tokens,
+        }
+
+    def chunk(self, event: Delta | Finished) -> dict | None:
+        """One stream chunk, or ``None`` for an empty delta."""
+        if isinstance(event, Delta):
+            if not event.text and not event.tokens:
+                return None
+            choice = {"index": 0, "text": event.text, "logprobs": self._logprobs(event.tokens), "finish_reason": None}
+            return self._frame([choice])
+        choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": self.finish_reason(event)}
+        return self._frame([choice])
+
+    def usage_chunk(self, finished: Finished) -> dict:
+        return self._frame([], usage=self.usage(finished))
+
+    def response(self, events: Iterable[Delta | Finished]) -> dict:
+        text: list[str] = []
+        tokens: list[TokenRecord] = []
+        finished: Finished | None = None
+        for event in events:
+            if isinstance(event, Delta):
+                text.append(event.text)
+                tokens.extend(event.tokens)
+            else:
+                finished = event
+        if finished is None:
+            raise CompletionError(500, "The engine ended without a stop reason.")
+        choice = {
+            "index": 0,
+            "text": "".join(text),
+            "logprobs": self._logprobs(tokens),
+            "finish_reason": self.finish_reason(finished),
+        }
+        return self._frame([choice], usage=self.usage(finished))
