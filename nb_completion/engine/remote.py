@@ -1,0 +1,438 @@
+"""A model served elsewhere, as a ``Backend``: a llama-stack 0.2.x server (``POST
+/v1/inference/completion``) or an OpenAI-compatible one such as vLLM (``POST /v1/completions``).
+
+``register_remote(base_url, model_id=...)`` registers it, so ``complete()``, the widget and the
+magic use it like a local model. It always streams from the remote (server-sent events over
+httpx) and turns each remote chunk into ``Delta``/``Finished`` events.
+
+What a remote cannot tell us, and what the ``TokenRecord``s hold instead:
+
+- ``token_id`` is -1 (remotes send token texts, not ids).
+- Log-probabilities: the remote is asked for the ``logprobs.top_k`` the request asked for, or 0
+  (the chosen token alone, exact) when it asked none, so every token still gets a record.
+  With ``top_k`` >= 1 the remote reports only the alternatives, and the chosen token is found
+  among them by its text; ``rank`` is then its place there (1 = most likely). A chosen token
+  outside the reported top-k gets ``rank`` k+1 and, as ``logprob``, the lowest reported value
+  (an upper bound of its own). With ``top_k`` 0 the rank is unknown: ``rank`` 0.
+- ``entropy`` is a lower bound: the entropy over the reported tokens plus the unreported mass
+  taken as one outcome (exact when the reported tokens hold all the mass).
+- ``forced`` is False; ``elapsed`` is measured here, from sending the request.
+- llama-stack requests carry no seed (the contract has none); the OpenAI route sends ``seed``.
+
+A remote error body (the spec's ``Error``, or OpenAI's ``{"error": {"message": ...}}``) becomes a
+``CompletionError`` with the same status, title and detail; an unreachable remote is a 502.
+Setting ``cancel`` closes the connection (so the remote stops too) within one token.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from typing import Any, Iterator, Literal
+
+import httpx
+
+from ..api.errors import BadRequest, CompletionError
+from ..api.types import CompletionRequest, ImageContentItem, SamplingParams, TextContentItem
+from . import registry
+from .backend import Event
+from .records import Delta, Finished, ModelInfo, TokenRecord
+
+Api = Literal["llama-stack", "openai"]
+PATHS = {"llama-stack": "/v1/inference/completion", "openai": "/v1/completions"}
+_OPENAI_FINISH = {"stop": "end_of_turn", "length": "out_of_tokens", "eos": "end_of_turn"}
+
+
+# ---- remote errors --------------------------------------------------------------------------
+
+
+def error_from(body: Any, status: int) -> CompletionError:
+    """A remote error body as a ``CompletionError`` with the same status, title and detail."""
+    inner = body.get("error") if isinstance(body, dict) else None
+    for candidate in (body, inner):
+        if isinstance(candidate, dict) and isinstance(candidate.get("detail"), str):
+            return CompletionError(int(candidate.get("status") or status), candidate["detail"], candidate.get("title"))
+    if isinstance(inner, dict) and inner.get("message"):
+        code = inner.get("code")
+        return CompletionError(code if isinstance(code, int) and 400 <= code < 600 else status, str(inner["message"]))
+    if isinstance(body, dict) and isinstance(body.get("detail"), (list, dict)):  # FastAPI's 422
+        return CompletionError(status, json.dumps(body["detail"]))
+    return CompletionError(status, f"the remote answered {status}: {str(body)[:500]}")
+
+
+def _error_of_response(response: httpx.Response) -> CompletionError:
+    body: Any = ""
+    try:
+        response.read()
+        body = response.json()
+    except Exception:
+        body = response.text if response.is_stream_consumed else ""
+    return error_from(body, response.status_code)
+
+
+# ---- server-sent events ---------------------------------------------------------------------
+
+
+def sse_data(lines: Iterator[str]) -> Iterator[str]:
+    """The ``data`` of each server-sent event (multi-line data joined by newlines)."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
+
+
+# ---- token records from reported log-probabilities ------------------------------------------
+
+
+def entropy_lower_bound(logprobs: Iterator[float] | list[float]) -> float:
+    probs = [math.exp(lp) for lp in logprobs if math.isfinite(lp)]
+    rest = max(0.0, 1.0 - sum(probs))
+    return -sum(p * math.log(p) for p in probs + [rest] if p > 0)
+
+
+def make_record(index: int, text: str | None, reported: dict[str, float], top_k: int, elapsed: float) -> TokenRecord:
+    """One token from what the remote reported; ``text`` None: the chosen token is not among them."""
+    ordered = sorted(reported.items(), key=lambda kv: kv[1], reverse=True)
+    values = [lp for _, lp in ordered]
+    if top_k == 0:  # only the chosen token was reported: exact logprob, unknown rank
+        logprob = reported.get(text, values[0] if values else 0.0) if text is not None else (values[0] if values else 0.0)
+        return TokenRecord(index, -1, text or "", logprob, 0, (), entropy_lower_bound([logprob]), elapsed=elapsed)
+    if text is not None and text in reported:
+        rank = [t for t, _ in ordered].index(text) + 1
+        logprob = reported[text]
+    else:
+        rank = len(ordered) + 1
+        logprob = values[-1] if values else 0.0
+    return TokenRecord(index, -1, text or "", logprob, rank, tuple(ordered), entropy_lower_bound(values), elapsed=elapsed)
+
+
+def split_delta(delta: str, reported: list[dict[str, float]]) -> list[str | None]:
+    """Which reported text each token chose, so that they join to ``delta`` (longest first).
+
+    A token whose text is not among its reported alternatives is ``None`` (the last such token
+    takes whatever text is left, so the texts still join to the delta).
+    """
+    n = len(reported)
+    memo: dict[tuple[int, int], tuple[str, ...] | None] = {}
+
+    def solve(i: int, pos: int) -> tuple[str, ...] | None:
+        if i == n:
+            return () if pos == len(delta) else None
+        if (i, pos) not in memo:
+            memo[(i, pos)] = None
+            for key in sorted((k for k in reported[i] if delta.startswith(k, pos)), key=len, reverse=True):
+                rest = solve(i + 1, pos + len(key))
+                if rest is not None:
+                    memo[(i, pos)] = (key, *rest)
+                    break
+        return memo[(i, pos)]
+
+    if n * (len(delta) + 1) <= 20000:
+        found = solve(0, 0)
+        if found is not None:
+            return list(found)
+    chosen: list[str | None] = []
+    pos = 0
+    for i, alternatives in enumerate(reported):
+        keys = sorted((k for k in alternatives if k and delta.startswith(k, pos)), key=len, reverse=True)
+        if keys:
+            chosen.append(keys[0])
+            pos += len(keys[0])
+        else:
+            chosen.append(None)
+    if pos < len(delta) and None in chosen:
+        last = len(chosen) - 1 - chosen[::-1].index(None)
+        chosen[last] = delta[pos:]  # the unmatched text, attributed to the last unknown token
+    return chosen
+
+
+# ---- request bodies ---------------------------------------------------------------------------
+
+
+def _text(content: Any, model_id: str) -> str:
+    items = content if isinstance(content, list) else [content]
+    parts = []
+    for item in items:
+        if isinstance(item, ImageContentItem):
+            raise BadRequest("content", f"model '{model_id}' is served through an OpenAI completions route, which takes text only")
+        parts.append(item.text if isinstance(item, TextContentItem) else item)
+    return "".join(parts)
+
+
+def llama_stack_body(request: CompletionRequest, remote_id: str, top_k: int) -> dict:
+    body = request.model_dump(mode="json", exclude_none=True)
+    body.update(model_id=remote_id, stream=True, logprobs={"top_k": top_k})
+    return body
+
+
+def openai_body(request: CompletionRequest, remote_id: str, top_k: int, seed: int | None) -> dict:
+    params = request.sampling_params or SamplingParams()
+    strategy = params.strategy
+    body: dict[str, Any] = {
+        "model": remote_id,
+        "prompt": _text(request.content, request.model_id),
+        "max_tokens": params.max_tokens or None,  # 0 (until the end) is null, as vLLM reads it
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "logprobs": top_k,
+    }
+    if strategy.type == "greedy":
+        body["temperature"] = 0.0
+    elif strategy.type == "top_p":
+        body["temperature"] = 1.0 if strategy.temperature is None else strategy.temperature
+        body["top_p"] = 0.95 if strategy.top_p is None else strategy.top_p
+    else:
+        body.update(temperature=1.0, top_k=strategy.top_k)
+    if params.repetition_penalty not in (None, 1.0):
+        body["repetition_penalty"] = params.repetition_penalty
+    if params.stop:
+        body["stop"] = params.stop
+    if seed is not None:
+        body["seed"] = seed
+    fmt = request.response_format
+    if fmt is not None and fmt.type == "json_schema":
+        body["guided_json"] = fmt.json_schema
+    elif fmt is not None:
+        kind, text = next(iter(fmt.bnf.items()))
+        if kind == "lark":
+            raise BadRequest("response_format.bnf", "an OpenAI-compatible remote takes 'gbnf' or 'regex' grammars, not 'lark'")
+        body["guided_regex" if kind == "regex" else "guided_grammar"] = text
+    return body
+
+
+# ---- the stream ---------------------------------------------------------------------------------
+
+
+class _Tally:
+    """What the stream has delivered so far, for ``Finished``."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.first: float | None = None
+        self.tokens = 0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def saw_output(self) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+
+    def finished(self, stop_reason: str, metrics: dict[str, float], cancelled: bool = False) -> Finished:
+        completion = int(metrics.get("completion_tokens", self.tokens))
+        ttft = metrics.get("time_to_first_token", None if self.first is None else self.first - self.start)
+        tps = metrics.get("tokens_per_second")
+        if tps is None and self.first is not None and completion:
+            tps = completion / max(time.perf_counter() - self.first, 1e-9)
+        return Finished(stop_reason, int(metrics.get("prompt_tokens", 0)), completion, ttft, tps, cancelled)
+
+
+class RemoteStream:
+    """The iterator ``RemoteBackend.open`` returns; ``close()`` drops the connection."""
+
+    def __init__(self, response: httpx.Response, events: Iterator[Event]):
+        self._response = response
+        self._events = events
+
+    def __iter__(self) -> "RemoteStream":
+        return self
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def close(self) -> None:
+        try:
+            self._events.close()  # type: ignore[attr-defined]
+        finally:
+            self._response.close()
+
+    def __del__(self) -> None:
+        try:
+            self._response.close()
+        except Exception:
+            pass
+
+
+class RemoteBackend:
+    def __init__(self, base_url: str, model_id: str, api: Api = "llama-stack", api_key: str | None = None,
+                 name: str | None = None, timeout: float = 300.0, context_length: int | None = None):
+        if api not in PATHS:
+            raise ValueError(f"api must be 'llama-stack' or 'openai', got {api!r}")
+        self.base_url = base_url.rstrip("/")
+        self.remote_id = model_id
+        self.api = api
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0))
+        self.info = ModelInfo(
+            identifier=name or model_id,
+            provider_id=f"remote:{api}",
+            provider_resource_id=model_id,
+            metadata={"base_url": self.base_url, "api": api, "remote_model_id": model_id},
+            context_length=context_length,
+            loaded=True,
+        )
+
+    def open(self, request: CompletionRequest, *, seed: int | None = None,
+             cancel: threading.Event | None = None) -> Iterator[Event]:
+        top_k = 0 if request.logprobs is None else (request.logprobs.top_k or 0)
+        if self.api == "openai":
+            body = openai_body(request, self.remote_id, top_k, seed)
+        else:
+            body = llama_stack_body(request, self.remote_id, top_k)
+        tally = _Tally()
+        outgoing = self.client.build_request("POST", PATHS[self.api], json=body, headers={"Accept": "text/event-stream"})
+        try:
+            response = self.client.send(outgoing, stream=True)
+        except httpx.HTTPError as exc:
+            raise CompletionError(502, f"could not reach the remote at {self.base_url}: {type(exc).__name__}: {exc}", "Bad Gateway") from None
+        if response.status_code >= 400:
+            error = _error_of_response(response)
+            response.close()
+            raise error
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            events = self._whole(response, top_k, tally)
+        else:
+            parse = self._openai_events if self.api == "openai" else self._llama_events
+            events = self._guarded(response, parse(sse_data(response.iter_lines()), top_k, tally), tally, cancel)
+        return RemoteStream(response, events)
+
+    # Each parser yields Delta events and ends with Finished.
+
+    def _guarded(self, response: httpx.Response, events: Iterator[Event], tally: _Tally,
+                 cancel: threading.Event | None) -> Iterator[Event]:
+        try:
+            for event in events:
+                if cancel is not None and cancel.is_set():
+                    response.close()  # the remote sees the disconnect and stops too
+                    yield tally.finished("out_of_tokens", {}, cancelled=True)
+                    return
+                yield event
+                if isinstance(event, Finished):
+                    return
+        except httpx.HTTPError as exc:
+            if cancel is not None and cancel.is_set():
+                yield tally.finished("out_of_tokens", {}, cancelled=True)
+                return
+            raise CompletionError(502, f"the remote stream broke: {type(exc).__name__}: {exc}", "Bad Gateway") from None
+        raise CompletionError(502, "the remote stream ended without a stop reason", "Bad Gateway")
+
+    def _llama_events(self, datas: Iterator[str], top_k: int, tally: _Tally) -> Iterator[Event]:
+        for data in datas:
+            chunk = json.loads(data)
+            if "error" in chunk:
+                raise error_from(chunk["error"], 500)
+            yield from self._delta(chunk.get("delta", ""), [e.get("logprobs_by_token", {}) for e in chunk.get("logprobs") or []], top_k, tally)
+            if chunk.get("stop_reason"):
+                metrics = {m["metric"]: m["value"] for m in chunk.get("metrics") or []}
+                yield tally.finished(chunk["stop_reason"], metrics)
+
+    def _delta(self, text: str, reported: list[dict[str, float]], top_k: int, tally: _Tally) -> Iterator[Event]:
+        if not text and not reported:
+            return
+        tally.saw_output()
+        chosen = split_delta(text, reported) if reported else []
+        records = []
+        for alternatives, token_text in zip(reported, chosen):
+            records.append(make_record(tally.tokens, token_text, alternatives, top_k, tally.elapsed()))
+            tally.tokens += 1
+        yield Delta(text, tuple(records))
+
+    def _openai_events(self, datas: Iterator[str], top_k: int, tally: _Tally) -> Iterator[Event]:
+        finish: str | None = None
+        usage: dict = {}
+        for data in datas:
+            if data.strip() == "[DONE]":
+                break
+            chunk = json.loads(data)
+            if "error" in chunk and not chunk.get("choices"):
+                raise error_from(chunk, 500)
+            usage = chunk.get("usage") or usage
+            for choice in chunk.get("choices") or []:
+                text = choice.get("text") or ""
+                block = choice.get("logprobs") or {}
+                tokens = block.get("tokens") or []
+                if text or tokens:
+                    tally.saw_output()
+                    records = []
+                    for i, token_text in enumerate(tokens):
+                        top = (block.get("top_logprobs") or [None] * len(tokens))[i] or {}
+                        chosen_lp = (block.get("token_logprobs") or [None] * len(tokens))[i]
+                        reported = dict(top)
+                        if top_k == 0 and chosen_lp is not None:
+                            reported = {token_text: chosen_lp}
+                        record = make_record(tally.tokens, token_text if token_text in reported or top_k == 0 else None,
+                                             reported, top_k, tally.elapsed())
+                        if chosen_lp is not None and top_k > 0:  # OpenAI gives the chosen token's own logprob
+                            record = TokenRecord(record.index, -1, token_text, chosen_lp, record.rank, record.top,
+                                                 record.entropy, elapsed=record.elapsed)
+                        records.append(record)
+                        tally.tokens += 1
+                    yield Delta(text, tuple(records))
+                finish = choice.get("finish_reason") or finish
+        if finish is None:
+            raise CompletionError(502, "the remote stream ended without a finish reason", "Bad Gateway")
+        yield tally.finished(_OPENAI_FINISH.get(finish, "end_of_turn"), dict(usage))
+
+    def _whole(self, response: httpx.Response, top_k: int, tally: _Tally) -> Iterator[Event]:
+        """A remote that answered with one JSON body instead of a stream."""
+        response.read()
+        body = response.json()
+        if self.api == "openai":
+            yield from self._openai_events(iter([json.dumps(body)]), top_k, tally)
+            return
+        yield from self._delta(body.get("content", ""), [e.get("logprobs_by_token", {}) for e in body.get("logprobs") or []], top_k, tally)
+        metrics = {m["metric"]: m["value"] for m in body.get("metrics") or []}
+        yield tally.finished(body.get("stop_reason") or "end_of_turn", metrics)
+
+
+def remote_models(base_url: str, api_key: str | None = None, timeout: float = 10.0) -> list[dict]:
+    """``GET /v1/models`` of a remote: each entry with at least ``identifier``."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(base_url.rstrip("/") + "/v1/models", headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise CompletionError(502, f"could not reach the remote at {base_url}: {type(exc).__name__}: {exc}", "Bad Gateway") from None
+    if response.status_code >= 400:
+        raise _error_of_response(response)
+    entries = response.json().get("data") or []
+    return [{**e, "identifier": e.get("identifier") or e.get("id")} for e in entries if e.get("model_type", "llm") == "llm"]
+
+
+def register_remote(base_url: str, model_id: str | None = None, api: Api = "llama-stack", api_key: str | None = None,
+                    name: str | None = None, timeout: float = 300.0, check: bool = True) -> RemoteBackend:
+    """Register a model served at ``base_url`` so ``complete()``, the widget and the magic use it.
+
+    ``model_id``: the remote's id (default: the first model the remote lists). ``name``: the id
+    it gets here (default: ``model_id``; give another when a local model has that id). ``api``:
+    ``"llama-stack"`` or ``"openai"`` (vLLM and other OpenAI-compatible servers). ``check``
+    lists the remote's models first, so a wrong id or an unreachable server fails now.
+
+    >>> register_remote("http://gpu-box:8321", "meta-llama/Llama-3.2-3B-Instruct")  # doctest: +SKIP
+    """
+    context_length = None
+    if check or model_id is None:
+        listed = remote_models(base_url, api_key)
+        ids = [e["identifier"] for e in listed]
+        if model_id is None:
+            if not ids:
+                raise CompletionError(404, f"the remote at {base_url} lists no models")
+            model_id = ids[0]
+        if model_id not in ids:
+            raise CompletionError(404, f"model_id: the remote at {base_url} has no model '{model_id}'. Available models: {', '.join(ids)}")
+        entry = listed[ids.index(model_id)]
+        context_length = (entry.get("metadata") or {}).get("context_length") or entry.get("max_model_len")
+    backend = RemoteBackend(base_url, model_id, api, api_key, name, timeout, context_length)
+    registry.register(backend)
+    return backend
