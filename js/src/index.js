@@ -1,0 +1,43 @@
+// nb_completion's CompletionWidget front end (anywidget). Wires the controls and the output to
+// the model and to the kernel's custom messages; see protocol.js for the messages.
+
+import "./widget.css";
+import { createControls } from "./controls.js";
+import { createOutput } from "./output.js";
+import { branchMsg, generateMsg, snapshotMsg, stopMsg } from "./protocol.js";
+
+function render({ model, el }) {
+  const root = document.createElement("div");
+  root.className = "nbc-widget";
+  // Keep JupyterLab's notebook shortcuts (Ctrl+Enter runs the cell) out of the panel.
+  root.dataset.lmSuppressShortcuts = "true";
+  const send = (msg) => model.send(msg);
+
+  const controls = createControls(model, {
+    onGenerate: () => send(generateMsg()),
+    onStop: () => send(stopMsg()),
+  });
+  const output = createOutput(model, {
+    onBranch: (index, text) => {
+      controls.flush();
+      send(branchMsg(index, text));
+    },
+    onGap: () => send(snapshotMsg()),
+  });
+  const onCustom = (msg) => output.onMessage(msg);
+  model.on("msg:custom", onCustom);
+  root.append(controls.el, output.el);
+  el.replaceChildren(root);
+
+  // A view opened mid-generation asks for the tokens streamed so far.
+  const status = model.get("status");
+  if (status === "running" || status === "loading") send(snapshotMsg());
+
+  return () => {
+    model.off("msg:custom", onCustom);
+    controls.destroy();
+    output.destroy();
+  };
+}
+
+export default { render };

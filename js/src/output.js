@@ -1,0 +1,228 @@
+// The output view: status and live metrics, the colour toggle and legend, the branch banner, the
+// error box, and the token heatmap that grows as deltas arrive.
+
+import { metricsLine } from "./format.js";
+import { legendElement, recolor, tokenFragment } from "./heatmap.js";
+import { applyDelta, applySnapshot, createState, sameTokens } from "./protocol.js";
+import { createTooltip } from "./tooltip.js";
+
+const STATUS_TEXT = {
+  idle: "Ready",
+  loading: "Loading the model…",
+  running: "Generating…",
+  done: "Done",
+  stopped: "Stopped",
+  error: "Error",
+};
+
+function el(doc, tag, className, text) {
+  const node = doc.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/**
+ * Build the output bound to `model`. `onBranch(index, text)` is called when an alternative is
+ * clicked; `onGap()` when a delta was missed (ask the kernel for a snapshot).
+ */
+export function createOutput(model, { onBranch, onGap } = {}) {
+  const doc = globalThis.document;
+  const root = el(doc, "div", "nbc-output");
+  const statusLine = el(doc, "div", "nbc-statusline");
+  const status = el(doc, "span", "nbc-status");
+  status.setAttribute("role", "status");
+  status.setAttribute("aria-live", "polite");
+  const metrics = el(doc, "span", "nbc-metrics");
+  statusLine.append(status, metrics);
+
+  const view = el(doc, "div", "nbc-view");
+  const colorLabel = el(doc, "label", "nbc-toggle");
+  const colorBy = doc.createElement("select");
+  colorBy.name = "color_by";
+  for (const [value, text] of [
+    ["probability", "probability"],
+    ["entropy", "entropy"],
+  ]) {
+    const o = el(doc, "option", "", text);
+    o.value = value;
+    colorBy.append(o);
+  }
+  colorLabel.append("Colour by ", colorBy);
+  const wsLabel = el(doc, "label", "nbc-toggle");
+  const showWs = doc.createElement("input");
+  showWs.type = "checkbox";
+  showWs.checked = true;
+  showWs.name = "show_whitespace";
+  wsLabel.append(showWs, " show spaces");
+  const legendSlot = el(doc, "span", "nbc-legend-slot");
+  view.append(colorLabel, wsLabel, legendSlot);
+
+  const banner = el(doc, "div", "nbc-branch-banner");
+  const error = el(doc, "div", "nbc-error");
+  error.setAttribute("role", "alert");
+  const text = el(doc, "div", "nbc-text");
+  text.setAttribute("aria-label", "completion");
+  const promptEcho = el(doc, "span", "nbc-prompt-echo");
+  const tokensBox = el(doc, "span", "nbc-tokens");
+  text.append(promptEcho, tokensBox);
+  root.append(statusLine, view, banner, error, text);
+
+  const tooltip = createTooltip(root, { onPick: (index, alt) => onBranch && onBranch(index, alt) });
+  const state = createState(model.get("run") ?? 0, model.get("tokens") || []);
+  const opts = () => ({ colorBy: model.get("color_by") || "probability", showSpaces: showWs.checked });
+
+  function renderTokens() {
+    tooltip.hide();
+    tokensBox.replaceChildren(tokenFragment(doc, state.tokens, opts()));
+  }
+  function appendTokens(tokens) {
+    const nearBottom = text.scrollHeight - text.scrollTop - text.clientHeight < 40;
+    tokensBox.append(tokenFragment(doc, tokens, opts()));
+    if (nearBottom) text.scrollTop = text.scrollHeight;
+  }
+  function renderStatus() {
+    const s = model.get("status") || "idle";
+    status.dataset.status = s;
+    root.dataset.status = s;
+    let label = STATUS_TEXT[s] || s;
+    const m = model.get("metrics") || {};
+    if (s === "done" && m.stop_reason) label += ` (${m.stop_reason.replace(/_/g, " ")})`;
+    status.textContent = label;
+  }
+  function renderMetrics(m) {
+    metrics.textContent = metricsLine(m || model.get("metrics"));
+  }
+  function renderError() {
+    const e = model.get("error") || {};
+    error.replaceChildren();
+    error.hidden = !e.title;
+    if (e.title) {
+      const title = el(doc, "strong", "nbc-error-title", `${e.status ?? ""} ${e.title}`.trim());
+      error.append(title, el(doc, "div", "nbc-error-detail", e.detail || ""));
+    }
+  }
+  function renderBanner() {
+    const b = model.get("branch");
+    banner.hidden = !b;
+    if (b) {
+      banner.textContent = `Branch: at token #${b.index} the model chose ${JSON.stringify(b.original)}; continuing from ${JSON.stringify(b.chosen)} instead.`;
+    }
+  }
+  function renderPrompt() {
+    promptEcho.textContent = model.get("prompt_echo") || "";
+  }
+  function renderLegend() {
+    colorBy.value = model.get("color_by") || "probability";
+    legendSlot.replaceChildren(legendElement(doc, colorBy.value));
+  }
+  function syncFromTraits() {
+    const run = model.get("run") ?? 0;
+    const tokens = model.get("tokens") || [];
+    if (run !== state.run || !sameTokens(state, tokens)) {
+      // A new run starts from its prefix; at the end the traits hold the whole list. Re-render
+      // only when they differ from what the deltas built.
+      if (run !== state.run || (model.get("status") !== "running" && model.get("status") !== "loading")) {
+        state.run = run;
+        state.tokens = tokens.slice();
+        renderTokens();
+      }
+    } else {
+      state.tokens = tokens.slice(); // authoritative copy, same content
+    }
+  }
+
+  function onMessage(msg) {
+    if (!msg || typeof msg !== "object") return;
+    if (msg.type === "delta") {
+      const r = applyDelta(state, msg);
+      if (r.kind === "append") appendTokens(r.tokens);
+      else if (r.kind === "gap" && onGap) onGap();
+      if (msg.metrics && r.kind !== "ignore") renderMetrics(msg.metrics);
+    } else if (msg.type === "snapshot") {
+      if (applySnapshot(state, msg)) renderTokens();
+      if (msg.metrics) renderMetrics(msg.metrics);
+    }
+  }
+
+  // hover / focus a token -> tooltip
+  const tokenOf = (target) => {
+    const t = target.closest && target.closest("[data-token-index]");
+    return t && tokensBox.contains(t) ? [t, state.tokens[Number(t.dataset.tokenIndex)]] : [null, null];
+  };
+  const over = (e) => {
+    const [t, token] = tokenOf(e.target);
+    if (token) tooltip.show(t, token);
+  };
+  const out = (e) => {
+    const [t] = tokenOf(e.target);
+    if (t && !t.contains(e.relatedTarget) && !tooltip.el.contains(e.relatedTarget)) tooltip.scheduleHide();
+  };
+  tokensBox.addEventListener("mouseover", over);
+  tokensBox.addEventListener("focusin", over);
+  tokensBox.addEventListener("mouseout", out);
+  tokensBox.addEventListener("focusout", out);
+  tokensBox.addEventListener("keydown", (e) => {
+    const [t, token] = tokenOf(e.target);
+    if (!token) return;
+    if (e.key === "Escape") tooltip.hide();
+    else if (e.key === "ArrowDown" || e.key === "Enter") {
+      e.preventDefault();
+      tooltip.show(t, token);
+      tooltip.focusFirst();
+    } else if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
+      const next = tokensBox.querySelector(`[data-token-index="${token.index + (e.key === "ArrowRight" ? 1 : -1)}"]`);
+      if (next) {
+        e.preventDefault();
+        next.focus();
+      }
+    }
+  });
+
+  colorBy.addEventListener("change", () => {
+    model.set("color_by", colorBy.value);
+    model.save_changes();
+  });
+  showWs.addEventListener("change", renderTokens);
+
+  const handlers = {
+    "change:status": () => {
+      renderStatus();
+      renderMetrics();
+    },
+    "change:metrics": () => {
+      renderMetrics();
+      renderStatus();
+    },
+    "change:error": renderError,
+    "change:branch": renderBanner,
+    "change:prompt_echo": renderPrompt,
+    "change:run": syncFromTraits,
+    "change:tokens": syncFromTraits,
+    "change:color_by": () => {
+      renderLegend();
+      recolor(tokensBox, state.tokens, model.get("color_by"));
+    },
+  };
+  for (const [event, fn] of Object.entries(handlers)) model.on(event, fn);
+
+  renderStatus();
+  renderMetrics();
+  renderError();
+  renderBanner();
+  renderPrompt();
+  renderLegend();
+  renderTokens();
+
+  return {
+    el: root,
+    state,
+    tooltip,
+    onMessage,
+    tokensBox,
+    destroy() {
+      for (const [event, fn] of Object.entries(handlers)) model.off(event, fn);
+      tooltip.destroy();
+    },
+  };
+}

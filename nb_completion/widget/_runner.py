@@ -1,0 +1,115 @@
+"""Generation off the kernel's main thread: drain ``open_events`` in a background thread, hand
+batched token records to a callback, and stop within one token when cancelled.
+
+The kernel handles widget messages (the Stop click) on its main thread only while no cell is
+executing; running the engine here keeps that thread free.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..api.errors import CompletionError, EngineFailure
+from ..api.types import CompletionRequest, CompletionResponse
+from ..engine import registry
+from ..engine.records import Delta, Finished, TokenRecord
+from ..service import open_events, to_response
+from ._batcher import DeltaBatcher
+
+
+@dataclass
+class Outcome:
+    """What one run produced: the records, the spec response, or the error that ended it."""
+
+    records: list[TokenRecord] = field(default_factory=list)
+    finished: Finished | None = None
+    response: CompletionResponse | None = None
+    error: CompletionError | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.finished is not None and self.finished.cancelled
+
+
+class Runner:
+    """One generation in a daemon thread.
+
+    ``on_loading()`` is called before a default model that is not loaded yet gets loaded;
+    ``on_batch(records)`` with each batch of new token records (at most ~30 a second);
+    ``on_done(outcome)`` once at the end, also after an error or a cancel.
+    """
+
+    def __init__(
+        self,
+        request: CompletionRequest,
+        *,
+        seed: int | None,
+        on_batch: Callable[[list[TokenRecord]], None],
+        on_done: Callable[[Outcome], None],
+        on_loading: Callable[[], None] | None = None,
+        batcher: DeltaBatcher | None = None,
+    ):
+        self.request = request
+        self.seed = seed
+        self.cancel_event = threading.Event()
+        self.done = threading.Event()
+        self.outcome = Outcome()
+        self._on_batch = on_batch
+        self._on_done = on_done
+        self._on_loading = on_loading
+        self._batcher = batcher or DeltaBatcher()
+        self._thread = threading.Thread(target=self._main, name="nb_completion-widget", daemon=True)
+
+    def start(self) -> "Runner":
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return not self.done.is_set()
+
+    def _main(self) -> None:
+        outcome = self.outcome
+        try:
+            self._load_if_needed()
+            events = []
+            top_k = self.request.logprobs.top_k or 0 if self.request.logprobs else None
+            for event in open_events(self.request, seed=self.seed, cancel=self.cancel_event):
+                events.append(event)
+                if isinstance(event, Delta):
+                    outcome.records.extend(event.tokens)
+                    self._emit(self._batcher.add(event.tokens))
+                elif isinstance(event, Finished):
+                    outcome.finished = event
+            self._emit(self._batcher.flush())
+            outcome.response = to_response(events, top_k)
+        except CompletionError as exc:
+            self._emit(self._batcher.flush())
+            outcome.error = exc
+        except Exception as exc:  # never let a bug kill the thread silently or leak a trace
+            self._emit(self._batcher.flush())
+            outcome.error = EngineFailure(f"The engine failed while generating ({type(exc).__name__}).")
+        finally:
+            try:
+                self._on_done(outcome)
+            finally:
+                self.done.set()
+
+    def _load_if_needed(self) -> None:
+        model_id = self.request.model_id
+        if model_id == registry.DEFAULT_MODEL_ID and registry.registered(model_id) is None:
+            if self._on_loading is not None:
+                self._on_loading()
+            registry.get(model_id)  # loads and registers it
+
+    def _emit(self, batch: list[TokenRecord] | None) -> None:
+        if batch:
+            self._on_batch(batch)

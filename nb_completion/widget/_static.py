@@ -1,0 +1,61 @@
+"""The widget's static ``text/html``: prompt, heatmap (from ``nb_completion.render``), status and
+errors, inline-styled so nbconvert exports and GitHub show it without a kernel."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Mapping, Sequence
+
+from ..engine.records import TokenRecord
+
+_BOX = "border:1px solid #c8c8c8;border-radius:6px;padding:8px 10px;font-family:system-ui,sans-serif;font-size:13px"
+_MUTED = "opacity:0.6"
+_MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace"
+
+
+def _summary(status: str, metrics: Mapping[str, Any]) -> str:
+    parts = [status]
+    if metrics.get("tokens") is not None:
+        parts.append(f"{metrics['tokens']} tokens")
+    if metrics.get("tokens_per_second"):
+        parts.append(f"{metrics['tokens_per_second']:.1f} tokens/s")
+    if metrics.get("cancelled"):
+        parts.append("stopped, partial text kept")
+    elif metrics.get("stop_reason"):
+        parts.append(f"stop: {metrics['stop_reason']}")
+    return " · ".join(parts)
+
+
+def static_html(
+    records: Sequence[TokenRecord],
+    *,
+    prompt: str,
+    color_by: str,
+    status: str,
+    metrics: Mapping[str, Any],
+    error: Mapping[str, Any],
+    model: str,
+) -> str:
+    from ..render import error_html, heatmap_html
+
+    head = (
+        f'<div style="{_MUTED};font-size:11px;margin-bottom:4px">nb_completion · {html.escape(model)} · '
+        f"{html.escape(_summary(status, metrics))}</div>"
+    )
+    prompt_html = (
+        f'<div style="{_MONO};{_MUTED};white-space:pre-wrap;word-break:break-word">{html.escape(prompt)}</div>'
+        if prompt
+        else ""
+    )
+    if records:
+        body = heatmap_html(list(records), color_by=color_by)
+    elif status == "idle":
+        body = f'<div style="{_MUTED}">(no completion yet: run this widget in a live kernel and press Generate)</div>'
+    else:
+        body = heatmap_html([], color_by=color_by, legend=False)
+    err = ""
+    if error.get("title"):
+        from ..api.types import Error
+
+        err = error_html(Error(**error))
+    return f'<div class="nbc-static" style="{_BOX}">{head}{prompt_html}{body}{err}</div>'

@@ -1,0 +1,58 @@
+"""Token records as the browser sees them, and the records of a branch."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+from ..engine.records import TokenRecord
+
+
+def _finite(x: float, floor: float = -1e4) -> float:
+    """JSON has no -inf/NaN: clamp to a very unlikely but finite value."""
+    return x if math.isfinite(x) else floor
+
+
+def token_dict(record: TokenRecord, branch: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "index": record.index,
+        "text": record.text,
+        "logprob": round(_finite(record.logprob), 5),
+        "rank": record.rank,
+        "top": [[text, round(_finite(lp), 5)] for text, lp in record.top],
+        "entropy": round(_finite(record.entropy, 0.0), 4),
+        "forced": record.forced,
+    }
+    if branch:
+        out["branch"] = True
+    return out
+
+
+def reindex(records: Sequence[TokenRecord], offset: int) -> list[TokenRecord]:
+    """Records of a continuation placed after ``offset`` shown tokens."""
+    return [dataclasses.replace(r, index=offset + r.index) for r in records]
+
+
+def branch_record(parent: TokenRecord, text: str) -> TokenRecord:
+    """The alternative ``text`` picked at ``parent``'s step, measured by ``parent``'s distribution."""
+    for rank, (alt, logprob) in enumerate(parent.top, 1):
+        if alt == text:
+            return dataclasses.replace(parent, token_id=-1, text=text, logprob=logprob, rank=rank, forced=False)
+    if text == parent.text:
+        return parent
+    raise ValueError(f"{text!r} is not among the alternatives of token #{parent.index}")
+
+
+def live_metrics(records: Sequence[TokenRecord]) -> dict[str, Any]:
+    """Tokens so far, time to first token, and the decode rate after the first token."""
+    n = len(records)
+    ttft = records[0].elapsed if n else None
+    tps = None
+    if n > 1 and records[-1].elapsed > records[0].elapsed:
+        tps = (n - 1) / (records[-1].elapsed - records[0].elapsed)
+    return {
+        "tokens": n,
+        "time_to_first_token": None if ttft is None else round(ttft, 4),
+        "tokens_per_second": None if tps is None else round(tps, 2),
+    }

@@ -1,0 +1,364 @@
+"""``CompletionWidget``: a live completion panel (anywidget).
+
+    >>> from nb_completion import CompletionWidget
+    >>> w = CompletionWidget("The capital of France is", max_tokens=16)  # doctest: +SKIP
+    >>> w                      # the panel: type, set the sampling, press Generate  # doctest: +SKIP
+    >>> w.generate(wait=True).content  # or drive it from Python  # doctest: +SKIP
+
+Every control is a synced traitlet you can set or ``observe``; ``w.result`` is the last
+``CompletionResponse``; ``w.stop()`` cancels (the partial output is kept). Tokens stream to the
+browser as batched custom messages (at most ~30 a second); the final tokens land in the
+``tokens`` trait, so a re-opened view is complete. ``_repr_mimebundle_`` adds a static
+``text/html`` heatmap of the last result for nbconvert and GitHub.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets as t
+
+from ..api.errors import BadRequest, CompletionError, EngineFailure
+from ..api.types import CompletionResponse
+from ..engine import registry
+from ..engine.records import TokenRecord
+from ._controls import (
+    CONTROL_NAMES,
+    FORMATS,
+    GRAMMAR_SYNTAXES,
+    STRATEGIES,
+    build,
+    check_controls,
+    control_of,
+    first_problem,
+    from_response_format,
+    from_sampling_params,
+    schema_text,
+)
+from ._runner import Outcome, Runner
+from ._static import static_html
+from ._tokens import branch_record, live_metrics, reindex, token_dict
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+STATUSES = ("idle", "loading", "running", "done", "stopped", "error")
+_DIRECT = {
+    "strategy", "temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "stop",
+    "logprobs_top_k", "seed", "json_schema", "grammar", "grammar_syntax", "color_by",
+}  # fmt: skip
+
+
+class CompletionWidget(anywidget.AnyWidget):
+    """A prompt, sampling controls, Generate / Stop, and the streamed completion as a heatmap.
+
+    ``CompletionWidget(content="", model_id=None, **sampling)``; ``sampling`` takes the control
+    names (``strategy``, ``temperature``, ``top_p``, ``top_k``, ``max_tokens``,
+    ``repetition_penalty``, ``stop`` (the trait ``stop_strings``), ``logprobs_top_k`` or ``logprobs``, ``seed``,
+    ``response_format``, ``json_schema``, ``grammar``, ``grammar_syntax``, ``color_by``) or a spec
+    ``sampling_params`` dict. Setting ``temperature``/``top_p`` implies the top-p strategy and
+    ``top_k`` the top-k strategy unless ``strategy`` is given. Unknown names raise ``TypeError``.
+    """
+
+    _esm = STATIC / "widget.js"
+    _css = STATIC / "widget.css"
+
+    # ---- controls (what the next request is made of) ----
+    content = t.Unicode("").tag(sync=True)
+    model_name = t.Unicode("").tag(sync=True)  # the model_id of requests (`model_id` is ipywidgets')
+    model_ids = t.List(t.Unicode()).tag(sync=True)
+    strategy = t.Enum(STRATEGIES, "greedy").tag(sync=True)
+    temperature = t.Float(0.8).tag(sync=True)
+    top_p = t.Float(0.95).tag(sync=True)
+    top_k = t.Int(40).tag(sync=True)
+    max_tokens = t.Int(64).tag(sync=True)
+    repetition_penalty = t.Float(1.0).tag(sync=True)
+    stop_strings = t.List(t.Unicode()).tag(sync=True)  # sampling_params.stop (`stop()` stops)
+    logprobs_top_k = t.Int(5).tag(sync=True)
+    response_format = t.Enum(FORMATS, "none").tag(sync=True)
+    json_schema = t.Unicode("").tag(sync=True)
+    grammar = t.Unicode("").tag(sync=True)
+    grammar_syntax = t.Enum(GRAMMAR_SYNTAXES, "gbnf").tag(sync=True)
+    seed = t.Int(None, allow_none=True).tag(sync=True)
+    color_by = t.Enum(("probability", "entropy"), "probability").tag(sync=True)
+
+    # ---- state (what the panel shows) ----
+    status = t.Enum(STATUSES, "idle").tag(sync=True)
+    run = t.Int(0).tag(sync=True)  # increments per generation; deltas carry it
+    tokens = t.List(t.Dict()).tag(sync=True)  # the shown tokens, complete once a run ends
+    text = t.Unicode("").tag(sync=True)  # the shown completion text
+    prompt_echo = t.Unicode("").tag(sync=True)  # the prompt of the shown completion
+    metrics = t.Dict().tag(sync=True)
+    error = t.Dict().tag(sync=True)  # the spec Error body of the last failure, or {}
+    invalid = t.Dict().tag(sync=True)  # control -> message, for values that cannot be sent
+    branch = t.Dict(default_value=None, allow_none=True).tag(sync=True)
+
+    def __init__(self, content: str = "", model_id: str | None = None, **sampling: Any):
+        values = _trait_values(sampling)
+        self._lock = threading.RLock()
+        self._runner: Runner | None = None
+        self._records: list[TokenRecord] = []  # shown tokens: a branch's prefix + generated
+        self._prefix_len = 0
+        self._branch_points: set[int] = set()
+        self.result: CompletionResponse | None = None
+        super().__init__(
+            content=content,
+            model_name=model_id or registry.DEFAULT_MODEL_ID,
+            model_ids=registry.registered_ids(),
+            **values,
+        )
+        self.on_msg(self._on_frontend_msg)
+        self.observe(self._revalidate, names=list(CONTROL_NAMES))
+        self._revalidate()
+
+    # ---- the Python API ------------------------------------------------------------------------
+
+    def generate(self, *, wait: bool = False, timeout: float | None = None) -> CompletionResponse | None:
+        """Start a generation from the controls (stopping a running one). With ``wait=True``,
+        block until it ends and return ``result`` (a Stop click cannot arrive while a cell waits)."""
+        started = self._start(self.content, prefix=[], branch=None)
+        return self.wait(timeout) if wait and started else None
+
+    def stop(self, wait: bool = False, timeout: float | None = 5.0) -> None:
+        """Cancel the running generation; it ends within one token and keeps the partial output."""
+        runner = self._runner
+        if runner is not None:
+            runner.cancel()
+            if wait:
+                runner.join(timeout)
+
+    def wait(self, timeout: float | None = None) -> CompletionResponse | None:
+        """Block until the current generation ends; returns ``result``."""
+        runner = self._runner
+        if runner is not None:
+            runner.join(timeout)
+        return self.result
+
+    def continue_from(self, index: int, text: str, *, wait: bool = False) -> CompletionResponse | None:
+        """Branch: keep the shown tokens before ``index``, put the alternative ``text`` (one of
+        token ``index``'s top-k) in its place, and generate on from there."""
+        with self._lock:
+            records = list(self._records)
+            points = set(self._branch_points)
+        if not isinstance(index, int) or not 0 <= index < len(records):
+            raise BadRequest("index", f"no token #{index} (the output has {len(records)} tokens)")
+        try:
+            alt = branch_record(records[index], text)
+        except ValueError as exc:
+            raise BadRequest("text", str(exc)) from None
+        prefix = records[:index] + [alt]
+        branch = {"index": index, "chosen": text, "original": records[index].text, "rank": alt.rank}
+        points = {p for p in points if p < index} | {index}
+        started = self._start(self.content + "".join(r.text for r in prefix), prefix, branch, points)
+        return self.wait() if wait and started else None
+
+    @property
+    def records(self) -> list[TokenRecord]:
+        """The shown tokens as ``TokenRecord``s (a branch's prefix included)."""
+        with self._lock:
+            return list(self._records)
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None and self._runner.running
+
+    def to_html(self) -> str:
+        """A self-contained HTML rendering of the shown result (heatmap with hover titles)."""
+        with self._lock:
+            records = list(self._records)
+        return static_html(
+            records,
+            prompt=self.prompt_echo,
+            color_by=self.color_by,
+            status=self.status,
+            metrics=self.metrics,
+            error=self.error,
+            model=self.model_name,
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
+        return {**data, "text/html": self.to_html()}, meta
+
+    # ---- running ---------------------------------------------------------------------------------
+
+    def _values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in CONTROL_NAMES}
+
+    def _revalidate(self, change: Any = None) -> None:
+        self.invalid = check_controls(self._values())
+
+    def _start(self, content: str, prefix: list[TokenRecord], branch: dict | None, points: set[int] = frozenset()) -> bool:
+        previous = self._runner
+        if previous is not None and previous.running:
+            previous.cancel()
+            previous.join(5.0)
+        values = self._values()
+        bad = check_controls(values)
+        try:
+            if bad:
+                raise first_problem(bad)
+            request = build(values, content)
+        except CompletionError as exc:
+            self.invalid = bad or self._flag(exc)
+            self._show_error(exc)
+            return False
+        with self._lock:
+            run = self.run + 1
+            self._records = list(prefix)
+            self._prefix_len = len(prefix)
+            self._branch_points = set(points)
+            self.result = None
+            self._runner = Runner(
+                request,
+                seed=values["seed"],
+                on_batch=lambda records: self._on_batch(run, records),
+                on_done=lambda outcome: self._on_done(run, outcome),
+                on_loading=lambda: self._set_status(run, "loading"),
+            )
+            with self.hold_sync():
+                self.run = run
+                self.status = "running"
+                self.error = {}
+                self.metrics = {}
+                self.branch = branch
+                self.prompt_echo = self.content
+                self.tokens = self._dicts(self._records)
+                self.text = "".join(r.text for r in self._records)
+                self.model_ids = registry.registered_ids()
+        self._runner.start()
+        return True
+
+    def _dicts(self, records: list[TokenRecord]) -> list[dict]:
+        return [token_dict(r, branch=r.index in self._branch_points) for r in records]
+
+    def _set_status(self, run: int, status: str) -> None:
+        with self._lock:
+            if run == self.run:
+                self.status = status
+
+    def _on_batch(self, run: int, records: list[TokenRecord]) -> None:
+        with self._lock:
+            if run != self.run:
+                return
+            fresh = reindex(records, self._prefix_len)
+            start = len(self._records)
+            self._records.extend(fresh)
+            if self.status == "loading":
+                self.status = "running"
+            self.send(
+                {
+                    "type": "delta",
+                    "run": run,
+                    "start": start,
+                    "tokens": self._dicts(fresh),
+                    "metrics": live_metrics(self._records[self._prefix_len :]),
+                }
+            )
+
+    def _on_done(self, run: int, outcome: Outcome) -> None:
+        with self._lock:
+            if run != self.run:
+                return
+            generated = self._records[self._prefix_len :]
+            metrics = live_metrics(generated)
+            finished = outcome.finished
+            if finished is not None:
+                metrics.update(
+                    prompt_tokens=finished.prompt_tokens,
+                    completion_tokens=finished.completion_tokens,
+                    stop_reason=finished.stop_reason,
+                    cancelled=finished.cancelled,
+                )
+                if finished.time_to_first_token is not None:
+                    metrics["time_to_first_token"] = round(finished.time_to_first_token, 4)
+                if finished.tokens_per_second is not None:
+                    metrics["tokens_per_second"] = round(finished.tokens_per_second, 2)
+            self.result = outcome.response
+            prefix_text = "".join(r.text for r in self._records[: self._prefix_len])
+            body = outcome.response.content if outcome.response else "".join(r.text for r in generated)
+            with self.hold_sync():
+                self.tokens = self._dicts(self._records)
+                self.text = prefix_text + body
+                self.metrics = metrics
+                if outcome.error is not None:
+                    flagged = self._flag(outcome.error)
+                    if flagged:
+                        self.invalid = {**self.invalid, **flagged}
+                    self.error = outcome.error.error.model_dump(exclude_none=True)
+                    self.status = "error"
+                else:
+                    self.status = "stopped" if outcome.cancelled else "done"
+
+    def _flag(self, exc: CompletionError) -> dict[str, str]:
+        if exc.status != 400:
+            return {}
+        control = control_of(exc.detail, self.response_format)
+        return {control: exc.detail.split(":", 1)[-1].strip()} if control else {}
+
+    def _show_error(self, exc: CompletionError) -> None:
+        with self.hold_sync():
+            self.error = exc.error.model_dump(exclude_none=True)
+            self.status = "error"
+
+    # ---- messages from the browser ---------------------------------------------------------------
+
+    def _on_frontend_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        try:
+            if kind == "generate":
+                self.generate()
+            elif kind == "stop":
+                self.stop()
+            elif kind == "branch":
+                self.continue_from(content.get("index"), content.get("text"))
+            elif kind == "snapshot":
+                self._send_snapshot()
+        except CompletionError as exc:
+            self._show_error(exc)
+        except Exception as exc:  # the panel must keep working
+            self._show_error(EngineFailure(f"The widget failed to handle '{kind}' ({type(exc).__name__}: {exc})."))
+
+    def _send_snapshot(self) -> None:
+        with self._lock:
+            self.send(
+                {
+                    "type": "snapshot",
+                    "run": self.run,
+                    "tokens": self._dicts(self._records),
+                    "metrics": live_metrics(self._records[self._prefix_len :]),
+                }
+            )
+
+
+def _trait_values(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Constructor keywords -> trait values; unknown names are a ``TypeError``."""
+    kwargs = dict(kwargs)
+    values: dict[str, Any] = {}
+    if "sampling_params" in kwargs:
+        params = kwargs.pop("sampling_params")
+        values.update(from_sampling_params(params) if params is not None else {})
+    if "response_format" in kwargs:
+        values.update(from_response_format(kwargs.pop("response_format")))
+    if "logprobs" in kwargs:
+        logprobs = kwargs.pop("logprobs")
+        values["logprobs_top_k"] = 5 if logprobs is True else 0 if logprobs in (None, False) else int(logprobs)
+    unknown = sorted(set(kwargs) - _DIRECT)
+    if unknown:
+        raise TypeError(f"CompletionWidget got unexpected keyword argument(s): {', '.join(unknown)}")
+    if "json_schema" in kwargs:
+        kwargs["json_schema"] = schema_text(kwargs["json_schema"])
+        values.setdefault("response_format", "json_schema")
+    if "grammar" in kwargs:
+        values.setdefault("response_format", "grammar")
+    if "stop" in kwargs:
+        kwargs["stop_strings"] = list(kwargs.pop("stop") or [])
+    values.update(kwargs)
+    if "strategy" not in values:
+        if "top_k" in values:
+            values["strategy"] = "top_k"
+        elif "temperature" in values or "top_p" in values:
+            values["strategy"] = "top_p"
+    return values
