@@ -1,0 +1,140 @@
+"""Drain a stream of ``Delta``/``Finished`` events from the kernel's main thread, interruptibly.
+
+The events are pulled on a worker thread and handed over through a queue, so a kernel interrupt
+(``KeyboardInterrupt`` in the main thread) never lands inside the engine's generator: it sets
+the cancel event, the engine ends within one token with ``Finished(cancelled=True)``, and the
+partial output is kept. ``on_progress`` is called at most every ``interval`` seconds while text
+arrives (batched display updates), and once more at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from .api.errors import CompletionError, EngineFailure
+from .engine.backend import Event
+from .engine.records import Delta, Finished, TokenRecord
+
+__all__ = ["Drained", "drain"]
+
+_END = object()
+GRACE_S = 30.0  # after an interrupt, how long to wait for the engine to honour the cancel
+
+
+@dataclass
+class Drained:
+    chunks: list[str] = field(default_factory=list)
+    tokens: list[TokenRecord] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    finished: Finished | None = None
+    error: CompletionError | None = None
+    interrupted: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+        if isinstance(event, Delta):
+            self.chunks.append(event.text)
+            self.tokens.extend(event.tokens)
+        else:
+            self.finished = event
+
+
+def _pump(events: Iterator[Event], out: "queue.SimpleQueue[object]") -> None:
+    try:
+        for event in events:
+            out.put(event)
+    except CompletionError as exc:
+        out.put(exc)
+    except BaseException as exc:  # noqa: BLE001 - reported to the user as an Error body
+        out.put(EngineFailure(f"The engine failed while generating: {type(exc).__name__}: {exc}"))
+    finally:
+        out.put(_END)
+
+
+def drain(
+    events: Iterator[Event],
+    cancel: threading.Event,
+    on_progress: Callable[[Drained], None] | None = None,
+    interval: float = 0.08,
+) -> Drained:
+    """Collect every event; survive ``KeyboardInterrupt`` by cancelling and draining to the end."""
+    result = Drained()
+    inbox: "queue.SimpleQueue[object]" = queue.SimpleQueue()
+    worker = threading.Thread(target=_pump, args=(events, inbox), name="nb_completion-drain", daemon=True)
+    worker.start()
+    cancelled_at: float | None = None
+
+    def interrupt() -> None:
+        nonlocal cancelled_at
+        result.interrupted = True
+        cancel.set()
+        if cancelled_at is None:
+            cancelled_at = time.monotonic()
+
+    with _interrupts_cancel(interrupt):
+        _loop(inbox, result, on_progress, interval, interrupt, lambda: cancelled_at)
+    if on_progress is not None:
+        try:
+            on_progress(result)
+        except KeyboardInterrupt:
+            result.interrupted = True
+    return result
+
+
+@contextlib.contextmanager
+def _interrupts_cancel(interrupt: Callable[[], None]):
+    """On the main thread, SIGINT (the kernel's interrupt) cancels instead of raising, so it can
+    never land half-way through bookkeeping; elsewhere ``KeyboardInterrupt`` is caught instead."""
+    installed, previous = False, None
+    if threading.current_thread() is threading.main_thread():
+        try:
+            previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, lambda signum, frame: interrupt())
+            installed = True
+        except (ValueError, OSError):  # not allowed here (e.g. an embedded interpreter)
+            pass
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _loop(inbox, result: Drained, on_progress, interval: float, interrupt, cancelled_at) -> None:
+    last_shown = time.monotonic()
+    dirty = False
+    while True:
+        try:
+            item = inbox.get(timeout=interval)
+        except queue.Empty:
+            item = None
+        except KeyboardInterrupt:
+            interrupt()
+            continue
+        if item is _END:
+            break
+        if isinstance(item, CompletionError):
+            result.error = item
+        elif item is not None:
+            result.add(item)  # type: ignore[arg-type]
+            dirty = dirty or isinstance(item, Delta)
+        since = cancelled_at()
+        if since is not None and time.monotonic() - since > GRACE_S:
+            break  # the engine ignored the cancel; keep what we have
+        if on_progress is not None and dirty and time.monotonic() - last_shown >= interval:
+            try:
+                on_progress(result)
+            except KeyboardInterrupt:
+                interrupt()
+            dirty = False
+            last_shown = time.monotonic()
