@@ -1,0 +1,76 @@
+"""CompletionWidget on the real engine: the tiny random Llama (fast) and the default model."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from nb_completion import CompletionWidget
+
+
+def _wait_for_tokens(w: CompletionWidget, n: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(w.records) < n and w.running and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def test_tiny_model_generation_lands_in_traits_and_result(tiny_model_id):
+    w = CompletionWidget("def add(a, b):", model_id=tiny_model_id, max_tokens=12, logprobs_top_k=3)
+    sent = []
+    w.send = lambda content, buffers=None: sent.append(content)
+    result = w.generate(wait=True, timeout=60)
+    assert w.status == "done", w.error
+    assert result is w.result and result.content == w.text
+    assert len(w.tokens) == len(result.logprobs) <= 12
+    assert "".join(t["text"] for t in w.tokens) == w.text
+    for token, logprobs in zip(w.tokens, result.logprobs):
+        assert len(token["top"]) >= 3 and token["rank"] >= 1
+        assert set(logprobs.logprobs_by_token) <= {text for text, _ in token["top"]}
+    streamed = [t for m in sent if m["type"] == "delta" for t in m["tokens"]]
+    assert streamed == w.tokens
+    assert w.metrics["completion_tokens"] >= len(w.tokens) and w.metrics["prompt_tokens"] > 0
+
+
+def test_tiny_model_branch_continues_from_the_alternative(tiny_model_id):
+    w = CompletionWidget("def add(a, b):", model_id=tiny_model_id, max_tokens=8, logprobs_top_k=4)
+    w.generate(wait=True, timeout=60)
+    assert len(w.tokens) >= 3, w.text
+    first = w.tokens
+    alt = next(text for text, _ in first[1]["top"] if text != first[1]["text"])
+    w.continue_from(1, alt, wait=True)
+    assert w.status == "done", w.error
+    assert w.tokens[0] == first[0]
+    assert w.tokens[1]["text"] == alt and w.tokens[1]["branch"] is True
+    assert w.text.startswith(first[0]["text"] + alt)
+    assert w.text == first[0]["text"] + alt + w.result.content
+    assert w.content == "def add(a, b):"
+
+
+def test_tiny_model_errors_show_in_the_panel(tiny_model_id):
+    w = CompletionWidget("x " * 400, model_id=tiny_model_id, max_tokens=8)  # longer than its context
+    w.generate(wait=True, timeout=60)
+    assert w.status == "error" and w.error["status"] == 400
+    assert w.error["title"] == "Bad Request" and "context length" in w.error["detail"]
+    w.content = "def add(a, b):"
+    w.generate(wait=True, timeout=60)
+    assert w.status == "done" and w.error == {}
+
+
+@pytest.mark.real_model
+def test_default_model_streams_and_stops_within_half_a_second(real_model_id):
+    w = CompletionWidget("Write a long story about a dragon.", model_id=real_model_id, max_tokens=2000)
+    w.generate()
+    _wait_for_tokens(w, 5)
+    assert w.status == "running" and len(w.records) >= 5
+    t0 = time.monotonic()
+    w.stop()
+    w.wait(timeout=5)
+    stopped_in = time.monotonic() - t0
+    assert stopped_in < 0.5, stopped_in
+    assert w.status == "stopped" and w.metrics["cancelled"] is True
+    assert 5 <= len(w.tokens) < 2000 and w.text == w.result.content
+    greedy = CompletionWidget("The capital of France is", model_id=real_model_id, max_tokens=8)
+    greedy.generate(wait=True, timeout=120)
+    assert greedy.status == "done" and greedy.text.strip()
+    assert "Paris" in greedy.text
