@@ -25,7 +25,7 @@ _LAZY = {
     "CompletionWidget": ("nb_completion.widget", "CompletionWidget"),
     "serve": ("nb_completion.server", "serve"),
     "register_remote": ("nb_completion.engine.remote", "register_remote"),
-    "compare": ("nb_completion.compare", "compare"),
+    "compare": ("nb_completion.comparison", "compare"),
     "heatmap_html": ("nb_completion.render", "heatmap_html"),
 }
 

@@ -32,6 +32,7 @@ __all__ = [
 
 COLOR_BY = ("probability", "entropy")
 ENTROPY_MAX = 4.0  # nats at which the entropy scale saturates
+SURPRISAL_MAX = math.log(100)  # probability is shown on a log scale: 100% palest, <= 1% darkest
 TEXT_COLOR = "#1a1a1a"  # dark text on light backgrounds reads in light and dark themes alike
 MUTED = "opacity:0.55"
 MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace"
@@ -57,7 +58,7 @@ def color_for(record: TokenRecord, color_by: str = "probability") -> str:
     if color_by == "entropy":
         entropy = record.entropy if math.isfinite(record.entropy) else ENTROPY_MAX
         return _ramp(_UNCERTAINTY, entropy / ENTROPY_MAX)
-    return _ramp(_SURPRISE, 1.0 - record.probability)
+    return _ramp(_SURPRISE, -record.logprob / SURPRISAL_MAX)  # log scale: 100%, 32%, 10%, 3%, 1%
 
 
 def visible(text: str) -> str:
@@ -68,7 +69,8 @@ def visible(text: str) -> str:
         if glyph is None:
             out.append(html.escape(ch))
         else:
-            out.append(f'<span style="{MUTED}">{glyph}</span>' + ("\n" if ch == "\n" else ""))
+            # a real line break after ↵, and a wrap opportunity after the · that replaces a space
+            out.append(f'<span style="{MUTED}">{glyph}</span>' + ("\n" if ch == "\n" else "<wbr>"))
     return "".join(out)
 
 
@@ -96,7 +98,13 @@ def token_title(record: TokenRecord) -> str:
 
 
 def _token_span(record: TokenRecord, color_by: str) -> str:
-    style = [f"background:{color_for(record, color_by)}", f"color:{TEXT_COLOR}", "border-radius:3px", "padding:1px 0"]
+    style = [
+        f"background:{color_for(record, color_by)}",
+        f"color:{TEXT_COLOR}",
+        "border-radius:3px",
+        "padding:1px 0",
+        "box-shadow:inset -1px 0 0 rgba(255,255,255,0.85)",  # a hairline between neighbours
+    ]
     if record.rank > 1:
         style.append("border-bottom:2px dashed #555")  # sampled something other than the top choice
     if record.forced:
@@ -112,16 +120,22 @@ def _token_span(record: TokenRecord, color_by: str) -> str:
 
 def legend_html(color_by: str = "probability") -> str:
     if color_by == "entropy":
-        stops, left, right = _UNCERTAINTY, "0 nats (sure)", f"≥{ENTROPY_MAX:g} nats (unsure)"
-        swatch = [_ramp(stops, x / 4) for x in range(5)]
+        stops, title = _UNCERTAINTY, "entropy (how unsure the model was)"
+        labels = ["0", "1", "2", "3", f"≥{ENTROPY_MAX:g} nats"]
+        colors = [_ramp(stops, x / ENTROPY_MAX) for x in range(5)]
     else:
-        stops, left, right = _SURPRISE, "likely (100%)", "unlikely (0%)"
-        swatch = [_ramp(stops, x / 4) for x in range(5)]
-    cells = "".join(f'<span style="display:inline-block;width:18px;height:10px;background:{c}"></span>' for c in swatch)
+        stops, title = _SURPRISE, "probability of the chosen token"
+        probs = [1.0, 0.316, 0.1, 0.0316, 0.01]
+        labels = ["100%", "32%", "10%", "3%", "≤1%"]
+        colors = [_ramp(stops, -math.log(p) / SURPRISAL_MAX) for p in probs]
+    cells = "".join(
+        f'<span style="display:inline-block;padding:0 5px;background:{c};color:{TEXT_COLOR}">{html.escape(t)}</span>'
+        for c, t in zip(colors, labels)
+    )
     return (
-        f'<div style="font-size:11px;margin-top:6px;{MONO};opacity:0.85">'
-        f"{html.escape(left)} {cells} {html.escape(right)} &nbsp;·&nbsp; "
-        '<span style="border-bottom:2px dashed #555">dashed</span>: not the top choice'
+        f'<div style="font-size:11px;margin-top:6px;{MONO};opacity:0.9">'
+        f"{html.escape(title)}: {cells} &nbsp;·&nbsp; "
+        f'<span style="border-bottom:2px dashed #555">dashed</span>: not the top choice'
         " &nbsp;·&nbsp; <i>italic</i>: forced by the grammar &nbsp;·&nbsp; · space ↵ newline"
         " &nbsp;·&nbsp; hover a token for its alternatives</div>"
     )
@@ -140,7 +154,7 @@ def heatmap_html(tokens: Sequence[TokenRecord], *, color_by: str = "probability"
         spans = f'<span style="{MUTED}">(no tokens)</span>'
     body = (
         f'<div class="nbc-heatmap" style="{MONO};font-size:13px;line-height:1.8;white-space:pre-wrap;'
-        f'word-break:break-word">{spans}</div>'
+        f'overflow-wrap:anywhere">{spans}</div>'
     )
     return f'<div class="nbc-heatmap-wrap">{body}{legend_html(color_by) if legend else ""}</div>'
 

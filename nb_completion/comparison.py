@@ -1,0 +1,164 @@
+"""``compare()``: one prompt, one seed, several sampling settings, side by side.
+
+    >>> from nb_completion import compare
+    >>> compare("Once upon a time", [{"temperature": 0}, {"temperature": 1.0}, {"top_k": 5}])  # doctest: +SKIP
+
+Each setting is a dict of friendly keys (``strategy``, ``temperature``, ``top_p``, ``top_k``,
+``max_tokens``, ``repetition_penalty``, ``stop``, and an optional ``label``) or
+``{"sampling_params": {...}}`` in the contract's shape. Every request is validated before any
+runs, so a typo fails fast with a 400 naming ``settings[i].<key>``. The result renders as columns
+(title, statistics, heatmap) and gives the runs programmatically: ``result[0].text``,
+``result.texts``, ``result[1].response`` (a ``CompletionResponse``).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from .api.errors import BadRequest, EngineFailure
+from .api.types import CompletionRequest, CompletionResponse
+from .drain import drain
+from .engine.records import Finished, TokenRecord
+from .render import COLOR_BY, MONO, MUTED, heatmap_html, legend_html
+from .settings import describe, from_settings
+
+__all__ = ["compare", "Comparison", "Run"]
+
+DEFAULT_MAX_TOKENS = 40
+TOP_K = 5  # alternatives kept per token in each run's response
+
+
+@dataclass(frozen=True)
+class Run:
+    """One column: the settings, what came out, and the per-token records behind the heatmap."""
+
+    label: str
+    request: CompletionRequest
+    text: str
+    tokens: tuple[TokenRecord, ...]
+    finished: Finished
+    response: CompletionResponse
+
+    @property
+    def settings(self) -> str:
+        return describe(self.request.sampling_params)
+
+    @property
+    def mean_probability(self) -> float:
+        return sum(t.probability for t in self.tokens) / len(self.tokens) if self.tokens else float("nan")
+
+    @property
+    def perplexity(self) -> float:
+        """exp(-mean logprob): how surprised the model was, on average, by what was picked."""
+        return math.exp(-sum(t.logprob for t in self.tokens) / len(self.tokens)) if self.tokens else float("nan")
+
+    @property
+    def off_top(self) -> int:
+        """How many tokens were not the model's first choice (always 0 for greedy)."""
+        return sum(1 for t in self.tokens if t.rank > 1)
+
+    def summary(self) -> str:
+        if not self.tokens:
+            return f"0 tokens · stop: {self.finished.stop_reason}"
+        return (
+            f"{len(self.tokens)} tokens · mean p {self.mean_probability:.0%} · perplexity {self.perplexity:.2f} · "
+            f"{self.off_top} not top-1 · stop: {self.finished.stop_reason}"
+        )
+
+
+class Comparison(Sequence[Run]):
+    """The runs of one ``compare()``; renders as side-by-side columns in a notebook."""
+
+    def __init__(self, content: Any, runs: list[Run], seed: int | None, model_id: str, color_by: str = "probability"):
+        self.content, self.runs, self.seed, self.model_id, self.color_by = content, runs, seed, model_id, color_by
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.runs[index]
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self.runs)
+
+    @property
+    def texts(self) -> list[str]:
+        return [run.text for run in self.runs]
+
+    def __repr__(self) -> str:
+        lines = [f"Comparison of {len(self.runs)} runs (model {self.model_id}, seed {self.seed})"]
+        for run in self.runs:
+            lines.append(f"── {run.label}  [{run.summary()}]")
+            lines.append(run.text)
+        return "\n".join(lines)
+
+    def _column(self, run: Run) -> str:
+        subtitle = "" if run.settings.startswith(run.label) else f'<div style="font-size:11px;{MUTED}">{html.escape(run.settings)}</div>'
+        return (
+            '<div class="nbc-compare-run" style="flex:1 1 0;min-width:220px;border:1px solid rgba(128,128,128,0.35);'
+            'border-radius:6px;padding:8px 10px">'
+            f'<div style="font-weight:600">{html.escape(run.label)}</div>{subtitle}'
+            f'<div style="font-size:11px;{MUTED};margin:2px 0 6px">{html.escape(run.summary())}</div>'
+            f"{heatmap_html(run.tokens, color_by=self.color_by, legend=False)}</div>"
+        )
+
+    def _repr_html_(self) -> str:
+        prompt = self.content if isinstance(self.content, str) else str(self.content)
+        header = (
+            f'<div style="font-size:12px;margin-bottom:6px"><span style="{MUTED}">prompt</span> '
+            f'<span style="{MONO};white-space:pre-wrap">{html.escape(prompt)}</span>'
+            f' <span style="{MUTED}">· model {html.escape(self.model_id)} · seed {self.seed}</span></div>'
+        )
+        columns = "".join(self._column(run) for run in self.runs)
+        return (
+            f'<div class="nbc-compare">{header}<div style="display:flex;gap:10px;align-items:flex-start;'
+            f'overflow-x:auto">{columns}</div>{legend_html(self.color_by)}</div>'
+        )
+
+
+def compare(
+    content: Any,
+    settings: Sequence[dict],
+    seed: int | None = 0,
+    model_id: str | None = None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    color_by: str = "probability",
+) -> Comparison:
+    """Run ``content`` once per entry of ``settings`` (same model, same seed) and return the runs.
+
+    ``max_tokens`` applies to every setting that does not set its own. Bad settings raise
+    ``CompletionError`` (400, naming ``settings[i]...``) before anything runs. A kernel interrupt
+    stops the current run cleanly (the engine is cancelled, not killed) and re-raises.
+    """
+    from .service import build_request, open_events, to_response
+
+    if color_by not in COLOR_BY:
+        raise ValueError(f"color_by must be one of {COLOR_BY}, got {color_by!r}")
+    if not isinstance(settings, (list, tuple)) or not settings:
+        raise BadRequest("settings", "give a non-empty list of settings dicts, e.g. [{'temperature': 0}, {'temperature': 1.0}]")
+    planned: list[tuple[CompletionRequest, str]] = []
+    for i, setting in enumerate(settings):
+        params, label = from_settings(setting, f"settings[{i}]")
+        if label is None:  # the title names what differs; the shared max_tokens goes unsaid
+            label = describe({**params, "max_tokens": None} if params.get("max_tokens", max_tokens) == max_tokens else params)
+        params = {**params, "max_tokens": params.get("max_tokens", max_tokens)}
+        planned.append((build_request(content, model_id, params, logprobs={"top_k": TOP_K}), str(label)))
+    runs: list[Run] = []
+    for request, label in planned:
+        cancel = threading.Event()
+        drained = drain(open_events(request, seed=seed, cancel=cancel), cancel)
+        if drained.error is not None:
+            raise drained.error
+        if drained.interrupted:
+            raise KeyboardInterrupt(f"compare() interrupted during run {len(runs) + 1} of {len(planned)}")
+        if drained.finished is None:
+            raise EngineFailure("The engine ended without a stop reason.")
+        response = to_response(drained.events, TOP_K)
+        runs.append(
+            Run(label, request, drained.text, tuple(drained.tokens), drained.finished, response)
+        )
+    return Comparison(content, runs, seed, planned[0][0].model_id, color_by)
