@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Iterator, Literal
 
 import httpx
@@ -102,60 +104,101 @@ def entropy_lower_bound(logprobs: Iterator[float] | list[float]) -> float:
     return -sum(p * math.log(p) for p in probs + [rest] if p > 0)
 
 
-def make_record(index: int, text: str | None, reported: dict[str, float], top_k: int, elapsed: float) -> TokenRecord:
-    """One token from what the remote reported; ``text`` None: the chosen token is not among them."""
-    ordered = sorted(reported.items(), key=lambda kv: kv[1], reverse=True)
+def make_record(index: int, text: str, chosen: str | None, reported: dict[str, float], top_k: int,
+                elapsed: float) -> TokenRecord:
+    """One token from what the remote reported. ``text``: what it adds to the output; ``chosen``:
+    its key among the reported texts (``None``: not among them)."""
+    ordered = tuple(sorted(reported.items(), key=lambda kv: kv[1], reverse=True))
     values = [lp for _, lp in ordered]
+    lowest = values[-1] if values else 0.0
     if top_k == 0:  # only the chosen token was reported: exact logprob, unknown rank
-        logprob = reported.get(text, values[0] if values else 0.0) if text is not None else (values[0] if values else 0.0)
-        return TokenRecord(index, -1, text or "", logprob, 0, (), entropy_lower_bound([logprob]), elapsed=elapsed)
-    if text is not None and text in reported:
-        rank = [t for t, _ in ordered].index(text) + 1
-        logprob = reported[text]
+        logprob = reported.get(chosen, lowest) if chosen is not None else lowest
+        return TokenRecord(index, -1, text, logprob, 0, (), entropy_lower_bound([logprob]), elapsed=elapsed,
+                           piece=chosen if chosen is not None else text)
+    if chosen is not None and chosen in reported:
+        rank, logprob = [t for t, _ in ordered].index(chosen) + 1, reported[chosen]
     else:
-        rank = len(ordered) + 1
-        logprob = values[-1] if values else 0.0
-    return TokenRecord(index, -1, text or "", logprob, rank, tuple(ordered), entropy_lower_bound(values), elapsed=elapsed)
+        rank, logprob = len(ordered) + 1, lowest
+    return TokenRecord(index, -1, text, logprob, rank, ordered, entropy_lower_bound(values), elapsed=elapsed,
+                       piece=chosen if chosen is not None else text)
 
 
-def split_delta(delta: str, reported: list[dict[str, float]]) -> list[str | None]:
-    """Which reported text each token chose, so that they join to ``delta`` (longest first).
+_REPLACEMENT = "\ufffd"
+_NON_ASCII = "[^\\x00-\\x7f]*"
 
-    A token whose text is not among its reported alternatives is ``None`` (the last such token
-    takes whatever text is left, so the texts still join to the delta).
+
+def _relaxed(key: str) -> re.Pattern:
+    """A reported text as it may appear in the output at a byte seam: any bytes an earlier token
+    held back may come first, and its own replacement characters may be any non-ASCII text."""
+    parts = [re.escape(part) for part in key.split(_REPLACEMENT)]
+    return re.compile(_NON_ASCII + _NON_ASCII.join(parts), re.DOTALL)
+
+
+def split_delta(delta: str, reported: list[dict[str, float]]) -> list[tuple[str, str | None]]:
+    """Each token's share of ``delta`` and which reported text it chose.
+
+    First an exact split (each token's reported text, in order, joins to the delta); failing
+    that, one that lets replacement characters stand for the bytes of a character split across
+    tokens; failing that, tokens whose text is not found are ``None`` and the last of them takes
+    the text left over, so the shares still join to the delta.
     """
-    n = len(reported)
-    memo: dict[tuple[int, int], tuple[str, ...] | None] = {}
+    n, size = len(reported), len(delta)
 
-    def solve(i: int, pos: int) -> tuple[str, ...] | None:
-        if i == n:
-            return () if pos == len(delta) else None
-        if (i, pos) not in memo:
-            memo[(i, pos)] = None
-            for key in sorted((k for k in reported[i] if delta.startswith(k, pos)), key=len, reverse=True):
-                rest = solve(i + 1, pos + len(key))
-                if rest is not None:
-                    memo[(i, pos)] = (key, *rest)
-                    break
-        return memo[(i, pos)]
+    def ends(i: int, pos: int, key: str, relaxed: bool) -> list[int]:
+        if not relaxed:
+            return [pos + len(key)] if delta.startswith(key, pos) else []
+        pattern = _relaxed(key)  # shortest first: an engine shows a split character with its last token
+        return [end for end in range(pos, size + 1) if pattern.fullmatch(delta, pos, end)]
 
-    if n * (len(delta) + 1) <= 20000:
-        found = solve(0, 0)
-        if found is not None:
-            return list(found)
-    chosen: list[str | None] = []
+    def solve(relaxed: bool) -> list[tuple[str, str | None]] | None:
+        memo: dict[tuple[int, int], list | None] = {}
+
+        def step(i: int, pos: int) -> list | None:
+            if i == n:
+                return [] if pos == size else None
+            if (i, pos) not in memo:
+                memo[(i, pos)] = None
+                keys = sorted(reported[i], key=lambda k: (not delta.startswith(k, pos), -len(k), -reported[i][k]))
+                for key in keys:
+                    for end in ends(i, pos, key, relaxed):
+                        rest = step(i + 1, end)
+                        if rest is not None:
+                            memo[(i, pos)] = [(delta[pos:end], key), *rest]
+                            return memo[(i, pos)]
+            return memo[(i, pos)]
+
+        return step(0, 0)
+
+    if n * (size + 1) <= 4000:
+        for relaxed in (False, True):
+            found = solve(relaxed)
+            if found is not None:
+                return found
+    shares: list[tuple[str, str | None]] = []
     pos = 0
-    for i, alternatives in enumerate(reported):
+    for alternatives in reported:
         keys = sorted((k for k in alternatives if k and delta.startswith(k, pos)), key=len, reverse=True)
-        if keys:
-            chosen.append(keys[0])
-            pos += len(keys[0])
-        else:
-            chosen.append(None)
-    if pos < len(delta) and None in chosen:
-        last = len(chosen) - 1 - chosen[::-1].index(None)
-        chosen[last] = delta[pos:]  # the unmatched text, attributed to the last unknown token
-    return chosen
+        shares.append((keys[0], keys[0]) if keys else ("", None))
+        pos += len(keys[0]) if keys else 0
+    if pos < size:
+        unknown = [i for i, (_, key) in enumerate(shares) if key is None] or [len(shares) - 1]
+        text, key = shares[unknown[-1]]
+        shares[unknown[-1]] = (text + delta[pos:], key)  # the text left over, to the last unknown token
+    return shares
+
+
+def _openai_chosen(text: str, logprob: float | None, reported: dict[str, float]) -> str | None:
+    """The reported key of an OpenAI token: the one with its exact log-probability and a
+    compatible text (ties and missing values are settled by the text alone)."""
+    same = {k: v for k, v in reported.items() if logprob is not None and v == logprob}
+    for candidates in (same, reported):
+        if len(candidates) == 1 and candidates is same:
+            return next(iter(same))
+        if candidates:
+            (_, chosen), = split_delta(text, [candidates])
+            if chosen is not None:
+                return chosen
+    return None
 
 
 # ---- request bodies ---------------------------------------------------------------------------
@@ -342,10 +385,10 @@ class RemoteBackend:
         if not text and not reported:
             return
         tally.saw_output()
-        chosen = split_delta(text, reported) if reported else []
+        shares = split_delta(text, reported) if reported else []
         records = []
-        for alternatives, token_text in zip(reported, chosen):
-            records.append(make_record(tally.tokens, token_text, alternatives, top_k, tally.elapsed()))
+        for alternatives, (share, chosen) in zip(reported, shares):
+            records.append(make_record(tally.tokens, share, chosen, alternatives, top_k, tally.elapsed()))
             tally.tokens += 1
         yield Delta(text, tuple(records))
 
@@ -372,11 +415,10 @@ class RemoteBackend:
                         reported = dict(top)
                         if top_k == 0 and chosen_lp is not None:
                             reported = {token_text: chosen_lp}
-                        record = make_record(tally.tokens, token_text if token_text in reported or top_k == 0 else None,
+                        record = make_record(tally.tokens, token_text, _openai_chosen(token_text, chosen_lp, reported),
                                              reported, top_k, tally.elapsed())
                         if chosen_lp is not None and top_k > 0:  # OpenAI gives the chosen token's own logprob
-                            record = TokenRecord(record.index, -1, token_text, chosen_lp, record.rank, record.top,
-                                                 record.entropy, elapsed=record.elapsed)
+                            record = replace(record, logprob=chosen_lp)
                         records.append(record)
                         tally.tokens += 1
                     yield Delta(text, tuple(records))
