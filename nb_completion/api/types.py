@@ -19,6 +19,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _type_required(schema: dict[str, Any]) -> None:
+    """The spec lists each union member's ``type`` discriminator as required (with a default)."""
+    required = schema.setdefault("required", [])
+    if "type" not in required:
+        required.insert(0, "type")
+
+
+class _Tagged(_Strict):
+    """A member of a discriminated union, tagged by its ``type`` field."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_type_required)
+
+
 # ---- content ---------------------------------------------------------------------------------
 
 
@@ -31,18 +44,18 @@ class _Image(_Strict):
     data: str | None = Field(default=None, json_schema_extra={"contentEncoding": "base64"})
 
 
-class ImageContentItem(_Strict):
+class ImageContentItem(_Tagged):
     type: Literal["image"] = "image"
     image: _Image
 
 
-class TextContentItem(_Strict):
+class TextContentItem(_Tagged):
     type: Literal["text"] = "text"
     text: str
 
 
 InterleavedContentItem = Annotated[
-    Union[ImageContentItem, TextContentItem], Field(discriminator="type")
+    Union[ImageContentItem, TextContentItem], Field(discriminator="type", title="InterleavedContentItem")
 ]
 InterleavedContent = Union[str, InterleavedContentItem, list[InterleavedContentItem]]
 
@@ -50,18 +63,18 @@ InterleavedContent = Union[str, InterleavedContentItem, list[InterleavedContentI
 # ---- sampling --------------------------------------------------------------------------------
 
 
-class GreedySamplingStrategy(_Strict):
+class GreedySamplingStrategy(_Tagged):
     type: Literal["greedy"] = "greedy"
 
 
-class TopPSamplingStrategy(_Strict):
+class TopPSamplingStrategy(_Tagged):
     type: Literal["top_p"] = "top_p"
     # README: temperature defaults to 1.0 when absent and must be > 0.
     temperature: float | None = None
     top_p: float | None = 0.95
 
 
-class TopKSamplingStrategy(_Strict):
+class TopKSamplingStrategy(_Tagged):
     type: Literal["top_k"] = "top_k"
     top_k: int
 
@@ -89,12 +102,12 @@ class ResponseFormatType(str, Enum):
     grammar = "grammar"
 
 
-class JsonSchemaResponseFormat(_Strict):
+class JsonSchemaResponseFormat(_Tagged):
     type: Literal["json_schema"] = "json_schema"
     json_schema: dict[str, Any]
 
 
-class GrammarResponseFormat(_Strict):
+class GrammarResponseFormat(_Tagged):
     type: Literal["grammar"] = "grammar"
     bnf: dict[str, Any]
 

@@ -33,6 +33,8 @@ class StopStringFilter:
 
     def push(self, record: TokenRecord) -> Delta:
         """Add a token; return what can be delivered now. Sets ``stopped`` on a stop string."""
+        if self.stopped:
+            return Delta(text="")
         self._pending.append(record)
         self._buffer += record.text
         if not self._stops:

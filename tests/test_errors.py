@@ -1,0 +1,86 @@
+"""Every malformed request raises a CompletionError whose spec Error body names the field."""
+
+import pytest
+
+from nb_completion import CompletionError, complete
+from nb_completion.api.types import Error
+
+
+def error_of(**kwargs):
+    kwargs.setdefault("content", "hello")
+    with pytest.raises(CompletionError) as info:
+        complete(**kwargs)
+    body = info.value.error
+    assert isinstance(body, Error)
+    Error.model_validate(body.model_dump())  # the spec's shape
+    return body
+
+
+def test_unknown_model_is_404_listing_the_ids(tiny_model_id):
+    body = error_of(model_id="no-such-model")
+    assert body.status == 404 and body.title == "Not Found"
+    assert "no-such-model" in body.detail and tiny_model_id in body.detail
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(sampling_params={"strategy": {"type": "top_p", "temperature": 0}}), "sampling_params.strategy.temperature"),
+        (dict(sampling_params={"strategy": {"type": "top_p", "temperature": -1}}), "sampling_params.strategy.temperature"),
+        (dict(sampling_params={"strategy": {"type": "top_p", "top_p": 0}}), "sampling_params.strategy.top_p"),
+        (dict(sampling_params={"strategy": {"type": "top_p", "top_p": 1.2}}), "sampling_params.strategy.top_p"),
+        (dict(sampling_params={"strategy": {"type": "top_k", "top_k": 0}}), "sampling_params.strategy.top_k"),
+        (dict(sampling_params={"strategy": {"type": "top_k"}}), "sampling_params.strategy.top_k"),
+        (dict(sampling_params={"strategy": {"type": "beam"}}), "sampling_params.strategy"),
+        (dict(sampling_params={"repetition_penalty": 0}), "sampling_params.repetition_penalty"),
+        (dict(sampling_params={"repetition_penalty": -1.5}), "sampling_params.repetition_penalty"),
+        (dict(sampling_params={"stop": ["a", "b", "c", "d", "e"]}), "sampling_params.stop"),
+        (dict(sampling_params={"max_tokens": -1}), "sampling_params.max_tokens"),
+        (dict(sampling_params={"max_tokens": "many"}), "sampling_params.max_tokens"),
+        (dict(sampling_params={"temperature": 0.5}), "sampling_params.temperature"),
+        (dict(logprobs={"top_k": 21}), "logprobs.top_k"),
+        (dict(logprobs={"top_k": -1}), "logprobs.top_k"),
+        (dict(logprobs={"k": 2}), "logprobs.k"),
+        (dict(response_format={"type": "grammar", "bnf": {"ebnf": "x"}}), "response_format.bnf"),
+        (dict(response_format={"type": "xml"}), "response_format"),
+        (dict(content=42), "content"),
+    ],
+)
+def test_bad_input_is_400_naming_the_field(tiny_model_id, kwargs, field):
+    body = error_of(model_id=tiny_model_id, **kwargs)
+    assert body.status == 400 and body.title == "Bad Request"
+    assert body.detail.startswith(field), body.detail
+
+
+def test_unknown_top_level_field_is_named(tiny_model_id):
+    body = error_of(content={"model_id": tiny_model_id, "content": "hi", "temperature": 0.2})
+    assert body.status == 400 and body.detail.startswith("temperature")
+
+
+def test_prompt_plus_max_tokens_over_context_gives_both_numbers(tiny_backend, tiny_model_id):
+    body = error_of(model_id=tiny_model_id, content="hello", sampling_params={"max_tokens": 1000})
+    assert body.status == 400 and body.detail.startswith("sampling_params.max_tokens")
+    assert "1000" in body.detail and str(tiny_backend.context_length) in body.detail
+
+
+def test_prompt_longer_than_context_is_400(tiny_model_id):
+    body = error_of(model_id=tiny_model_id, content="word " * 600)
+    assert body.status == 400 and body.detail.startswith("content")
+
+
+def test_image_content_for_a_text_only_model_is_400_naming_it(tiny_model_id):
+    content = [{"type": "text", "text": "Describe"}, {"type": "image", "image": {"url": {"uri": "https://x/y.png"}}}]
+    body = error_of(model_id=tiny_model_id, content=content)
+    assert body.status == 400 and tiny_model_id in body.detail and "image" in body.detail
+
+
+def test_text_items_are_joined_in_order(tiny_model_id):
+    items = [{"type": "text", "text": "The capital"}, {"type": "text", "text": " of"}]
+    joined = complete(items, model_id=tiny_model_id, sampling_params={"max_tokens": 5})
+    plain = complete("The capital of", model_id=tiny_model_id, sampling_params={"max_tokens": 5})
+    assert joined.content == plain.content
+
+
+def test_engine_keeps_working_after_errors(tiny_model_id):
+    error_of(model_id=tiny_model_id, sampling_params={"max_tokens": -3})
+    assert complete("Once", model_id=tiny_model_id, sampling_params={"max_tokens": 2}).stop_reason

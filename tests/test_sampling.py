@@ -1,0 +1,86 @@
+"""Each processor on hand-made distributions, with exact expected outcomes."""
+
+import math
+
+import pytest
+import torch
+
+from nb_completion.engine import sampling
+
+NO_IDS = torch.tensor([], dtype=torch.long)
+
+
+def logits_of(probs):
+    return torch.tensor([math.log(p) if p > 0 else float("-inf") for p in probs])
+
+
+def kept(logits):
+    return [i for i, v in enumerate(logits.tolist()) if v != float("-inf")]
+
+
+def test_top_p_keeps_smallest_set_reaching_p():
+    logits = logits_of([0.5, 0.3, 0.15, 0.05])
+    assert kept(sampling.top_p(0.7)(NO_IDS, logits)) == [0, 1]
+    assert kept(sampling.top_p(0.5)(NO_IDS, logits)) == [0]
+    assert kept(sampling.top_p(0.81)(NO_IDS, logits)) == [0, 1, 2]
+
+
+def test_top_p_always_keeps_the_most_likely_token():
+    logits = logits_of([0.9, 0.0, 0.0, 0.1])
+    assert kept(sampling.top_p(0.01)(NO_IDS, logits)) == [0]
+
+
+def test_top_p_one_is_a_no_op():
+    assert sampling.top_p(1.0) is None
+
+
+def test_top_k_keeps_k_highest():
+    logits = torch.tensor([1.0, 4.0, 3.0, 2.0])
+    assert kept(sampling.top_k(2)(NO_IDS, logits)) == [1, 2]
+    assert kept(sampling.top_k(10)(NO_IDS, logits)) == [0, 1, 2, 3]
+
+
+def test_temperature_scales_logits():
+    logits = torch.tensor([2.0, 1.0])
+    assert sampling.temperature(0.5)(NO_IDS, logits).tolist() == [4.0, 2.0]
+    assert sampling.temperature(1.0) is None
+
+
+def test_repetition_penalty_follows_hugging_face_semantics():
+    logits = torch.tensor([2.0, -2.0, 1.0, 3.0])
+    out = sampling.repetition_penalty(2.0)(torch.tensor([0, 1, 1]), logits)
+    assert out.tolist() == [1.0, -4.0, 1.0, 3.0]  # positive / p, negative * p, unseen untouched
+
+
+def test_repetition_penalty_matches_transformers_processor():
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    torch.manual_seed(0)
+    logits = torch.randn(50)
+    ids = torch.tensor([3, 7, 7, 20, 49])
+    ours = sampling.repetition_penalty(1.3)(ids, logits)
+    theirs = RepetitionPenaltyLogitsProcessor(1.3)(ids.unsqueeze(0), logits.unsqueeze(0).clone())[0]
+    assert torch.allclose(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "factory,value",
+    [(sampling.temperature, 0.0), (sampling.temperature, -1.0), (sampling.top_p, 0.0), (sampling.top_p, 1.5),
+     (sampling.top_k, 0), (sampling.repetition_penalty, 0.0)],
+)
+def test_factories_validate_their_arguments(factory, value):
+    with pytest.raises(ValueError):
+        factory(value)
+
+
+def test_greedy_chooses_argmax():
+    assert sampling.choose(logits_of([0.1, 0.6, 0.3]), None) == 1
+
+
+def test_seeded_sampling_is_reproducible_and_follows_the_distribution():
+    logits = logits_of([0.9, 0.0, 0.0, 0.1])
+    draws = [sampling.choose(logits, sampling.make_generator(s)) for s in range(200)]
+    assert set(draws) <= {0, 3}
+    assert 150 < draws.count(0) < 200
+    again = [sampling.choose(logits, sampling.make_generator(s)) for s in range(200)]
+    assert draws == again
