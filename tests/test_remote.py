@@ -225,3 +225,32 @@ def test_make_record_rank_and_bounds():
     p = math.exp(-0.2)
     assert alone.entropy == pytest.approx(-(p * math.log(p) + (1 - p) * math.log(1 - p)))
     assert entropy_lower_bound([math.log(0.5), math.log(0.5)]) == pytest.approx(math.log(2))
+
+
+# ---- the other frontends ------------------------------------------------------------------------
+
+
+def test_widget_and_magic_use_a_remote_model_like_a_local_one(remotes, tiny_model_id):
+    from IPython.core.displaypub import CapturingDisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from nb_completion import CompletionWidget
+
+    local = complete("def add(a, b):", model_id=tiny_model_id, sampling_params={"max_tokens": 10}, logprobs=3)
+    widget = CompletionWidget("def add(a, b):", model_id=remotes["llama-stack"], max_tokens=10, logprobs_top_k=3)
+    widget.send = lambda content, buffers=None: None
+    result = widget.generate(wait=True, timeout=60)
+    assert widget.status == "done", widget.error
+    assert result.content == widget.text == local.content
+    assert result.logprobs == local.logprobs
+    assert all(token["rank"] >= 1 for token in widget.tokens)
+
+    ip = InteractiveShell.instance()
+    ip.run_cell("%load_ext nb_completion")
+    previous, ip.display_pub = ip.display_pub, CapturingDisplayPublisher()
+    try:
+        ip.run_cell(f"%%complete --model {remotes['openai']} -n 10 -o reply --logprobs 3\ndef add(a, b):\n", store_history=True)
+        reply = ip.user_ns["reply"]
+    finally:
+        ip.display_pub = previous
+    assert reply.content == local.content and reply.logprobs == local.logprobs

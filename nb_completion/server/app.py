@@ -31,7 +31,7 @@ from ..service import to_chunks, to_response
 from . import sse
 from .openai_compat import Shaper, error_body, parse_openai
 from .openapi import build_openapi
-from .queue import END, EngineQueue, Job, QueueFull
+from .queue import END, EngineQueue, Job
 
 log = logging.getLogger("nb_completion.server")
 
@@ -70,8 +70,8 @@ def _json(value: Any, status: int = 200, headers: dict | None = None) -> Respons
 
 def error_response(error: CompletionError, openai: bool = False) -> Response:
     headers = {}
-    if isinstance(error, QueueFull):
-        headers["Retry-After"] = str(error.retry_after)
+    if error.status == 429:  # ours, or a remote backend's passed on
+        headers["Retry-After"] = str(getattr(error, "retry_after", 1))
     if error.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     body = error_body(error) if openai else error.error.model_dump(exclude_none=True)
