@@ -302,3 +302,26 @@ def test_openai_errors_carry_both_shapes(client, tiny_model_id, change, status, 
     assert result["error"]["message"] == result["detail"]
     if param:
         assert param in result["detail"]
+
+
+@pytest.mark.slow
+def test_serve_from_a_notebook_kernel():
+    """``serve()`` in a kernel: the server answers while the kernel keeps executing cells."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    cells = [
+        "from nb_completion.engine.tiny import register_tiny_model\n"
+        "import nb_completion, httpx\n"
+        "model_id = register_tiny_model().info.identifier\n"
+        "server = nb_completion.serve(port=0, models=[model_id])",
+        "r = httpx.post(server.url + '/v1/inference/completion', json={'model_id': model_id, 'content': 'Hi', "
+        "'sampling_params': {'max_tokens': 4}}, timeout=60)\n"
+        "assert r.status_code == 200 and r.json()['stop_reason'] == 'out_of_tokens', r.text\n"
+        "print('served', server.url)",
+        "server.stop()\nassert not server.running\nprint('stopped')",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=180, kernel_name="python3").execute()
+    outputs = ["".join(o.get("text", "") for o in cell.outputs) for cell in nb.cells]
+    assert outputs[1].startswith("served http://127.0.0.1:") and outputs[2].strip() == "stopped"
