@@ -37,15 +37,12 @@ class Run:
     """One column: the settings, what came out, and the per-token records behind the heatmap."""
 
     label: str
+    settings: str  # the sampling settings in words (without the max_tokens all runs share)
     request: CompletionRequest
     text: str
     tokens: tuple[TokenRecord, ...]
     finished: Finished
     response: CompletionResponse
-
-    @property
-    def settings(self) -> str:
-        return describe(self.request.sampling_params)
 
     @property
     def mean_probability(self) -> float:
@@ -97,9 +94,9 @@ class Comparison(Sequence[Run]):
         return "\n".join(lines)
 
     def _column(self, run: Run) -> str:
-        subtitle = "" if run.settings.startswith(run.label) else f'<div style="font-size:11px;{MUTED}">{html.escape(run.settings)}</div>'
+        subtitle = "" if run.settings == run.label else f'<div style="font-size:11px;{MUTED}">{html.escape(run.settings)}</div>'
         return (
-            '<div class="nbc-compare-run" style="flex:1 1 0;min-width:220px;border:1px solid rgba(128,128,128,0.35);'
+            '<div class="nbc-compare-run" style="flex:1 1 0;min-width:170px;border:1px solid rgba(128,128,128,0.35);'
             'border-radius:6px;padding:8px 10px">'
             f'<div style="font-weight:600">{html.escape(run.label)}</div>{subtitle}'
             f'<div style="font-size:11px;{MUTED};margin:2px 0 6px">{html.escape(run.summary())}</div>'
@@ -140,15 +137,16 @@ def compare(
         raise ValueError(f"color_by must be one of {COLOR_BY}, got {color_by!r}")
     if not isinstance(settings, (list, tuple)) or not settings:
         raise BadRequest("settings", "give a non-empty list of settings dicts, e.g. [{'temperature': 0}, {'temperature': 1.0}]")
-    planned: list[tuple[CompletionRequest, str]] = []
+    planned: list[tuple[CompletionRequest, str, str]] = []
     for i, setting in enumerate(settings):
         params, label = from_settings(setting, f"settings[{i}]")
-        if label is None:  # the title names what differs; the shared max_tokens goes unsaid
-            label = describe({**params, "max_tokens": None} if params.get("max_tokens", max_tokens) == max_tokens else params)
+        # the titles name what differs between runs; the shared max_tokens goes unsaid
+        words = describe({**params, "max_tokens": None} if params.get("max_tokens", max_tokens) == max_tokens else params)
         params = {**params, "max_tokens": params.get("max_tokens", max_tokens)}
-        planned.append((build_request(content, model_id, params, logprobs={"top_k": TOP_K}), str(label)))
+        request = build_request(content, model_id, params, logprobs={"top_k": TOP_K})
+        planned.append((request, words if label is None else str(label), words))
     runs: list[Run] = []
-    for request, label in planned:
+    for request, label, words in planned:
         cancel = threading.Event()
         drained = drain(open_events(request, seed=seed, cancel=cancel), cancel)
         if drained.error is not None:
@@ -159,6 +157,6 @@ def compare(
             raise EngineFailure("The engine ended without a stop reason.")
         response = to_response(drained.events, TOP_K)
         runs.append(
-            Run(label, request, drained.text, tuple(drained.tokens), drained.finished, response)
+            Run(label, words, request, drained.text, tuple(drained.tokens), drained.finished, response)
         )
     return Comparison(content, runs, seed, planned[0][0].model_id, color_by)

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 COLOR_BY = ("probability", "entropy")
-ENTROPY_MAX = 4.0  # nats at which the entropy scale saturates
+ENTROPY_MAX = 6.0  # nats at which the entropy scale saturates
 SURPRISAL_MAX = math.log(100)  # probability is shown on a log scale: 100% palest, <= 1% darkest
 TEXT_COLOR = "#1a1a1a"  # dark text on light backgrounds reads in light and dark themes alike
 MUTED = "opacity:0.55"
@@ -121,8 +121,8 @@ def _token_span(record: TokenRecord, color_by: str) -> str:
 def legend_html(color_by: str = "probability") -> str:
     if color_by == "entropy":
         stops, title = _UNCERTAINTY, "entropy (how unsure the model was)"
-        labels = ["0", "1", "2", "3", f"≥{ENTROPY_MAX:g} nats"]
-        colors = [_ramp(stops, x / ENTROPY_MAX) for x in range(5)]
+        labels = [f"{ENTROPY_MAX * x / 4:g}" for x in range(4)] + [f"≥{ENTROPY_MAX:g} nats"]
+        colors = [_ramp(stops, x / 4) for x in range(5)]
     else:
         stops, title = _SURPRISE, "probability of the chosen token"
         probs = [1.0, 0.316, 0.1, 0.0316, 0.01]
