@@ -13,7 +13,7 @@ from nb_completion import complete, register_remote, serve
 from nb_completion.api.errors import CompletionError
 from nb_completion.engine import registry
 from nb_completion.engine.records import Delta, Finished
-from nb_completion.engine.remote import entropy_lower_bound, make_record, split_delta
+from nb_completion.engine.remote_records import entropy_lower_bound, make_record, split_delta
 from nb_completion.service import build_request, open_events, token_logprobs
 from server_support import register_helpers
 
@@ -155,7 +155,7 @@ def test_wrong_key_unknown_model_unreachable(server, tiny_model_id):
 
 def test_remote_queue_full_is_429(server, ids):
     """The server holds one running and one waiting request; a third remote call gets its 429."""
-    backend = register_remote(server.url, ids["slow"], api_key="k3y", name="remote-slow")
+    register_remote(server.url, ids["slow"], api_key="k3y", name="remote-slow")
     try:
         long = {"max_tokens": 40}
         threads = [threading.Thread(target=complete, args=("A",), kwargs={"model_id": "remote-slow", "sampling_params": long}) for _ in range(2)]

@@ -12,7 +12,6 @@ from nb_completion import serve
 from nb_completion.server.openapi import build_openapi
 from server_support import (
     CHUNK_SCHEMA,
-    OPERATION,
     PACKAGE_OPERATION,
     RESPONSE_SCHEMA,
     SHARED_OPERATION,

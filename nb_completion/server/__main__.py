@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         from ..engine.tiny import register_tiny_model
 
         tiny = register_tiny_model().info.identifier
-        models = (models or []) + [tiny] if models is not None else None
+        if models is not None:  # without --model every registered model is served, tiny included
+            models.append(tiny)
     if args.queue_size < 0:
         print("error: --queue-size must be >= 0", file=sys.stderr)
         return 2
