@@ -22,6 +22,7 @@ from typing import Any, Iterator, Sequence
 from .api.errors import BadRequest, EngineFailure
 from .api.types import CompletionRequest, CompletionResponse
 from .drain import drain
+from .live import LiveDisplay, ShownOnce, notebook_shell
 from .engine.records import Finished, TokenRecord
 from .render import COLOR_BY, MONO, MUTED, heatmap_html, legend_html
 from .settings import describe, from_settings
@@ -67,7 +68,7 @@ class Run:
         )
 
 
-class Comparison(Sequence[Run]):
+class Comparison(ShownOnce, Sequence[Run]):
     """The runs of one ``compare()``; renders as side-by-side columns in a notebook."""
 
     def __init__(self, content: Any, runs: list[Run], seed: int | None, model_id: str, color_by: str = "probability"):
@@ -93,28 +94,47 @@ class Comparison(Sequence[Run]):
             lines.append(run.text)
         return "\n".join(lines)
 
-    def _column(self, run: Run) -> str:
-        subtitle = "" if run.settings == run.label else f'<div style="font-size:11px;{MUTED}">{html.escape(run.settings)}</div>'
-        return (
-            '<div class="nbc-compare-run" style="flex:1 1 0;min-width:170px;border:1px solid rgba(128,128,128,0.35);'
-            'border-radius:6px;padding:8px 10px">'
-            f'<div style="font-weight:600">{html.escape(run.label)}</div>{subtitle}'
-            f'<div style="font-size:11px;{MUTED};margin:2px 0 6px">{html.escape(run.summary())}</div>'
-            f"{heatmap_html(run.tokens, color_by=self.color_by, legend=False)}</div>"
-        )
+    def mimebundle(self) -> dict[str, str]:
+        return {"text/plain": repr(self), "text/html": self._repr_html_()}
 
-    def _repr_html_(self) -> str:
+    def _column(self, run: Run) -> str:
+        return _column(run.label, run.settings, run.summary(), heatmap_html(run.tokens, color_by=self.color_by, legend=False))
+
+    def _frame(self, columns: str) -> str:
         prompt = self.content if isinstance(self.content, str) else str(self.content)
         header = (
             f'<div style="font-size:12px;margin-bottom:6px"><span style="{MUTED}">prompt</span> '
             f'<span style="{MONO};white-space:pre-wrap">{html.escape(prompt)}</span>'
             f' <span style="{MUTED}">· model {html.escape(self.model_id)} · seed {self.seed}</span></div>'
         )
-        columns = "".join(self._column(run) for run in self.runs)
         return (
             f'<div class="nbc-compare">{header}<div style="display:flex;gap:10px;align-items:flex-start;'
             f'overflow-x:auto">{columns}</div>{legend_html(self.color_by)}</div>'
         )
+
+    def _repr_html_(self) -> str:
+        return self._frame("".join(self._column(run) for run in self.runs))
+
+    def _progress_bundle(self, current: tuple[str, str, Any] | None, waiting: list[tuple[str, str]]) -> dict[str, str]:
+        """The columns so far: finished runs, the one generating (its tokens as they come), the rest."""
+        columns = [self._column(run) for run in self.runs]
+        if current is not None:
+            label, words, drained = current
+            body = heatmap_html(drained.tokens, color_by=self.color_by, legend=False) if drained.tokens else ""
+            columns.append(_column(label, words, f"{len(drained.tokens)} tokens · generating…", body))
+        columns += [_column(label, words, "waiting", "") for label, words in waiting]
+        done = len(self.runs) + (current is not None)
+        return {"text/plain": f"compare: run {done} of {done + len(waiting)}…", "text/html": self._frame("".join(columns))}
+
+
+def _column(label: str, words: str, summary: str, body: str) -> str:
+    subtitle = "" if words == label else f'<div style="font-size:11px;{MUTED}">{html.escape(words)}</div>'
+    return (
+        '<div class="nbc-compare-run" style="flex:1 1 0;min-width:170px;border:1px solid rgba(128,128,128,0.35);'
+        'border-radius:6px;padding:8px 10px">'
+        f'<div style="font-weight:600">{html.escape(label)}</div>{subtitle}'
+        f'<div style="font-size:11px;{MUTED};margin:2px 0 6px">{html.escape(summary)}</div>{body}</div>'
+    )
 
 
 def compare(
@@ -124,12 +144,15 @@ def compare(
     model_id: str | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     color_by: str = "probability",
+    live: bool = True,
 ) -> Comparison:
     """Run ``content`` once per entry of ``settings`` (same model, same seed) and return the runs.
 
     ``max_tokens`` applies to every setting that does not set its own. Bad settings raise
     ``CompletionError`` (400, naming ``settings[i]...``) before anything runs. A kernel interrupt
     stops the current run cleanly (the engine is cancelled, not killed) and re-raises.
+    In a notebook (``live=True``) the columns fill in as the runs generate, in one display that
+    becomes the result (so it is not shown twice).
     """
     from .service import build_request, open_events, to_response
 
@@ -145,18 +168,27 @@ def compare(
         params = {**params, "max_tokens": params.get("max_tokens", max_tokens)}
         request = build_request(content, model_id, params, logprobs={"top_k": TOP_K})
         planned.append((request, words if label is None else str(label), words))
-    runs: list[Run] = []
-    for request, label, words in planned:
+    result = Comparison(content, [], seed, planned[0][0].model_id, color_by)
+    view = LiveDisplay() if live and notebook_shell() is not None else None
+    for i, (request, label, words) in enumerate(planned):
+        waiting = [(later_label, later_words) for _, later_label, later_words in planned[i + 1 :]]
+        show = None
+        if view is not None:
+            view.show(result._progress_bundle(None, [(label, words)] + waiting))
+            show = lambda drained, label=label, words=words: view.show(  # noqa: E731
+                result._progress_bundle((label, words, drained), waiting)
+            )
         cancel = threading.Event()
-        drained = drain(open_events(request, seed=seed, cancel=cancel), cancel)
+        drained = drain(open_events(request, seed=seed, cancel=cancel), cancel, show)
         if drained.error is not None:
             raise drained.error
         if drained.interrupted:
-            raise KeyboardInterrupt(f"compare() interrupted during run {len(runs) + 1} of {len(planned)}")
+            raise KeyboardInterrupt(f"compare() interrupted during run {i + 1} of {len(planned)}")
         if drained.finished is None:
             raise EngineFailure("The engine ended without a stop reason.")
         response = to_response(drained.events, TOP_K)
-        runs.append(
-            Run(label, words, request, drained.text, tuple(drained.tokens), drained.finished, response)
-        )
-    return Comparison(content, runs, seed, planned[0][0].model_id, color_by)
+        result.runs.append(Run(label, words, request, drained.text, tuple(drained.tokens), drained.finished, response))
+    if view is not None:
+        view.show(result.mimebundle())
+        result.mark_shown()  # the live display is the result: `Out[n]` stays quiet
+    return result

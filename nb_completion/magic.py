@@ -30,6 +30,7 @@ from .api.errors import BadRequest, CompletionError
 from .api.types import CompletionResponse
 from .drain import Drained, drain
 from .engine.records import Finished, TokenRecord
+from .live import LiveDisplay, ShownOnce
 from .magic_options import PARSER, HelpRequested, MagicOptions, build, interpolate, parse_line
 from .render import error_html, heatmap_html, stats_text, text_block_html
 
@@ -54,7 +55,7 @@ class GenerationInterrupted(KeyboardInterrupt):
         return [f"\x1b[1;33mInterrupted\x1b[0m: {self}"]
 
 
-class CompletionText(str):
+class CompletionText(ShownOnce, str):
     """The completion text, as the cell's result. ``.response`` is the ``CompletionResponse``,
     ``.tokens`` the per-token records, ``.heatmap()`` their coloured rendering."""
 
@@ -68,7 +69,6 @@ class CompletionText(str):
         self.tokens = tuple(tokens)
         self.finished = finished
         self._show_heatmap = show_heatmap
-        self._skip_display_in: int | None = None  # the cell whose live display already shows it
         return self
 
     def heatmap(self, color_by: str = "probability", legend: bool = True) -> HTML:
@@ -85,46 +85,24 @@ class CompletionText(str):
             status = f"{len(self.tokens)} tokens · failed"
         return {"text/plain": str(self), "text/html": text_block_html(str(self), status, extra)}
 
-    def _ipython_display_(self) -> None:
-        shell = _shell()
-        if self._skip_display_in is not None and shell is not None and shell.execution_count == self._skip_display_in:
-            self._skip_display_in = None
-            return
-        display(self.mimebundle(), raw=True)
-
-
-def _shell():
-    try:
-        from IPython import get_ipython
-
-        return get_ipython()
-    except Exception:  # noqa: BLE001
-        return None
-
 
 class _LiveView:
     """One display, updated in batches (notebook); or the text written as it comes (terminal)."""
 
     def __init__(self, shell: Any):
         self.rich = type(shell.display_pub) is not DisplayPublisher  # the terminal's publisher prints
-        self.handle = None
+        self.display = LiveDisplay()
         self.written = 0
-
-    def _show(self, bundle: dict) -> None:
-        if self.handle is None:
-            self.handle = display(bundle, raw=True, display_id=True)
-        else:
-            self.handle.update(bundle, raw=True)
 
     def start(self) -> None:
         if self.rich:
-            self._show({"text/plain": "", "text/html": text_block_html("", "generating…")})
+            self.display.show({"text/plain": "", "text/html": text_block_html("", "generating…")})
 
     def progress(self, drained: Drained) -> None:
         text = drained.text
         if self.rich:
             status = stats_text(None, len(drained.tokens))
-            self._show({"text/plain": text, "text/html": text_block_html(text, status)})
+            self.display.show({"text/plain": text, "text/html": text_block_html(text, status)})
         else:
             sys.stdout.write(text[self.written :])
             sys.stdout.flush()
@@ -132,7 +110,7 @@ class _LiveView:
 
     def final(self, result: CompletionText, error: Any = None) -> None:
         if self.rich:
-            self._show(result.mimebundle(error))
+            self.display.show(result.mimebundle(error))
             return
         sys.stdout.write(str(result)[self.written :])
         status = stats_text(result.finished, len(result.tokens)) if error is None else f"{error.status} {error.title}"
@@ -213,7 +191,7 @@ class CompletionMagics(Magics):
         if drained.interrupted:
             self.shell.displayhook.update_user_ns(result)  # `_` holds the partial text
             raise GenerationInterrupted(f"generation stopped after {len(drained.tokens)} tokens; the partial text is kept in `_`" + (f" and `{opts.out}`" if opts.out else ""))
-        result._skip_display_in = self.shell.execution_count  # the live display already shows it
+        result.mark_shown()  # the live display already shows it: `Out[n]` stays quiet
         return result
 
 

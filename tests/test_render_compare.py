@@ -98,3 +98,33 @@ def test_entropy_colouring(tiny_model_id):
     assert "entropy (how unsure" in result._repr_html_()
     with pytest.raises(ValueError):
         compare("Hi", [{"temperature": 0}], model_id=tiny_model_id, color_by="nope")
+
+
+def test_in_a_notebook_the_columns_fill_in_live_and_are_not_shown_twice(tiny_model_id):
+    from IPython.core.displaypub import CapturingDisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    previous, shell.display_pub = shell.display_pub, CapturingDisplayPublisher()
+    try:
+        shell.user_ns["model"] = tiny_model_id
+        cell = "from nb_completion import compare\nr = compare('Once', [{'temperature': 0}, {'top_k': 3}], model_id=model, max_tokens=150)\nr"
+        assert shell.run_cell(cell, store_history=True).error_in_exec is None
+        outputs = shell.display_pub.outputs
+        assert [o["update"] for o in outputs].count(False) == 1  # one display, no second copy
+        assert len({o["transient"]["display_id"] for o in outputs}) == 1
+        first_html = outputs[0]["data"]["text/html"]
+        assert first_html.count('class="nbc-compare-run"') == 2 and "generating" not in first_html and "waiting" in first_html
+        assert any("generating…" in o["data"]["text/html"] for o in outputs[1:-1])
+        final = outputs[-1]["data"]["text/html"]
+        assert final == shell.user_ns["r"]._repr_html_() and final.count("data-token-index=") == 300
+        shell.display_pub.outputs.clear()
+        shell.run_cell("r", store_history=True)  # shown again in a later cell, it renders
+        assert len(shell.display_pub.outputs) == 1 and "nbc-compare" in shell.display_pub.outputs[0]["data"]["text/html"]
+    finally:
+        shell.display_pub = previous
+
+
+def test_outside_a_notebook_nothing_is_displayed(tiny_model_id, capsys):
+    result = compare("Once", [{"temperature": 0}], model_id=tiny_model_id, max_tokens=3)
+    assert len(result[0].tokens) == 3 and capsys.readouterr().out == ""
