@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Iterable
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -147,6 +148,12 @@ async def _sse_body(job: Job, encode: Callable[[Any], list[bytes]], on_error: Ca
         job.cancel.set()  # a dropped client lands here at once (the response task is cancelled)
 
 
+def _streaming(job: Job, body: AsyncIterator[bytes]) -> StreamingResponse:
+    # The background task runs however the response ends, even when the client leaves before
+    # the body's first event (then the body generator never starts and its `finally` never runs).
+    return StreamingResponse(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS, background=BackgroundTask(job.cancel.set))
+
+
 async def _open(request: Request, state: ServerState, completion_request: Any, seed: int | None) -> Job | None:
     """Queue the request and wait until the engine has opened it (raising its 4xx)."""
     job = state.engine.submit(completion_request, seed=seed)
@@ -178,7 +185,7 @@ async def completion(request: Request) -> Response:
             # a delta that delivers no text and (logprobs not asked) nothing else is not sent
             return [sse.event(c) for c in to_chunks([event], top_k) if c.delta or c.logprobs or c.stop_reason]
 
-        return StreamingResponse(_sse_body(job, encode, sse.error_event), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        return _streaming(job, _sse_body(job, encode, sse.error_event))
     async with _watching(request, job):
         events = await _collect(job)
     return _json(to_response(events, top_k))
@@ -207,7 +214,7 @@ async def openai_completions(request: Request) -> Response:
             return out
 
         on_error = lambda error: sse.event(error_body(error))  # noqa: E731
-        return StreamingResponse(_sse_body(job, encode, on_error, sse.DONE), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        return _streaming(job, _sse_body(job, encode, on_error, sse.DONE))
     async with _watching(request, job):
         events = await _collect(job)
     return _json(shaper.response(events))
