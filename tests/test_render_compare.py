@@ -117,7 +117,8 @@ def test_in_a_notebook_the_columns_fill_in_live_and_are_not_shown_twice(tiny_mod
         assert first_html.count('class="nbc-compare-run"') == 2 and "generating" not in first_html and "waiting" in first_html
         assert any("generating…" in o["data"]["text/html"] for o in outputs[1:-1])
         final = outputs[-1]["data"]["text/html"]
-        assert final == shell.user_ns["r"]._repr_html_() and final.count("data-token-index=") == 300
+        runs = shell.user_ns["r"]
+        assert final == runs._repr_html_() and final.count("data-token-index=") == sum(len(run.tokens) for run in runs) >= 150
         shell.display_pub.outputs.clear()
         shell.run_cell("r", store_history=True)  # shown again in a later cell, it renders
         assert len(shell.display_pub.outputs) == 1 and "nbc-compare" in shell.display_pub.outputs[0]["data"]["text/html"]
