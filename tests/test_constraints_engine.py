@@ -158,3 +158,43 @@ def test_completion_error_is_the_spec_error(tiny_model_id):
     with pytest.raises(CompletionError) as info:
         complete("x", model_id=tiny_model_id, response_format={"type": "json_schema", "json_schema": {"$ref": "#/nowhere"}})
     assert info.value.error.model_dump(exclude_none=True).keys() == {"status", "title", "detail"}
+
+
+# ---- the CLI flags -------------------------------------------------------------------------
+
+
+def test_cli_json_schema_file_and_inline(tiny_model_id, tmp_path, capsys):
+    from nb_completion.cli import main
+
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(SCHEMA))
+    for value in (str(path), json.dumps(SCHEMA)):
+        assert main(["complete", "Data:", "--model", tiny_model_id, "--json-schema", value, "-n", "120", "--no-stream"]) == 0
+        jsonschema.validate(json.loads(capsys.readouterr().out), SCHEMA)
+
+
+def test_cli_grammar_syntax_from_extension_or_flag(tiny_model_id, tmp_path, capsys):
+    from nb_completion.cli import main
+
+    regex = tmp_path / "code.regex"
+    regex.write_text(r"[A-Z]{3}-[0-9]{2}")
+    assert main(["complete", "x", "--model", tiny_model_id, "--grammar", str(regex), "-n", "20", "--no-stream"]) == 0
+    assert re.fullmatch(r"[A-Z]{3}-[0-9]{2}", capsys.readouterr().out.strip())
+    gbnf = tmp_path / "answer.txt"
+    gbnf.write_text('root ::= "yes" | "no"')
+    args = ["complete", "x", "--model", tiny_model_id, "--grammar", str(gbnf), "-n", "20", "--no-stream"]
+    assert main(args) == 2  # no extension to go by
+    assert "--grammar-syntax" in capsys.readouterr().err
+    assert main([*args, "--grammar-syntax", "gbnf"]) == 0
+    assert capsys.readouterr().out.strip() in ("yes", "no")
+
+
+def test_cli_bad_schema_prints_the_error_body(tiny_model_id, capsys):
+    from nb_completion.cli import main
+
+    args = ["complete", "x", "--model", tiny_model_id, "--json-schema", '{"type": "objekt"}', "--json"]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "400" in captured.err and "response_format.json_schema" in captured.err
+    body = json.loads(captured.out)
+    assert body["status"] == 400 and "objekt" in body["detail"]
