@@ -133,7 +133,7 @@ export function legendElement(doc, colorBy) {
   const keys = doc.createElement("span");
   keys.className = "nbc-legend-keys";
   keys.innerHTML =
-    '<span class="nbc-not-top">dashed</span>: not the top choice · <i>italic</i>: forced by the grammar · · space ↵ newline';
+    '<span class="nbc-not-top">dashed</span>: not the top choice · <i>italic</i>: forced by the grammar · “·” space, “↵” newline';
   el.append(label, low, bar, high, keys);
   return el;
 }

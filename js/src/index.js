@@ -13,11 +13,15 @@ function render({ model, el }) {
   root.dataset.lmSuppressShortcuts = "true";
   const send = (msg) => model.send(msg);
 
+  let output = null;
   const controls = createControls(model, {
     onGenerate: () => send(generateMsg()),
-    onStop: () => send(stopMsg()),
+    onStop: () => {
+      send(stopMsg());
+      if (output) output.markStopping();
+    },
   });
-  const output = createOutput(model, {
+  output = createOutput(model, {
     onBranch: (index, text) => {
       controls.flush();
       send(branchMsg(index, text));

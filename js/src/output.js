@@ -214,9 +214,16 @@ export function createOutput(model, { onBranch, onGap } = {}) {
   renderLegend();
   renderTokens();
 
+  /** Immediate feedback for a Stop click; the kernel's status follows within a token. */
+  function markStopping() {
+    const s = model.get("status");
+    if (s === "running" || s === "loading") status.textContent = "Stopping…";
+  }
+
   return {
     el: root,
     state,
+    markStopping,
     tooltip,
     onMessage,
     tokensBox,

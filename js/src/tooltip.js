@@ -100,6 +100,25 @@ export function createTooltip(root, { onPick, delay = 250 } = {}) {
     cancelHide();
     timer = setTimeout(hide, delay);
   }
+  // Fixed positioning keeps the tooltip out of the notebook output's overflow clipping; it sits
+  // under the token, or above it when the viewport has no room below, and follows scrolling.
+  function place() {
+    if (!anchor || el.hidden) return;
+    const view = doc.defaultView;
+    const at = anchor.getBoundingClientRect();
+    const w = el.offsetWidth;
+    const h = el.offsetHeight;
+    const left = Math.max(4, Math.min(at.left, view.innerWidth - w - 4));
+    let top = at.bottom + 4;
+    if (top + h > view.innerHeight - 4 && at.top - h - 4 >= 4) top = at.top - h - 4;
+    // An ancestor with `transform` or `contain` (JupyterLab's windowed notebook) becomes the
+    // containing block of a fixed element: measure where (0, 0) lands and correct for it.
+    el.style.left = "0px";
+    el.style.top = "0px";
+    const origin = el.getBoundingClientRect();
+    el.style.left = `${Math.round(left - origin.left)}px`;
+    el.style.top = `${Math.round(top - origin.top)}px`;
+  }
   function show(tokenEl, token) {
     cancelHide();
     if (anchor && anchor !== tokenEl) anchor.removeAttribute("aria-describedby");
@@ -108,16 +127,15 @@ export function createTooltip(root, { onPick, delay = 250 } = {}) {
     el.replaceChildren(tooltipContent(doc, token));
     el.hidden = false;
     tokenEl.setAttribute("aria-describedby", el.id);
-    const box = root.getBoundingClientRect();
-    const at = tokenEl.getBoundingClientRect();
-    el.style.left = `${Math.max(0, Math.min(at.left - box.left, box.width - 280))}px`;
-    el.style.top = `${at.bottom - box.top + 4}px`;
+    place();
   }
   function focusFirst() {
     const first = el.querySelector("button");
     if (first) first.focus();
   }
 
+  const onScroll = () => place();
+  doc.addEventListener("scroll", onScroll, true);
   el.addEventListener("mouseenter", cancelHide);
   el.addEventListener("mouseleave", scheduleHide);
   el.addEventListener("focusin", cancelHide);
@@ -152,6 +170,7 @@ export function createTooltip(root, { onPick, delay = 250 } = {}) {
     },
     destroy() {
       cancelHide();
+      doc.removeEventListener("scroll", onScroll, true);
       el.remove();
     },
   };

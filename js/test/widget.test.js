@@ -41,6 +41,9 @@ describe("controls", () => {
     expect(button("Stop").disabled).toBe(false);
     button("Stop").click();
     expect(model.sent.at(-1)).toEqual({ type: "stop" });
+    expect(el.querySelector('[role="status"]').textContent).toBe("Stopping…");
+    model.set("status", "stopped");
+    expect(el.querySelector('[role="status"]').textContent).toBe("Stopped");
   });
 
   it("shows only the inputs of the chosen strategy", () => {

@@ -1,0 +1,257 @@
+"""End to end: JupyterLab in headless Chromium drives the CompletionWidget on the default model.
+
+Starts ``jupyter lab`` on 127.0.0.1 (a free port, a token, isolated config/settings dirs) in a
+temporary folder holding a notebook, then with Playwright: runs the cell that creates the widget,
+clicks Generate, waits for streamed tokens, hovers a token and reads its alternatives in the
+``role="tooltip"`` element, branches from an alternative, starts a long generation and clicks
+Stop. Screenshots go to ``artifacts/screenshots/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.real_model, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "artifacts" / "screenshots"
+CELL = 'from nb_completion import CompletionWidget\nw = CompletionWidget("The capital of France is", max_tokens=16)\nw'
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    import nbformat
+
+    work = tmp_path_factory.mktemp("lab")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(CELL)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, work / "widget.ipynb")
+    config = work / ".config"
+    (config / "labconfig").mkdir(parents=True)
+    # no "news" prompt over the notebook
+    (config / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(config),
+        "JUPYTERLAB_SETTINGS_DIR": str(work / ".settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(work / ".workspaces"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    port, token = _free_port(), secrets.token_hex(16)
+    log = open(work / "lab.log", "w")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={work}", "--ServerApp.port_retries=0",
+        ],  # fmt: skip
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    import httpx
+
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{base}/api/status", params={"token": token}, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("JupyterLab did not start:\n" + (work / "lab.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield f"{base}/lab/tree/widget.ipynb?token={token}"
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(lab):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        pg = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.goto(lab)
+        pg.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+        pg.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        pg.errors = errors  # type: ignore[attr-defined]
+        yield pg
+        browser.close()
+
+
+# In-page clock: when Stop was clicked, when the status turned "stopped", when the last token came.
+TIMING_PROBE = """() => {
+  const t = (window.__nbcTiming = { click: null, stopped: null, lastToken: null });
+  const w = document.querySelector('.nbc-widget');
+  [...w.querySelectorAll('button')].find((b) => b.textContent === 'Stop')
+    .addEventListener('click', () => { t.click = performance.now(); }, { capture: true });
+  const status = w.querySelector("[role='status']");
+  new MutationObserver(() => {
+    if (status.dataset.status === 'stopped' && t.stopped === null) t.stopped = performance.now();
+  }).observe(status, { attributes: true });
+  new MutationObserver(() => { t.lastToken = performance.now(); })
+    .observe(w.querySelector('.nbc-tokens'), { childList: true });
+}"""
+
+
+def _tokens(pg):
+    return pg.locator(".nbc-widget .nbc-tokens [data-token-index]")
+
+
+def _status(pg):
+    return pg.locator(".nbc-widget [role='status']")
+
+
+def _shot(pg, name: str) -> None:
+    pg.locator(".nbc-widget").screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def _run_cell(pg) -> None:
+    """Run the notebook's cell (Run > Run All Cells), again if the kernel was not ready yet."""
+    pg.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
+    for attempt in range(3):
+        pg.get_by_role("menuitem", name="Run", exact=True).click()
+        pg.locator(".lm-Menu").get_by_text("Run All Cells", exact=True).click()
+        try:
+            pg.locator(".nbc-widget").wait_for(timeout=40_000)
+            return
+        except Exception:
+            pg.screenshot(path=str(SHOTS / f"0-run-cell-attempt-{attempt}.png"))
+    raise AssertionError("the widget did not render")
+
+
+def test_generate_hover_branch_and_stop_in_jupyterlab(page):
+    pg = page
+    try:
+        _scenario(pg)
+    except BaseException:
+        pg.screenshot(path=str(SHOTS / "failure.png"), full_page=True)
+        raise
+
+
+def _scenario(pg):
+    _run_cell(pg)
+    assert _status(pg).inner_text() == "Ready"
+
+    # Generate: tokens stream in (the first click also loads the default model)
+    pg.get_by_role("button", name="Generate").click()
+    pg.wait_for_function(
+        "document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length >= 3", timeout=120_000
+    )
+    pg.wait_for_selector(".nbc-widget [role='status'][data-status='done']", timeout=60_000)
+    words = "".join(_tokens(pg).all_text_contents()).replace("·", " ").replace("↵", "\n")
+    assert "Paris" in words, words
+    assert "tokens/s" in pg.locator(".nbc-widget .nbc-metrics").inner_text()
+    _shot(pg, "1-generated")
+
+    # hover a token: the tooltip lists its alternatives with probabilities and its rank
+    second = _tokens(pg).nth(1)
+    chosen = second.inner_text()
+    second.hover()
+    tip = pg.get_by_role("tooltip")
+    tip.wait_for(state="visible", timeout=5_000)
+    text = tip.inner_text()
+    assert "rank" in text and "%" in text, text
+    # placed next to the token (just below it, or above when there is no room)
+    token_box, tip_box = second.bounding_box(), tip.bounding_box()
+    assert abs(tip_box["y"] - (token_box["y"] + token_box["height"])) < 12 or abs(tip_box["y"] + tip_box["height"] - token_box["y"]) < 12
+    assert tip_box["x"] - 8 <= token_box["x"] <= tip_box["x"] + tip_box["width"]
+    alternatives = tip.locator("button.nbc-alt")
+    assert alternatives.count() >= 2
+    _shot(pg, "2-tooltip")
+    pg.screenshot(path=str(SHOTS / "2-tooltip-page.png"))
+
+    # branch: click an alternative the model did not pick
+    pick = next(i for i in range(alternatives.count()) if alternatives.nth(i).get_attribute("aria-current") != "true")
+    alt_text = alternatives.nth(pick).get_attribute("data-alt-text")
+    alternatives.nth(pick).click()
+    pg.wait_for_selector(".nbc-widget .nbc-branch-banner:not([hidden])", timeout=10_000)
+    pg.wait_for_selector(".nbc-widget [role='status'][data-status='done']", timeout=60_000)
+    branched = _tokens(pg).nth(1)
+    assert branched.get_attribute("class").count("nbc-branch") == 1
+    assert branched.inner_text() == alt_text.replace(" ", "·") != chosen
+    _shot(pg, "3-branch")
+
+    # a long generation, started with Ctrl+Enter in the prompt, then Stop
+    prompt = pg.get_by_label("Prompt")
+    prompt.fill("1, 2, 3, 4, 5, 6, 7, 8, 9, 10,")
+    pg.get_by_label("Max tokens").fill("2000")
+    prompt.press("Control+Enter")
+    pg.wait_for_selector(".nbc-widget [role='status'][data-status='running']", timeout=10_000)
+    pg.wait_for_function(
+        "document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length >= 20", timeout=60_000
+    )
+    assert pg.locator(".jp-Cell").count() == 1  # Ctrl+Enter did not re-run the cell
+    rate = float(re.search(r"([\d.]+) tokens/s", pg.locator(".nbc-widget .nbc-metrics").inner_text()).group(1))
+    pg.evaluate(TIMING_PROBE)
+    pg.get_by_role("button", name="Stop").click()
+    pg.wait_for_selector(".nbc-widget [role='status'][data-status='stopped']", timeout=10_000)
+    n = _tokens(pg).count()
+    time.sleep(1.5)
+    assert _tokens(pg).count() == n  # no more tokens arrive
+    timing = pg.evaluate("window.__nbcTiming")
+    stopped_after = (timing["stopped"] - timing["click"]) / 1000
+    assert 20 <= n < 2000
+    assert _status(pg).inner_text() == "Stopped"
+    assert pg.get_by_role("button", name="Generate").is_enabled()
+    assert pg.get_by_role("button", name="Stop").is_disabled()
+    last_token = (timing["lastToken"] - timing["click"]) / 1000
+    print(
+        f"Stop: status 'stopped' {stopped_after:.3f}s after the click, last token {last_token:.3f}s after; "
+        f"{n} tokens at {rate} tokens/s"
+    )
+    # The kernel ends within one token of the cancel (tests/test_widget_engine.py pins < 0.5 s on
+    # an idle CPU); on a loaded one a token can take longer, so allow 0.5 s plus two tokens.
+    assert stopped_after < 0.5 + 2 / rate
+    _shot(pg, "4-stopped")
+    pg.screenshot(path=str(SHOTS / "4-stopped-page.png"), full_page=True)
+    assert not [e for e in pg.errors if "nbc" in e or "widget" in e.lower()], pg.errors
+
+    # the panel follows JupyterLab's dark theme
+    light = pg.locator(".nbc-widget").evaluate("e => getComputedStyle(e).backgroundColor")
+    pg.get_by_role("menuitem", name="Settings", exact=True).click()
+    pg.locator(".lm-Menu").get_by_text("Theme", exact=True).hover()
+    pg.locator(".lm-Menu").get_by_text("JupyterLab Dark", exact=True).click()
+    pg.wait_for_function(
+        f"getComputedStyle(document.querySelector('.nbc-widget')).backgroundColor !== {light!r}", timeout=30_000
+    )
+    _tokens(pg).nth(2).hover()
+    pg.get_by_role("tooltip").wait_for(state="visible", timeout=5_000)
+    pg.screenshot(path=str(SHOTS / "5-dark-page.png"))
