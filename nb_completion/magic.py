@@ -184,7 +184,7 @@ class CompletionMagics(Magics):
         response = to_response(drained.events, opts.logprobs) if drained.finished is not None else None
         result = CompletionText(drained.text, response, drained.tokens, drained.finished, opts.heatmap)
         view.final(result, drained.error.error if drained.error else None)
-        if opts.out:
+        if opts.out and response is not None:  # a failed generation leaves the variable alone
             namespace[opts.out] = response
         if drained.error is not None:
             raise MagicError.wrap(drained.error)

@@ -173,7 +173,9 @@ def test_backend_refusal_before_streaming_shows_title_and_detail(shell):
 
 def test_failure_mid_stream_keeps_partial_text_and_reports_500(shell):
     _backend("fake-fail", fail_after=3)
+    shell.user_ns["partial"] = "before"
     result = run(shell, "%%complete --model fake-fail -o partial\nHello\n")
+    assert shell.user_ns["partial"] == "before"  # no response to store
     err = result.error_in_exec
     assert isinstance(err, MagicError) and err.status == 500 and "RuntimeError" in err.detail
     final = shell.display_pub.outputs[-1]["data"]

@@ -100,6 +100,9 @@ def test_sampling_lab(executed):
     temperature = data(cell(nb, '"label": "T = 0.3"'), "text/html")[0]
     assert temperature.count('class="nbc-compare-run"') == 4 and temperature.count("data-token-index=") >= 4 * 10
     assert all(t in temperature for t in ("greedy", "T = 0.3", "T = 1.0", "T = 1.5", "perplexity"))
+    for snippet in ('"label": "T = 0.3"', "top_p_runs = compare(", "top_k_runs = compare(", "LOOPY ="):
+        shown = [o for o in cell(nb, snippet).outputs if "nbc-compare" in o.get("data", {}).get("text/html", "")]
+        assert len(shown) == 1, "compare() fills one live display and does not print its result again"
     perplexities = [float(x) for x in re.findall(r"perplexity +([\d.]+)", stdout(cell(nb, "for run in top_p_runs")))]
     assert len(perplexities) == 3 and perplexities[2] < perplexities[0]  # the cut-off tames the tail
     assert data(cell(nb, "top_k_runs = compare("), "text/html")[0].count('class="nbc-compare-run"') == 4
