@@ -127,9 +127,15 @@ def test_json_is_compact(tok):
     assert texts and all(not t[:1].isspace() for t in texts), texts
 
 
-def test_schema_x_guidance_cannot_turn_whitespace_back_on(tok):
-    schema = {**PERSON, "x-guidance": {"whitespace_flexible": True}}
+@pytest.mark.parametrize(
+    "options",
+    [{"whitespace_flexible": True}, {"whitespace_pattern": "[ ]+"}, {"item_separator": ", ", "key_separator": ": "}],
+)
+def test_schema_x_guidance_cannot_turn_whitespace_back_on(tok, options):
+    schema = {**PERSON, "x-guidance": options}
     c = compile_constraint(schema_fmt(schema), tok, VOCAB)
+    c.mask(torch.zeros(VOCAB))
+    assert [tok.decode([t]) for t in c.allowed_ids()] == ['{"']
     feed(c, tok, '{"name":"A"')
     c.mask(torch.zeros(VOCAB))
     assert all(not tok.decode([t])[:1].isspace() for t in c.allowed_ids())

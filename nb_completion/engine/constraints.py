@@ -31,7 +31,12 @@ from .grammar_syntax import GRAMMAR_KEYS, grammar_text
 __all__ = ["Constraint", "compile_constraint", "llg_tokenizer", "JSON_OPTIONS"]
 
 # Applied after the schema's own "x-guidance" options: constrained JSON is always compact.
-JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+JSON_OPTIONS = {
+    "whitespace_flexible": False,
+    "whitespace_pattern": None,
+    "item_separator": ",",
+    "key_separator": ":",
+}
 
 _lock = threading.Lock()
 _tokenizers: dict[int, tuple[weakref.ref, Any]] = {}
