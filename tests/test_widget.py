@@ -213,6 +213,18 @@ def test_a_view_opened_mid_run_gets_a_snapshot(backend):
     w.stop(wait=True)
 
 
+def test_opening_the_model_list_refreshes_it(backend):
+    w = CompletionWidget()
+    assert backend.info.identifier in w.model_ids
+    late = ScriptedBackend("registered-later")
+    registry.register(late)
+    try:
+        click(w, type="models")
+        assert "registered-later" in w.model_ids
+    finally:
+        registry.unregister("registered-later")
+
+
 def test_generate_click_uses_the_controls(backend):
     w, _ = make(backend, strategy="top_k", top_k=7, max_tokens=5, stop=["\n\n"], seed=3, logprobs_top_k=2)
     click(w, type="generate")

@@ -53,9 +53,9 @@ function select(doc, options) {
 
 /**
  * Build the controls bound to `model`. `onGenerate()` / `onStop()` are called by the buttons and
- * Ctrl/Cmd+Enter. Returns {el, flush, errors, refresh, destroy}.
+ * Ctrl/Cmd+Enter; `onModels()` when the model list is opened. Returns {el, flush, errors, refresh, destroy}.
  */
-export function createControls(model, { onGenerate, onStop, debounceMs = 150 } = {}) {
+export function createControls(model, { onGenerate, onStop, onModels, debounceMs = 150 } = {}) {
   const doc = globalThis.document;
   const root = el(doc, "div", { className: "nbc-controls" });
   const local = {}; // name -> message, for raw input that could not be written to the model
@@ -93,6 +93,7 @@ export function createControls(model, { onGenerate, onStop, debounceMs = 150 } =
   // -- model and strategy
   const modelSel = field(doc, "Model", select(doc, []), "model_name");
   modelSel.input.addEventListener("change", () => write("model_name", modelSel.input.value));
+  modelSel.input.addEventListener("focus", () => onModels && onModels()); // models loaded since
   const strategy = field(
     doc,
     "Strategy",

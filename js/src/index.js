@@ -4,7 +4,7 @@
 import "./widget.css";
 import { createControls } from "./controls.js";
 import { createOutput } from "./output.js";
-import { branchMsg, generateMsg, snapshotMsg, stopMsg } from "./protocol.js";
+import { branchMsg, generateMsg, modelsMsg, snapshotMsg, stopMsg } from "./protocol.js";
 
 function render({ model, el }) {
   const root = document.createElement("div");
@@ -20,6 +20,7 @@ function render({ model, el }) {
       send(stopMsg());
       if (output) output.markStopping();
     },
+    onModels: () => send(modelsMsg()),
   });
   output = createOutput(model, {
     onBranch: (index, text) => {

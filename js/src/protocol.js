@@ -5,12 +5,14 @@
 //   {type: "snapshot", run, tokens: [token...], metrics}      everything sent so far
 // View -> kernel:
 //   {type: "generate"} | {type: "stop"} | {type: "branch", index, text} | {type: "snapshot"}
+//   | {type: "models"} (refresh the list of registered models)
 // A token is {index, text, logprob, rank, top: [[text, logprob]...], entropy, forced, branch?}.
 
 export const generateMsg = () => ({ type: "generate" });
 export const stopMsg = () => ({ type: "stop" });
 export const snapshotMsg = () => ({ type: "snapshot" });
 export const branchMsg = (index, text) => ({ type: "branch", index, text });
+export const modelsMsg = () => ({ type: "models" });
 
 /** A view's token state: which run it shows and the tokens it holds. */
 export function createState(run = 0, tokens = []) {

@@ -115,6 +115,8 @@ describe("controls", () => {
     type(input("json_schema"), '{"type": "object"}');
     expect(input("json_schema").hasAttribute("aria-invalid")).toBe(false);
     expect([...input("model_name").options].map((o) => o.value)).toEqual(["m1", "m2"]);
+    input("model_name").dispatchEvent(new FocusEvent("focus"));
+    expect(model.sent.at(-1)).toEqual({ type: "models" });
     model.set("model_ids", ["m1", "m2", "m3"]);
     expect(input("model_name").options).toHaveLength(3);
   });

@@ -316,6 +316,8 @@ class CompletionWidget(anywidget.AnyWidget):
                 self.continue_from(content.get("index"), content.get("text"))
             elif kind == "snapshot":
                 self._send_snapshot()
+            elif kind == "models":
+                self.model_ids = registry.registered_ids()
         except CompletionError as exc:
             self._show_error(exc)
         except Exception as exc:  # the panel must keep working
