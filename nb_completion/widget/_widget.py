@@ -43,6 +43,17 @@ from ._static import static_html
 from ._tokens import branch_record, live_metrics, reindex, token_dict
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
+_NOT_BUILT = (
+    "export default { render({ el }) { el.textContent = 'nb_completion: the widget front end is not built; "
+    "run `pip install -e .` (or `npm install && npm run build` in js/).'; } };"
+)
+
+
+def _asset(name: str, fallback: str) -> Path | str:
+    """A built file (anywidget reloads it live with ANYWIDGET_HMR=1), or a message saying why not."""
+    path = STATIC / name
+    return path if path.exists() else fallback
+
 STATUSES = ("idle", "loading", "running", "done", "stopped", "error")
 _DIRECT = {
     "strategy", "temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "stop",
@@ -61,8 +72,8 @@ class CompletionWidget(anywidget.AnyWidget):
     ``top_k`` the top-k strategy unless ``strategy`` is given. Unknown names raise ``TypeError``.
     """
 
-    _esm = STATIC / "widget.js"
-    _css = STATIC / "widget.css"
+    _esm = _asset("widget.js", _NOT_BUILT)
+    _css = _asset("widget.css", "")
 
     # ---- controls (what the next request is made of) ----
     content = t.Unicode("").tag(sync=True)
