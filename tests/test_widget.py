@@ -257,10 +257,14 @@ def test_clicking_an_alternative_continues_from_it(backend):
     assert w.branch == {"index": 2, "chosen": " dog", "original": " sat", "rank": 2}
     # the deltas of the branch start after the kept prefix
     assert rec.of("delta")[-1]["run"] == w.run and min(d["start"] for d in rec.of("delta") if d["run"] == w.run) == 3
-    # a branch of a branch keeps the earlier branch point marked
+    # a branch of a branch keeps the earlier branch point marked; it continues the *shown*
+    # completion even after the prompt control was edited
+    w.content = "An edited prompt:"
     click(w, type="branch", index=4, text=" bird")
     w.wait(timeout=10)
     assert [t.get("branch", False) for t in w.tokens[:5]] == [False, False, True, False, True]
+    assert backend.requests[-1].content == "A prompt: the cat dog the bird"
+    assert w.prompt_echo == "A prompt:" and w.content == "An edited prompt:"
 
 
 def test_a_bad_branch_is_an_error_in_the_panel_and_the_panel_keeps_working(backend):

@@ -119,16 +119,17 @@ export function createOutput(model, { onBranch, onGap } = {}) {
   function syncFromTraits() {
     const run = model.get("run") ?? 0;
     const tokens = model.get("tokens") || [];
-    if (run !== state.run || !sameTokens(state, tokens)) {
-      // A new run starts from its prefix; at the end the traits hold the whole list. Re-render
-      // only when they differ from what the deltas built.
-      if (run !== state.run || (model.get("status") !== "running" && model.get("status") !== "loading")) {
-        state.run = run;
-        state.tokens = tokens.slice();
-        renderTokens();
-      }
-    } else {
-      state.tokens = tokens.slice(); // authoritative copy, same content
+    const live = ["running", "loading"].includes(model.get("status"));
+    if (run !== state.run) {
+      // a new run starts from its prefix (a branch keeps the tokens before the picked one)
+      state.run = run;
+      state.tokens = tokens.slice();
+      renderTokens();
+    } else if (sameTokens(state, tokens)) {
+      state.tokens = tokens.slice(); // the final traits: what the deltas built, no re-render
+    } else if (!live || tokens.length > state.tokens.length) {
+      state.tokens = tokens.slice(); // the traits know more than the deltas brought
+      renderTokens();
     }
   }
 
@@ -189,6 +190,7 @@ export function createOutput(model, { onBranch, onGap } = {}) {
     "change:status": () => {
       renderStatus();
       renderMetrics();
+      syncFromTraits();
     },
     "change:metrics": () => {
       renderMetrics();

@@ -140,6 +140,15 @@ describe("streaming output", () => {
     expect(el.querySelector('[role="status"]').dataset.status).toBe("done");
   });
 
+  it("renders the final traits when a delta went missing", () => {
+    const model = fakeModel({ run: 1, status: "running" });
+    mount(model);
+    model.kernelSends({ type: "delta", run: 1, start: 0, tokens: [tok(0, "a")] });
+    model.set("tokens", [tok(0, "a"), tok(1, "b"), tok(2, "c")]);
+    model.set("status", "done");
+    expect(tokens().map((t) => t.textContent)).toEqual(["a", "b", "c"]);
+  });
+
   it("ignores deltas of an older run and asks for a snapshot after a gap", () => {
     const model = fakeModel({ run: 2, status: "running" });
     mount(model);

@@ -148,10 +148,13 @@ class CompletionWidget(anywidget.AnyWidget):
 
     def continue_from(self, index: int, text: str, *, wait: bool = False) -> CompletionResponse | None:
         """Branch: keep the shown tokens before ``index``, put the alternative ``text`` (one of
-        token ``index``'s top-k) in its place, and generate on from there."""
+        token ``index``'s top-k) in its place, and generate on from there: the request's content
+        is the shown completion's prompt + those tokens' text. The ``content`` control is untouched;
+        the current sampling controls apply."""
         with self._lock:
             records = list(self._records)
             points = set(self._branch_points)
+            prompt = self.prompt_echo
         if not isinstance(index, int) or not 0 <= index < len(records):
             raise BadRequest("index", f"no token #{index} (the output has {len(records)} tokens)")
         try:
@@ -161,7 +164,7 @@ class CompletionWidget(anywidget.AnyWidget):
         prefix = records[:index] + [alt]
         branch = {"index": index, "chosen": text, "original": records[index].text, "rank": alt.rank}
         points = {p for p in points if p < index} | {index}
-        started = self._start(self.content + "".join(r.text for r in prefix), prefix, branch, points)
+        started = self._start(prompt, prefix, branch, points)
         return self.wait() if wait and started else None
 
     @property
@@ -201,7 +204,8 @@ class CompletionWidget(anywidget.AnyWidget):
     def _revalidate(self, change: Any = None) -> None:
         self.invalid = check_controls(self._values())
 
-    def _start(self, content: str, prefix: list[TokenRecord], branch: dict | None, points: set[int] = frozenset()) -> bool:
+    def _start(self, prompt: str, prefix: list[TokenRecord], branch: dict | None, points: set[int] = frozenset()) -> bool:
+        """Cancel a running generation, check the controls, and run ``prompt`` + ``prefix``'s text."""
         previous = self._runner
         if previous is not None and previous.running:
             previous.cancel()
@@ -211,7 +215,7 @@ class CompletionWidget(anywidget.AnyWidget):
         try:
             if bad:
                 raise first_problem(bad)
-            request = build(values, content)
+            request = build(values, prompt + "".join(r.text for r in prefix))
         except CompletionError as exc:
             self.invalid = bad or self._flag(exc)
             self._show_error(exc)
@@ -235,7 +239,7 @@ class CompletionWidget(anywidget.AnyWidget):
                 self.error = {}
                 self.metrics = {}
                 self.branch = branch
-                self.prompt_echo = self.content
+                self.prompt_echo = prompt
                 self.tokens = self._dicts(self._records)
                 self.text = "".join(r.text for r in self._records)
                 self.model_ids = registry.registered_ids()
