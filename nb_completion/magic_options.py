@@ -42,15 +42,20 @@ class _Parser(argparse.ArgumentParser):
 def _make_parser() -> _Parser:
     p = _Parser(
         prog="%%complete",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Complete the cell's text with a language model, streaming the output into the cell. "
-            "{name} in the cell is filled from the notebook's variables ({{ and }} for literal braces). "
-            "The line form `%complete [options] prompt words` works too. The completion text is the "
-            "cell's result (`_`)."
+            "Complete the cell's text with a language model, streaming the output into the cell.\n"
+            "{name} in the cell is filled from the notebook's variables ({{ and }} for literal braces).\n"
+            "The completion text is the cell's result (`_`); -o NAME keeps the whole response.\n"
+            "Option values may also be {name}: --json-schema {MyModel}, -t {temperature}."
         ),
         epilog=(
-            "Examples:  %%complete -n 40 -t 0.8 --seed 1 --heatmap     "
-            "%%complete --json-schema {Person} -o reply     %complete --models"
+            "examples:\n"
+            "  %%complete -n 40 -t 0.8 --seed 1 --heatmap\n"
+            "  %%complete --json-schema {Person} -o reply\n"
+            "  %%complete --grammar '[0-9]{4}' --grammar-syntax regex\n"
+            "  %complete -n 10 The capital of France is\n"
+            "  %complete --models"
         ),
         add_help=True,
     )
