@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts a kernel (about 10 s)
+
 SETUP = "from nb_completion.engine.tiny import register_tiny_model\nregister_tiny_model()\n%load_ext nb_completion"
 
 
