@@ -144,9 +144,8 @@ export function createTooltip(root, { onPick, delay = 250 } = {}) {
   });
   el.addEventListener("keydown", (e) => {
     if (e.key === "Escape") {
-      const back = anchor;
+      if (anchor) anchor.focus(); // back to the token first (its focus would show us again), then hide
       hide();
-      if (back) back.focus();
     }
   });
   el.addEventListener("click", (e) => {

@@ -219,6 +219,21 @@ describe("heatmap interaction", () => {
     expect(model.sent.at(-1)).toEqual({ type: "branch", index: 0, text: " dog" });
   });
 
+  it("lets the keyboard reach the alternatives: Enter on a token, Escape back", () => {
+    const model = fakeModel({ run: 1, status: "done", tokens: [tok(0, " the"), tok(1, " cat")] });
+    mount(model);
+    const tip = el.querySelector('[role="tooltip"]');
+    tokens()[0].focus();
+    tokens()[0].dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowRight", bubbles: true }));
+    expect(document.activeElement).toBe(tokens()[1]);
+    tokens()[1].dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+    expect(tip.hidden).toBe(false);
+    expect(document.activeElement.dataset.altText).toBe(" cat");
+    document.activeElement.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape", bubbles: true }));
+    expect(tip.hidden).toBe(true);
+    expect(document.activeElement).toBe(tokens()[1]);
+  });
+
   it("recolours by entropy and swaps the legend", () => {
     const model = fakeModel({ run: 1, status: "done", tokens: [tok(0, "a", 0.99, { entropy: 3.9 })] });
     mount(model);

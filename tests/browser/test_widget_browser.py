@@ -116,6 +116,14 @@ def page(lab):
         browser.close()
 
 
+# Every DOM update of the token list, with the time and the number of tokens shown.
+APPEND_PROBE = """() => {
+  const log = (window.__nbcAppends = []);
+  const box = document.querySelector('.nbc-widget .nbc-tokens');
+  new MutationObserver(() => log.push([performance.now(), box.querySelectorAll('[data-token-index]').length]))
+    .observe(box, { childList: true });
+}"""
+
 # In-page clock: when Stop was clicked, when the status turned "stopped", when the last token came.
 TIMING_PROBE = """() => {
   const t = (window.__nbcTiming = { click: null, stopped: null, lastToken: null });
@@ -171,11 +179,18 @@ def _scenario(pg):
     assert _status(pg).inner_text() == "Ready"
 
     # Generate: tokens stream in (the first click also loads the default model)
+    pg.evaluate(APPEND_PROBE)
     pg.get_by_role("button", name="Generate").click()
     pg.wait_for_function(
         "document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length >= 3", timeout=120_000
     )
     pg.wait_for_selector(".nbc-widget [role='status'][data-status='done']", timeout=60_000)
+    appends = pg.evaluate("window.__nbcAppends")  # [time (ms), tokens in the view] per DOM update
+    assert len(appends) >= 3, appends  # streamed in several deltas, not all at the end
+    counts = [n for _, n in appends]
+    assert counts == sorted(counts) and counts[-1] == _tokens(pg).count() == 16
+    span = (appends[-1][0] - appends[0][0]) / 1000
+    assert len(appends) <= 30 * span + 3, (len(appends), span)  # at most ~30 updates a second
     words = "".join(_tokens(pg).all_text_contents()).replace("·", " ").replace("↵", "\n")
     assert "Paris" in words, words
     assert "tokens/s" in pg.locator(".nbc-widget .nbc-metrics").inner_text()
