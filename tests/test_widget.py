@@ -307,3 +307,17 @@ def test_static_html_shows_the_last_result_with_hover_titles(backend):
     assert page.count("data-token-index=") == 4 and "title=" in page and "dog" in page
     assert "<script" not in page and "http" not in page
     assert "A prompt:" in page
+
+
+def test_a_model_that_fails_to_load_is_an_error_in_the_panel(monkeypatch):
+    def broken(model_id):
+        raise OSError("weights not found")
+
+    monkeypatch.setattr(registry, "registered", lambda model_id: None)
+    monkeypatch.setattr(registry, "get", broken)
+    w = CompletionWidget("Hi")
+    seen = []
+    w.observe(lambda c: seen.append(c["new"]), names=["status"])
+    w.generate(wait=True, timeout=10)
+    assert seen == ["running", "loading", "error"]
+    assert w.error["status"] == 500 and "Could not load" in w.error["detail"] and "weights not found" in w.error["detail"]

@@ -108,7 +108,12 @@ class Runner:
         if model_id == registry.DEFAULT_MODEL_ID and registry.registered(model_id) is None:
             if self._on_loading is not None:
                 self._on_loading()
-            registry.get(model_id)  # loads and registers it
+            try:
+                registry.get(model_id)  # loads and registers it
+            except CompletionError:
+                raise
+            except Exception as exc:
+                raise EngineFailure(f"Could not load '{model_id}': {type(exc).__name__}: {exc}") from exc
 
     def _emit(self, batch: list[TokenRecord] | None) -> None:
         if batch:

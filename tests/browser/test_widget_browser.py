@@ -233,7 +233,9 @@ def _scenario(pg):
     pg.wait_for_function(
         "document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length >= 20", timeout=60_000
     )
-    assert pg.locator(".jp-Cell").count() == 1  # Ctrl+Enter did not re-run the cell
+    # Ctrl+Enter generated in the panel instead of re-running the cell (JupyterLab's shortcut)
+    assert pg.locator(".jp-Cell").count() == 1
+    assert pg.locator(".jp-Cell .jp-InputPrompt").first.inner_text().strip() == "[1]:"
     rate = float(re.search(r"([\d.]+) tokens/s", pg.locator(".nbc-widget .nbc-metrics").inner_text()).group(1))
     pg.evaluate(TIMING_PROBE)
     pg.get_by_role("button", name="Stop").click()
