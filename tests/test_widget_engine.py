@@ -74,3 +74,14 @@ def test_default_model_streams_and_stops_within_half_a_second(real_model_id):
     greedy.generate(wait=True, timeout=120)
     assert greedy.status == "done" and greedy.text.strip()
     assert "Paris" in greedy.text
+
+
+def test_tiny_model_follows_the_grammar_control(tiny_model_id):
+    w = CompletionWidget("n =", model_id=tiny_model_id, max_tokens=6, response_format="grammar", grammar_syntax="regex", grammar="[0-9]{1,4}")
+    w.generate(wait=True, timeout=60)
+    assert w.status == "done", w.error
+    assert w.text.isdigit() and 1 <= len(w.text) <= 4, w.text
+    bad = CompletionWidget("n =", model_id=tiny_model_id, response_format="grammar", grammar_syntax="gbnf", grammar="root ::= (")
+    bad.generate(wait=True, timeout=60)
+    assert bad.status == "error" and bad.error["status"] == 400
+    assert "grammar" in bad.invalid  # the engine's 400 is flagged at the grammar control
