@@ -91,7 +91,8 @@ export function createOutput(model, { onBranch, onGap } = {}) {
     status.textContent = label;
   }
   function renderMetrics(m) {
-    metrics.textContent = metricsLine(m || model.get("metrics"));
+    const line = metricsLine(m || model.get("metrics"));
+    metrics.textContent = model.get("branch") && line ? `branch: ${line}` : line;
   }
   function renderError() {
     const e = model.get("error") || {};

@@ -194,7 +194,11 @@ class CompletionWidget(anywidget.AnyWidget):
     def _repr_mimebundle_(self, **kwargs: Any):
         bundle = super()._repr_mimebundle_(**kwargs)
         data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
-        return {**data, "text/html": self.to_html()}, meta
+        try:
+            static = self.to_html()
+        except Exception:  # the static copy is a bonus: never let it hide the live panel
+            return data, meta
+        return {**data, "text/html": static}, meta
 
     # ---- running ---------------------------------------------------------------------------------
 
