@@ -3,8 +3,9 @@
 Starts ``jupyter lab`` on 127.0.0.1 (a free port, a token, isolated config/settings dirs) in a
 temporary folder holding a notebook, then with Playwright: runs the cell that creates the widget,
 clicks Generate, waits for streamed tokens, hovers a token and reads its alternatives in the
-``role="tooltip"`` element, branches from an alternative, starts a long generation and clicks
-Stop. Screenshots go to ``artifacts/screenshots/`` (git-ignored).
+``role="tooltip"`` element, branches from an alternative, starts a long generation with
+Ctrl+Enter and clicks Stop, switches to the dark theme, and reloads the page to check a re-opened
+view is complete. Screenshots go to ``artifacts/screenshots/`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -272,3 +273,18 @@ def _scenario(pg):
     _tokens(pg).nth(2).hover()
     pg.get_by_role("tooltip").wait_for(state="visible", timeout=5_000)
     pg.screenshot(path=str(SHOTS / "5-dark-page.png"))
+
+    # a re-opened view is complete: save, reload the page, and the panel rebuilds from the traits
+    texts = _tokens(pg).all_text_contents()
+    pg.get_by_role("menuitem", name="File", exact=True).click()
+    pg.locator(".lm-Menu").get_by_text("Save Notebook", exact=True).click()
+    pg.wait_for_selector(".jp-mod-dirty", state="detached", timeout=10_000)
+    pg.reload()
+    pg.locator(".nbc-widget").wait_for(timeout=60_000)
+    pg.wait_for_function(
+        f"document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length === {len(texts)}",
+        timeout=30_000,
+    )
+    assert _tokens(pg).all_text_contents() == texts
+    assert _status(pg).inner_text() == "Stopped"
+    _shot(pg, "6-reopened")
