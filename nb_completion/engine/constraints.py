@@ -138,7 +138,8 @@ class Constraint:
         self._eos = tuple(int(t) for t in llg_tok.eos_tokens)
         self.vocab_size = int(vocab_size)
         self._words = np.zeros((self._n_tok + 31) // 32, dtype=np.int32)
-        self._allowed: torch.Tensor | None = None  # bool [vocab_size] of the last mask, on CPU
+        self._allowed: np.ndarray | None = None  # bool [min(vocab, tokenizer)] of the last mask
+        self._blocked = np.ones(self.vocab_size, dtype=np.bool_)  # ids past the tokenizer stay blocked
         self.steps = 0
         self._only_eos_at = -1
         self._only_eos = False
@@ -153,17 +154,19 @@ class Constraint:
         words = self._words
         self._matcher.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)
         self._check()
-        bits = np.unpackbits(words.view(np.uint8), bitorder="little")
         n = min(self.vocab_size, self._n_tok)
-        allowed = torch.zeros(self.vocab_size, dtype=torch.bool)
-        allowed[:n] = torch.from_numpy(bits[:n].view(np.bool_))
-        count = int(allowed.sum())
+        allowed = np.unpackbits(words.view(np.uint8), bitorder="little")[:n].view(np.bool_)
+        count = int(np.count_nonzero(allowed))
         if count == 0:
             raise RuntimeError("the grammar allows no token here (the tokenizer cannot spell what it needs)")
         self._allowed = allowed
-        if logits.device.type != "cpu":
-            allowed = allowed.to(logits.device, non_blocking=True)
-        logits.masked_fill_(~allowed, float("-inf"))
+        np.logical_not(allowed, out=self._blocked[:n])
+        if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64) and logits.is_contiguous():
+            # numpy, single-threaded: torch's intra-op threads can stall for a scheduler slice
+            # (milliseconds) on a busy CPU, for work that takes microseconds.
+            np.copyto(logits.numpy(), -np.inf, where=self._blocked)
+        else:
+            logits.masked_fill_(torch.from_numpy(self._blocked).to(logits.device, non_blocking=True), float("-inf"))
         return count
 
     def advance(self, token_id: int) -> None:
@@ -201,7 +204,7 @@ class Constraint:
         """Ids the last ``mask`` allowed (for tests and debugging)."""
         if self._allowed is None:
             return []
-        return torch.nonzero(self._allowed).flatten().tolist()
+        return np.flatnonzero(self._allowed).tolist()
 
     @property
     def eos_token_ids(self) -> tuple[int, ...]:
