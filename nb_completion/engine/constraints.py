@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -141,6 +142,7 @@ class Constraint:
         self._allowed: np.ndarray | None = None  # bool [min(vocab, tokenizer)] of the last mask
         self._blocked = np.ones(self.vocab_size, dtype=np.bool_)  # ids past the tokenizer stay blocked
         self.steps = 0
+        self.seconds = 0.0  # time spent in mask + advance (the grammar's share of decoding)
         self._only_eos_at = -1
         self._only_eos = False
 
@@ -150,6 +152,7 @@ class Constraint:
         """Set the tokens the grammar forbids to ``-inf`` in place; return how many are allowed."""
         if logits.dim() != 1 or logits.shape[0] != self.vocab_size:
             raise ValueError(f"expected logits of shape [{self.vocab_size}], got {list(logits.shape)}")
+        started = time.perf_counter()
         self._check()
         words = self._words
         self._matcher.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)
@@ -167,14 +170,17 @@ class Constraint:
             np.copyto(logits.numpy(), -np.inf, where=self._blocked)
         else:
             logits.masked_fill_(torch.from_numpy(self._blocked).to(logits.device, non_blocking=True), float("-inf"))
+        self.seconds += time.perf_counter() - started
         return count
 
     def advance(self, token_id: int) -> None:
         """Consume the chosen token (it must be one the last mask allowed)."""
+        started = time.perf_counter()
         token_id = int(token_id)
         if not self._matcher.consume_token(token_id):
             raise RuntimeError(f"the grammar rejected token {token_id}: {self._matcher.get_error()}")
         self.steps += 1
+        self.seconds += time.perf_counter() - started
 
     def is_finished(self) -> bool:
         """The grammar has accepted and can take nothing more (only the end token)."""
