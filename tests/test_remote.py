@@ -200,6 +200,35 @@ def test_cancel_closes_the_remote_stream_and_frees_its_engine(server, ids, api):
         registry.unregister(backend.info.identifier)
 
 
+def test_cancel_while_the_remote_is_busy_returns_at_once(server, ids):
+    """The remote is generating for someone else, so ours waits in its queue: Stop still works
+    at once here, and the remote drops our request as soon as it reaches it."""
+    slow = registry.get(ids["slow"])
+    backend = register_remote(server.url, ids["slow"], api_key="k3y", name="remote-slow-queued")
+    busy = threading.Thread(target=httpx.post, args=(server.url + "/v1/inference/completion",), kwargs={
+        "json": {"model_id": ids["slow"], "content": "A", "sampling_params": {"max_tokens": 30}},
+        "headers": {"Authorization": "Bearer k3y"}, "timeout": 60})
+    try:
+        opened_before, cancelled_before = slow.opened, slow.cancelled
+        busy.start()
+        time.sleep(0.3)
+        cancel = threading.Event()
+        threading.Timer(0.3, cancel.set).start()
+        start = time.monotonic()
+        events = list(open_events(build_request("Once", model_id=backend.info.identifier,
+                                                sampling_params={"max_tokens": 100}), cancel=cancel))
+        assert time.monotonic() - start < 0.3 + 0.25
+        assert len(events) == 1 and events[0].cancelled and events[0].completion_tokens == 0
+        busy.join(60)
+        deadline = time.monotonic() + 3
+        while slow.cancelled == cancelled_before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # ours reached the remote engine only to be cancelled at its first token
+        assert slow.cancelled == cancelled_before + 1 and slow.opened == opened_before + 2
+    finally:
+        registry.unregister(backend.info.identifier)
+
+
 # ---- records from reported log-probabilities -----------------------------------------------------
 
 

@@ -16,6 +16,7 @@ Setting ``cancel`` closes the connection (so the remote stops too) within one to
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from dataclasses import replace
@@ -144,11 +145,12 @@ class _Tally:
 
 
 class RemoteStream:
-    """The iterator ``RemoteBackend.open`` returns; ``close()`` drops the connection."""
+    """The iterator ``RemoteBackend.open`` returns; ``close()`` (or dropping it) lets the
+    connection go, so the remote stops generating too."""
 
-    def __init__(self, response: httpx.Response, events: Iterator[Event]):
-        self._response = response
+    def __init__(self, events: Iterator[Event], stop: threading.Event):
         self._events = events
+        self._stop = stop
 
     def __iter__(self) -> "RemoteStream":
         return self
@@ -157,16 +159,27 @@ class RemoteStream:
         return next(self._events)
 
     def close(self) -> None:
-        try:
-            self._events.close()  # type: ignore[attr-defined]
-        finally:
-            self._response.close()
+        self._stop.set()
+        self._events.close()  # type: ignore[attr-defined]
 
     def __del__(self) -> None:
+        self._stop.set()
+
+
+_OPENED = object()
+_CANCELLED = object()
+_POLL = 0.05  # seconds between looks at the cancel event while the remote is silent
+
+
+def _take(channel: "queue.Queue[Any]", cancel: threading.Event | None) -> Any:
+    """The next item from the pump, or ``_CANCELLED`` as soon as ``cancel`` is set."""
+    while True:
+        if cancel is not None and cancel.is_set():
+            return _CANCELLED
         try:
-            self._response.close()
-        except Exception:
-            pass
+            return channel.get(timeout=_POLL if cancel is not None else None)
+        except queue.Empty:
+            continue
 
 
 class RemoteBackend:
@@ -197,40 +210,81 @@ class RemoteBackend:
             body = llama_stack_body(request, self.remote_id, top_k)
         tally = _Tally()
         outgoing = self.client.build_request("POST", PATHS[self.api], json=body, headers={"Accept": "text/event-stream"})
+        # The HTTP exchange runs in a pump thread, so that a cancel is seen at once even while the
+        # remote is silent (queued behind other requests, or slow per token): the caller gets its
+        # cancelled Finished right away and the pump drops the connection at its next chance.
+        channel: queue.Queue[Any] = queue.Queue()
+        stop = threading.Event()
+        threading.Thread(target=self._pump, args=(outgoing, top_k, tally, channel, stop), daemon=True,
+                         name=f"nb-completion-remote:{self.info.identifier}").start()
+        first = _take(channel, cancel)
+        if first is _CANCELLED:
+            stop.set()
+            return iter([tally.finished("out_of_tokens", {"prompt_tokens": 0, "completion_tokens": 0}, cancelled=True)])
+        if isinstance(first, BaseException):
+            raise first
+        return RemoteStream(self._drain(channel, cancel, stop, tally), stop)
+
+    def _drain(self, channel: "queue.Queue[Any]", cancel: threading.Event | None, stop: threading.Event,
+               tally: _Tally) -> Iterator[Event]:
+        delivered = 0
+        try:
+            while True:
+                item = _take(channel, cancel)
+                if item is _CANCELLED:
+                    yield tally.finished("out_of_tokens", {"completion_tokens": delivered}, cancelled=True)
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, Delta):
+                    delivered += len(item.tokens)
+                yield item
+                if isinstance(item, Finished):
+                    return
+        finally:
+            stop.set()
+
+    def _pump(self, outgoing: httpx.Request, top_k: int, tally: _Tally, channel: "queue.Queue[Any]",
+              stop: threading.Event) -> None:
+        """Send the request and put ``_OPENED`` (or the error), then each event, on ``channel``.
+        Whatever happens, the last item put is a ``Finished`` or an exception: never silence."""
         try:
             response = self.client.send(outgoing, stream=True)
         except httpx.HTTPError as exc:
-            raise CompletionError(502, f"could not reach the remote at {self.base_url}: {type(exc).__name__}: {exc}", "Bad Gateway") from None
-        if response.status_code >= 400:
-            error = _error_of_response(response)
-            response.close()
-            raise error
-        if "text/event-stream" not in response.headers.get("content-type", ""):
-            events = self._whole(response, top_k, tally)
-        else:
-            parse = self._openai_events if self.api == "openai" else self._llama_events
-            events = self._guarded(response, parse(sse_data(response.iter_lines()), top_k, tally), tally, cancel)
-        return RemoteStream(response, events)
-
-    # Each parser yields Delta events and ends with Finished.
-
-    def _guarded(self, response: httpx.Response, events: Iterator[Event], tally: _Tally,
-                 cancel: threading.Event | None) -> Iterator[Event]:
+            channel.put(CompletionError(502, f"could not reach the remote at {self.base_url}: {type(exc).__name__}: {exc}", "Bad Gateway"))
+            return
+        except BaseException as exc:  # pragma: no cover - a bug here must not hang the caller
+            channel.put(CompletionError(502, f"the request to the remote failed: {type(exc).__name__}: {exc}", "Bad Gateway"))
+            return
         try:
+            if stop.is_set():
+                return
+            if response.status_code >= 400:
+                channel.put(_error_of_response(response))
+                return
+            channel.put(_OPENED)
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                events = self._whole(response, top_k, tally)
+            else:
+                parse = self._openai_events if self.api == "openai" else self._llama_events
+                events = parse(sse_data(response.iter_lines()), top_k, tally)
             for event in events:
-                if cancel is not None and cancel.is_set():
-                    response.close()  # the remote sees the disconnect and stops too
-                    yield tally.finished("out_of_tokens", {}, cancelled=True)
-                    return
-                yield event
+                if stop.is_set():
+                    return  # closing the response drops the connection: the remote sees it and stops
+                channel.put(event)
                 if isinstance(event, Finished):
                     return
+            channel.put(CompletionError(502, "the remote stream ended without a stop reason", "Bad Gateway"))
+        except CompletionError as exc:
+            channel.put(exc)
         except httpx.HTTPError as exc:
-            if cancel is not None and cancel.is_set():
-                yield tally.finished("out_of_tokens", {}, cancelled=True)
-                return
-            raise CompletionError(502, f"the remote stream broke: {type(exc).__name__}: {exc}", "Bad Gateway") from None
-        raise CompletionError(502, "the remote stream ended without a stop reason", "Bad Gateway")
+            channel.put(CompletionError(502, f"the remote stream broke: {type(exc).__name__}: {exc}", "Bad Gateway"))
+        except BaseException as exc:  # an unreadable chunk: report it, never hang the caller
+            channel.put(CompletionError(502, f"the remote sent an unreadable stream: {type(exc).__name__}: {exc}", "Bad Gateway"))
+        finally:
+            response.close()
+
+    # Each parser yields Delta events and ends with Finished.
 
     def _llama_events(self, datas: Iterator[str], top_k: int, tally: _Tally) -> Iterator[Event]:
         for data in datas:
