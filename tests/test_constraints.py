@@ -271,3 +271,43 @@ def test_response_format_from_flags(tmp_path):
         response_format_from_flags(json_schema="{not json")
     with pytest.raises(BadRequest, match="no such file"):
         response_format_from_flags(grammar=str(tmp_path / "missing.lark"))
+
+
+# ---- property: any schema built from the supported pieces, any logits -> valid compact JSON ----
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_leaf = st.one_of(
+    st.builds(lambda n: {"type": "string", "maxLength": n}, st.integers(0, 12)),
+    st.builds(lambda lo, span: {"type": "integer", "minimum": lo, "maximum": lo + span}, st.integers(-50, 50), st.integers(0, 500)),
+    st.just({"type": "boolean"}),
+    st.just({"type": "null"}),
+    st.lists(st.text("abcxyz -", min_size=1, max_size=5), min_size=1, max_size=4, unique=True).map(lambda v: {"enum": v}),
+)
+
+
+def _object(children):
+    return st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), children, min_size=1, max_size=3).map(
+        lambda props: {"type": "object", "properties": props, "required": sorted(props), "additionalProperties": False}
+    )
+
+
+_schemas = st.recursive(
+    _leaf,
+    lambda children: st.one_of(
+        _object(children),
+        st.builds(lambda item, n: {"type": "array", "items": item, "maxItems": n}, children, st.integers(0, 3)),
+        st.lists(children, min_size=2, max_size=2).map(lambda alts: {"anyOf": alts}),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(schema=_schemas, seed=st.integers(0, 2**16))
+def test_any_schema_and_any_logits_give_valid_compact_json(tok, schema, seed):
+    c = compile_constraint(schema_fmt(schema), tok, VOCAB)
+    text = tok.decode(walk(c, seed, max_steps=600))
+    jsonschema.validate(json.loads(text), schema)
+    assert no_whitespace_outside_strings(text), text
