@@ -9,9 +9,10 @@ the number of allowed tokens comes back, 1 meaning the grammar forced the token)
 The end-of-sequence token is allowed only where the grammar accepts. Constrained JSON is compact:
 no whitespace outside strings (a small model given free whitespace can wander in it).
 
-The mask is applied with plain tensor ops (llguidance's ``torch.compile``d helper costs ~20 s on
-its first call on CPU). Compiling llguidance's view of a tokenizer takes ~0.3 s, so it is cached per
-tokenizer object.
+The mask is applied with plain numpy on CPU logits (llguidance's ``torch.compile``d helper costs
+~20 s on its first call on CPU, and torch's intra-op threads stall for milliseconds on a busy
+machine), with ``masked_fill_`` elsewhere. Compiling llguidance's view of a tokenizer takes ~0.3 s,
+so it is cached per tokenizer object.
 """
 
 from __future__ import annotations
