@@ -311,3 +311,20 @@ def test_any_schema_and_any_logits_give_valid_compact_json(tok, schema, seed):
     text = tok.decode(walk(c, seed, max_steps=600))
     jsonschema.validate(json.loads(text), schema)
     assert no_whitespace_outside_strings(text), text
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_mask_works_for_every_logits_dtype(tok, dtype):
+    c = compile_constraint(grammar_fmt("regex", "[0-9]+"), tok, VOCAB)
+    logits = torch.randn(VOCAB).to(dtype)
+    n = c.mask(logits)
+    assert logits.dtype == dtype and int(torch.isfinite(logits).sum()) == n > 1
+    assert all(tok.decode([t]).isdigit() for t in torch.nonzero(torch.isfinite(logits)).flatten().tolist())
+
+
+def test_mask_works_on_a_strided_view(tok):
+    c = compile_constraint(grammar_fmt("regex", "[0-9]+"), tok, VOCAB)
+    wide = torch.randn(VOCAB, 2)
+    view = wide[:, 0]  # not contiguous: takes the torch path
+    n = c.mask(view)
+    assert int(torch.isfinite(wide[:, 0]).sum()) == n and torch.isfinite(wide[:, 1]).all()
