@@ -198,3 +198,15 @@ def test_cli_bad_schema_prints_the_error_body(tiny_model_id, capsys):
     assert "400" in captured.err and "response_format.json_schema" in captured.err
     body = json.loads(captured.out)
     assert body["status"] == 400 and "objekt" in body["detail"]
+
+
+def test_a_grammar_complete_from_the_start_gives_empty_output(tiny_model_id):
+    r = complete("x", model_id=tiny_model_id, sampling_params={"max_tokens": 5},
+                 response_format={"type": "grammar", "bnf": {"regex": ""}})
+    assert r.content == "" and r.stop_reason == "end_of_turn"
+
+
+def test_stop_strings_still_cut_constrained_output(tiny_model_id):
+    r = complete("x", model_id=tiny_model_id, sampling_params={"max_tokens": 120, "stop": ['"n"']}, response_format=FMT)
+    assert r.stop_reason == "end_of_turn"
+    assert r.content.startswith('{"name":"') and '"n"' not in r.content
