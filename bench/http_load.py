@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -33,7 +34,7 @@ def start_server(model: str | None, tiny: bool) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "nb_completion.server", "--port", str(port), "--queue-size", "2"]
     if tiny:
-        cmd += ["--tiny", "--model", "tiny-llama"]
+        cmd += ["--tiny"]
     elif model:
         cmd += ["--model", model]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
@@ -71,11 +72,14 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the tiny random model instead (fast)")
     args = parser.parse_args()
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server child
     proc, url = start_server(args.model, args.tiny)
     server = psutil.Process(proc.pid)
     try:
         with httpx.Client(base_url=url, timeout=300) as client:
-            model = client.get("/v1/models").json()["data"][0]["identifier"]
+            listed = [m["identifier"] for m in client.get("/v1/models").json()["data"]]
+            model = "tiny-llama" if args.tiny else (args.model or listed[0])
+            assert model in listed, listed
             cycle = requests_cycle(model, args.max_tokens)
             client.post(cycle[0][1], json=cycle[0][2]).raise_for_status()  # loads the model, warms caches
             rss_start = server.memory_info().rss
