@@ -226,6 +226,10 @@ def test_dict_formats_are_accepted(tok):
         (grammar_fmt("gbnf", "root ::= foo"), "response_format.bnf.gbnf", "Rule 'foo' not found"),
         (grammar_fmt("gbnf", 'root := "a"'), "response_format.bnf.gbnf", "Expected ::="),
         (grammar_fmt("gbnf", 'ab ::= "a"'), "response_format.bnf.gbnf", "root"),
+        (grammar_fmt("lark", 'start: x\nx: x "a"'), "response_format.bnf.lark", "no text can satisfy"),
+        (grammar_fmt("regex", r"[^\x00-\x{10FFFF}]"), "response_format.bnf.regex", "no text can satisfy"),
+        (schema_fmt({"type": "string", "minLength": 5, "maxLength": 2}), "response_format.json_schema", "Unsatisfiable"),
+        (schema_fmt({"not": {"type": "string"}}), "response_format.json_schema", "Unimplemented"),
     ],
 )
 def test_invalid_schema_or_grammar_is_a_400_with_the_compiler_message(tok, fmt, field, needle):
@@ -328,3 +332,34 @@ def test_mask_works_on_a_strided_view(tok):
     view = wide[:, 0]  # not contiguous: takes the torch path
     n = c.mask(view)
     assert int(torch.isfinite(wide[:, 0]).sum()) == n and torch.isfinite(wide[:, 1]).all()
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.sampled_from(["object", "string", "integer", "array", "#/x", "a+"]),
+    lambda kids: st.lists(kids, max_size=3)
+    | st.dictionaries(
+        st.sampled_from(["type", "properties", "items", "required", "enum", "$ref", "anyOf", "pattern", "minLength", "x"]),
+        kids,
+        max_size=3,
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    fmt=st.one_of(
+        st.dictionaries(st.sampled_from(["type", "properties", "items", "enum", "x"]), _json, max_size=3).map(schema_fmt),
+        st.tuples(st.sampled_from(["gbnf", "lark", "regex"]), st.text(alphabet='ab:=|()[]{}*+?"/ \n-^\\rotsu0', max_size=30)).map(
+            lambda kv: grammar_fmt(*kv)
+        ),
+    )
+)
+def test_arbitrary_formats_compile_or_are_a_400_never_a_crash(tok, fmt):
+    try:
+        c = compile_constraint(fmt, tok, VOCAB)
+    except BadRequest as exc:
+        assert exc.status == 400 and exc.detail.startswith("response_format")
+    else:  # a grammar that compiles can always take a first step
+        if not c.is_finished():
+            assert c.mask(torch.zeros(VOCAB)) >= 1

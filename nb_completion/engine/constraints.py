@@ -123,7 +123,14 @@ def compile_constraint(response_format, tokenizer, vocab_size: int) -> "Constrai
     matcher = LLMatcher(llt, grammar, log_level=0)
     if matcher.is_error():
         raise BadRequest(field, _tidy(matcher.get_error()))
-    return Constraint(matcher, llt, vocab_size)
+    constraint = Constraint(matcher, llt, vocab_size)
+    if not constraint.can_start():
+        raise BadRequest(field, f"no text can satisfy this {_kind(field)} (its language is empty)")
+    return constraint
+
+
+def _kind(field: str) -> str:
+    return "schema" if field.endswith("json_schema") else "grammar"
 
 
 def _tidy(message: str) -> str:
@@ -202,6 +209,15 @@ class Constraint:
         return self._only_eos
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def can_start(self) -> bool:
+        """Some token (or the end token) is allowed now: False for a grammar whose language is empty."""
+        m = self._matcher
+        if m.is_stopped() and not m.is_error():
+            return True
+        words = self._words
+        m.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)
+        return not m.is_error() and bool(words.any())
 
     def is_accepting(self) -> bool:
         """The output so far is a complete match (the end token is allowed now)."""
