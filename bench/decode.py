@@ -88,8 +88,13 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", default="20,500")
     parser.add_argument("--dtypes", default="float32,bfloat16,int8")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both engines (default: the engine's policy)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+    if args.threads:
+        os.environ["NB_COMPLETION_THREADS"] = str(args.threads)
+    from nb_completion.engine.loading import cpu_threads
+
+    print(f"torch {torch.__version__}, threads {cpu_threads()} (same for HF and ours), cpus {os.cpu_count()}, "
           f"cuda {torch.cuda.is_available() and torch.cuda.get_device_name(0)}")
     rows = []
     baseline: dict[int, float] = {}
@@ -100,7 +105,7 @@ def main() -> None:
         for n_prompt in [int(x) for x in args.prompt_tokens.split(",")]:
             prompt = prompt_of(backend.tokenizer, n_prompt)
             run_ours(backend, prompt, 4)  # warm-up
-            hf = [run_hf(backend, prompt, args.new_tokens) for _ in range(args.repeats)] if dtype != "int8" or True else []
+            hf = [run_hf(backend, prompt, args.new_tokens) for _ in range(args.repeats)]
             ours = [run_ours(backend, prompt, args.new_tokens) for _ in range(args.repeats)]
             hf_tps = statistics.median(r[1] for r in hf)
             if dtype == "float32":

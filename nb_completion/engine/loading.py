@@ -56,6 +56,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def cpu_threads() -> int:
+    """Threads for CPU generation: ``NB_COMPLETION_THREADS``, else all cores but one.
+
+    A notebook's kernel shares the machine with JupyterLab, the browser and often a second
+    kernel; torch's OpenMP threads spin while they wait, and measured on 2 busy cores here two
+    threads decoded up to 10x slower than one (bench/decode.py --threads)."""
+    env = os.environ.get("NB_COMPLETION_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 def resolve_dtype(dtype: str, device: str) -> str:
     """``auto``: bfloat16 on CUDA; on CPU int8 dynamic quantization of the Linear layers,
     measured fastest here (bench/decode.py) while keeping greedy text close to float32."""
@@ -137,7 +149,7 @@ def _prepare(model: Any, dtype: str, device: str) -> Any:
 
         with warnings.catch_warnings():  # torch deprecates quantized tensors; the path still works
             warnings.simplefilter("ignore")
-            model = torch.ao.quantization.quantize_dynamic(model.float(), {torch.nn.Linear}, dtype=torch.qint8)
+            model = torch.ao.quantization.quantize_dynamic(model.float(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     else:
         model = model.to(getattr(torch, dtype))
     return model.to(device) if dtype != "int8" else model
@@ -176,6 +188,10 @@ def load_model(
     name = name or model_id
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
+    if device == "cpu":
+        import torch
+
+        torch.set_num_threads(cpu_threads())
     with _load_lock:
         existing = registry.registered(name)
         if isinstance(existing, LocalBackend) and existing.info.metadata.get("dtype") == dtype and existing.info.metadata.get("device") == device:
