@@ -22,7 +22,10 @@ APIS = ["llama-stack", "openai"]
 
 @pytest.fixture(scope="module")
 def ids(tiny_backend):
-    return register_helpers(tiny_backend)
+    helpers = register_helpers(tiny_backend)
+    yield helpers
+    for model_id in helpers.values():
+        registry.unregister(model_id)
 
 
 @pytest.fixture(scope="module")

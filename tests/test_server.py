@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 
 from nb_completion import serve
+from nb_completion.engine import registry
 from nb_completion.server.openapi import build_openapi
 from server_support import (
     CHUNK_SCHEMA,
@@ -26,7 +27,10 @@ COMPLETION = "/v1/inference/completion"
 
 @pytest.fixture(scope="module")
 def ids(tiny_backend):
-    return register_helpers(tiny_backend)
+    helpers = register_helpers(tiny_backend)
+    yield helpers
+    for model_id in helpers.values():
+        registry.unregister(model_id)
 
 
 @pytest.fixture(scope="module")

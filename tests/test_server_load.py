@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nb_completion import serve
+from nb_completion.engine import registry
 from server_support import assert_error_body, register_helpers, sse_events
 
 COMPLETION = "/v1/inference/completion"
@@ -21,7 +22,10 @@ COMPLETION = "/v1/inference/completion"
 
 @pytest.fixture(scope="module")
 def ids(tiny_backend):
-    return register_helpers(tiny_backend)
+    helpers = register_helpers(tiny_backend)
+    yield helpers
+    for model_id in helpers.values():
+        registry.unregister(model_id)
 
 
 # ---- generated malformed requests -------------------------------------------------------------
@@ -182,8 +186,6 @@ def _wait_idle(url: str, limit: float) -> float:
 
 
 def test_dropped_client_frees_the_engine_within_a_second(tiny_backend, ids):
-    from nb_completion.engine import registry
-
     slow = registry.get(ids["slow"])
     handle = serve(port=0, models=[ids["slow"]], queue_size=2)
     try:
@@ -201,8 +203,6 @@ def test_dropped_client_frees_the_engine_within_a_second(tiny_backend, ids):
 
 
 def test_client_that_leaves_while_queued_is_skipped(ids):
-    from nb_completion.engine import registry
-
     slow = registry.get(ids["slow"])
     handle = serve(port=0, models=[ids["slow"]], queue_size=2)
     try:
