@@ -206,9 +206,8 @@ class LocalBackend:
             delta = stops.flush()
             if delta.text or delta.tokens:
                 yield delta
-            tail = detok.finalize()
-            if tail:  # an unfinished character at the very end (decodes as U+FFFD)
-                yield Delta(text=tail)
+            # Bytes of a character that max_tokens cut short are dropped (they would decode as
+            # U+FFFD), so the output is always exactly the join of its tokens' texts.
         yield self._finished(plan, outcome, stops.stopped, first, last)
 
     def _finished(self, plan: _Plan, outcome: Outcome, stopped: bool, first, last) -> Finished:
