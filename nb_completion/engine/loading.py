@@ -155,6 +155,15 @@ def _prepare(model: Any, dtype: str, device: str) -> Any:
     return model.to(device) if dtype != "int8" else model
 
 
+def _warm_up(backend: LocalBackend) -> None:
+    """One tiny forward pass, so the user's first request does not pay for kernel set-up."""
+    import torch
+
+    ids = backend.encode("Hello")
+    with torch.inference_mode():
+        backend.model(input_ids=torch.tensor([ids], device=backend.device), use_cache=False, logits_to_keep=1)
+
+
 class _Progress:
     """One status line that updates in place (tqdm.auto: a widget in notebooks)."""
 
@@ -219,5 +228,6 @@ def load_model(
         finally:
             progress.close()
         backend = LocalBackend(model, tokenizer, name, source=str(source), dtype=dtype, device=device)
+        _warm_up(backend)
         registry.register(backend)
         return backend
