@@ -40,3 +40,16 @@ def real_backend_f32():
     from nb_completion import load_model
 
     return load_model(dtype="float32", name="smollm2-float32")
+
+
+@pytest.fixture(scope="module")
+def ids(tiny_backend):
+    """Helper backends for the HTTP tests (slow, failing on open, failing mid-stream), by role."""
+    from server_support import register_helpers
+
+    from nb_completion.engine import registry
+
+    helpers = register_helpers(tiny_backend)
+    yield helpers
+    for model_id in helpers.values():
+        registry.unregister(model_id)

@@ -15,17 +15,8 @@ from nb_completion.engine import registry
 from nb_completion.engine.records import Delta, Finished
 from nb_completion.engine.remote_records import entropy_lower_bound, make_record, split_delta
 from nb_completion.service import build_request, open_events, token_logprobs
-from server_support import register_helpers
 
 APIS = ["llama-stack", "openai"]
-
-
-@pytest.fixture(scope="module")
-def ids(tiny_backend):
-    helpers = register_helpers(tiny_backend)
-    yield helpers
-    for model_id in helpers.values():
-        registry.unregister(model_id)
 
 
 @pytest.fixture(scope="module")

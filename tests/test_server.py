@@ -9,7 +9,6 @@ import jsonschema
 import pytest
 
 from nb_completion import serve
-from nb_completion.engine import registry
 from nb_completion.server.openapi import build_openapi
 from server_support import (
     CHUNK_SCHEMA,
@@ -18,19 +17,10 @@ from server_support import (
     SHARED_OPERATION,
     assert_error_body,
     is_compact_json,
-    register_helpers,
     sse_events,
 )
 
 COMPLETION = "/v1/inference/completion"
-
-
-@pytest.fixture(scope="module")
-def ids(tiny_backend):
-    helpers = register_helpers(tiny_backend)
-    yield helpers
-    for model_id in helpers.values():
-        registry.unregister(model_id)
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,9 @@ from hypothesis import strategies as st
 
 from nb_completion import serve
 from nb_completion.engine import registry
-from server_support import assert_error_body, register_helpers, sse_events
+from server_support import assert_error_body, sse_events
 
 COMPLETION = "/v1/inference/completion"
-
-
-@pytest.fixture(scope="module")
-def ids(tiny_backend):
-    helpers = register_helpers(tiny_backend)
-    yield helpers
-    for model_id in helpers.values():
-        registry.unregister(model_id)
 
 
 # ---- generated malformed requests -------------------------------------------------------------
