@@ -25,7 +25,7 @@ from . import sampling
 from .backend import Event
 from .detokenize import StreamingDetokenizer
 from .generate import DecodeConfig, Outcome, generate_steps
-from .records import Delta, Finished, ModelInfo, TokenRecord
+from .records import Finished, ModelInfo, TokenRecord
 from .stopping import StopStringFilter
 
 END_OF_MESSAGE_TOKENS = ("<|eom_id|>",)
