@@ -26,7 +26,7 @@ def _field_path(loc: tuple) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in {"str", "list[tagged-union[ImageContentItem,TextContentItem]]"} or "tagged-union" in str(item) or str(item).startswith(("function-", "list[")):
+        elif item == "str" or "tagged-union" in item or item.startswith(("function-", "list[")):
             continue  # pydantic's union-branch labels are noise to a user
         else:
             parts.append(("." if parts else "") + str(item))
@@ -68,8 +68,6 @@ def schema_from(value: Any) -> dict:
 
 def normalise_response_format(value: Any) -> Any:
     """Accept a pydantic model class wherever a JSON Schema is accepted."""
-    if value is None or isinstance(value, BaseModel) and not hasattr(value, "model_json_schema"):
-        return value
     if inspect.isclass(value) and issubclass(value, BaseModel):
         return {"type": "json_schema", "json_schema": value.model_json_schema()}
     if isinstance(value, dict) and value.get("type") == "json_schema":
@@ -106,15 +104,20 @@ def check(request: CompletionRequest) -> CompletionRequest:
     if request.logprobs is not None and request.logprobs.top_k is not None:
         if not 0 <= request.logprobs.top_k <= MAX_LOGPROBS_TOP_K:
             raise BadRequest("logprobs.top_k", f"must be in [0, {MAX_LOGPROBS_TOP_K}], got {request.logprobs.top_k}")
-    fmt = request.response_format
-    if isinstance(fmt, GrammarResponseFormat):
-        keys = list(fmt.bnf)
-        if len(keys) != 1 or keys[0] not in GRAMMAR_KEYS or not isinstance(fmt.bnf[keys[0]], str):
-            raise BadRequest(
-                "response_format.bnf",
-                f"must hold exactly one of {', '.join(repr(k) for k in GRAMMAR_KEYS)} with the grammar text; got keys {keys}",
-            )
+    if isinstance(request.response_format, GrammarResponseFormat):
+        grammar_key(request.response_format)
     return request
+
+
+def grammar_key(fmt: GrammarResponseFormat) -> str:
+    """The one syntax key of ``bnf`` (gbnf | lark | regex), or a 400 naming the accepted keys."""
+    keys = list(fmt.bnf)
+    if len(keys) != 1 or keys[0] not in GRAMMAR_KEYS or not isinstance(fmt.bnf[keys[0]], str):
+        raise BadRequest(
+            "response_format.bnf",
+            f"must hold exactly one of {', '.join(repr(k) for k in GRAMMAR_KEYS)} with the grammar text; got keys {keys}",
+        )
+    return keys[0]
 
 
 def parse_request(data: Any) -> CompletionRequest:

@@ -28,7 +28,8 @@ import torch
 
 from ..api.errors import BadRequest
 from ..api.types import GrammarResponseFormat, JsonSchemaResponseFormat
-from .grammar_syntax import GRAMMAR_KEYS, grammar_text
+from ..api.validation import grammar_key
+from .grammar_syntax import grammar_text
 
 __all__ = ["Constraint", "compile_constraint", "llg_tokenizer", "JSON_OPTIONS"]
 
@@ -88,13 +89,7 @@ def _grammar(response_format) -> tuple[str, str]:
         except (ValueError, TypeError) as exc:
             raise BadRequest(field, f"invalid JSON Schema: {exc}") from None
     if isinstance(response_format, GrammarResponseFormat):
-        keys = list(response_format.bnf)
-        if len(keys) != 1 or keys[0] not in GRAMMAR_KEYS or not isinstance(response_format.bnf[keys[0]], str):
-            raise BadRequest(
-                "response_format.bnf",
-                f"must hold exactly one of {', '.join(repr(k) for k in GRAMMAR_KEYS)} with the grammar text; got keys {keys}",
-            )
-        key = keys[0]
+        key = grammar_key(response_format)
         field = f"response_format.bnf.{key}"
         text = response_format.bnf[key]
         try:
