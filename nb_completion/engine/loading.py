@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,10 @@ def _gguf_to_cached_folder(gguf: Path, progress: Any) -> Path:
     with _quiet_transformers():
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    tmp.rename(folder) if not folder.exists() else None
+    if folder.exists():  # another process converted it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(folder)
     return folder
 
 
