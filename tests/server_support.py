@@ -15,7 +15,6 @@ from nb_completion.engine import registry
 from nb_completion.engine.records import Delta, Finished
 
 PACKAGE_OPERATION = Path(__file__).resolve().parents[1] / "nb_completion" / "server" / "spec" / "completion-operation.json"
-SHARED_OPERATION = Path(__file__).resolve().parents[2] / "shared" / "spec" / "completion-operation.json"
 OPERATION = json.loads(PACKAGE_OPERATION.read_text())
 
 

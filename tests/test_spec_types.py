@@ -1,4 +1,5 @@
-"""Our pydantic types against shared/spec: same properties, required fields, enums and defaults."""
+"""Our pydantic types against the contract (the spec files vendored in nb_completion/server/spec):
+same properties, required fields, enums and defaults."""
 
 import json
 from pathlib import Path
@@ -7,11 +8,9 @@ import pytest
 
 from nb_completion.api import types
 
-SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "spec"
-if not SPEC.exists():  # CI lays shared/ beside the clone
-    SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
+SPEC = Path(types.__file__).resolve().parents[1] / "server" / "spec"  # in the repo, with its provenance
 
-# Where shared/spec/README.md deliberately loosens the published schema.
+# Where the spec README deliberately loosens the published schema.
 ALLOWED_REQUIRED_DIFFERENCES = {("SamplingParams", "strategy")}
 
 
@@ -103,8 +102,14 @@ def test_error_matches_spec(status):
 
 def test_operation_request_body_is_the_request_schema():
     op = load("completion-operation.json")
-    body = op["requestBody"]["content"]["application/json"]["schema"]
-    assert body == load("completion-request.schema.json") or body.get("title") == "CompletionRequest"
+    assert op["requestBody"]["content"]["application/json"]["schema"] == load("completion-request.schema.json")
+    assert op["responses"] == load("completion-responses.json")
+
+
+def test_spec_files_are_vendored_with_their_provenance():
+    names = {p.name for p in SPEC.iterdir()}
+    assert {"completion-operation.json", "completion-request.schema.json", "completion-responses.json", "README.md"} <= names
+    assert "Provenance" in (SPEC / "README.md").read_text()
 
 
 def test_stop_reason_enum():
