@@ -57,52 +57,105 @@ class GenerationInterrupted(KeyboardInterrupt):
 
 class CompletionText(ShownOnce, str):
     """The completion text, as the cell's result. ``.response`` is the ``CompletionResponse``,
-    ``.tokens`` the per-token records, ``.heatmap()`` their coloured rendering."""
+    ``.tokens`` the per-token records, ``.heatmap()`` their coloured rendering, ``.prompt`` the
+    text the model read (with ``--chat``, the templated prompt), ``.incomplete`` whether a
+    constrained output (``--json-schema`` / ``--grammar``) was cut short by ``--max-tokens``."""
 
     response: CompletionResponse | None
     tokens: tuple[TokenRecord, ...]
     finished: Finished | None
 
-    def __new__(cls, text: str, response=None, tokens=(), finished=None, show_heatmap: str | None = None):
+    def __new__(
+        cls,
+        text: str,
+        response=None,
+        tokens=(),
+        finished=None,
+        show_heatmap: str | None = None,
+        *,
+        prompt: str | None = None,
+        show_prompt: bool = False,
+        constrained: bool = False,
+    ):
         self = super().__new__(cls, text)
         self.response = response
         self.tokens = tuple(tokens)
         self.finished = finished
+        self.prompt = prompt
+        self.constrained = constrained
         self._show_heatmap = show_heatmap
+        self._show_prompt = show_prompt
         return self
+
+    @property
+    def incomplete(self) -> bool:
+        return incomplete(self.finished, self.constrained)
 
     def heatmap(self, color_by: str = "probability", legend: bool = True) -> HTML:
         return HTML(heatmap_html(self.tokens, color_by=color_by, legend=legend))
 
-    def mimebundle(self, error: Any = None) -> dict[str, str]:
-        extra = ""
-        if self._show_heatmap and self.tokens:
-            extra = f'<div style="margin-top:8px">{heatmap_html(self.tokens, color_by=self._show_heatmap)}</div>'
+    def status(self, error: Any = None) -> str:
         if error is not None:
-            extra += error_html(error)
+            return f"{len(self.tokens)} tokens · failed"
         status = stats_text(self.finished, len(self.tokens))
-        if error is not None:
-            status = f"{len(self.tokens)} tokens · failed"
-        return {"text/plain": str(self), "text/html": text_block_html(str(self), status, extra)}
+        return status + (f" · {INCOMPLETE_NOTE}" if self.incomplete else "")
+
+    def mimebundle(self, error: Any = None) -> dict[str, str]:
+        extra = error_html(error) if error is not None else ""
+        echo = prompt_echo_html(self.prompt) if self._show_prompt and self.prompt else ""
+        if self._show_heatmap and self.tokens:  # the heatmap is the text: not shown twice
+            body = heatmap_html(self.tokens, color_by=self._show_heatmap) + text_block_html("", self.status(error), extra)
+        else:
+            body = text_block_html(str(self), self.status(error), extra)
+        return {"text/plain": str(self), "text/html": echo + body}
+
+
+INCOMPLETE_NOTE = "incomplete: --max-tokens ended the constrained output before it was complete; it may not parse (raise -n)"
+
+
+def incomplete(finished: Finished | None, constrained: bool) -> bool:
+    """A constrained run that hit the token limit: the grammar was not finished, so JSON may not parse."""
+    return constrained and finished is not None and not finished.cancelled and finished.stop_reason == "out_of_tokens"
+
+
+def prompt_echo_html(prompt: str) -> str:
+    """The prompt the model read (special tokens written out), faint, above the completion."""
+    from html import escape
+
+    return (
+        '<div class="nbc-prompt-echo" style="font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;'
+        f'font-size:12px;opacity:0.55;white-space:pre-wrap;word-break:break-word;margin-bottom:4px">{escape(prompt)}</div>'
+    )
 
 
 class _LiveView:
     """One display, updated in batches (notebook); or the text written as it comes (terminal)."""
 
-    def __init__(self, shell: Any):
+    def __init__(self, shell: Any, echo: str | None = None):
         self.rich = type(shell.display_pub) is not DisplayPublisher  # the terminal's publisher prints
         self.display = LiveDisplay()
         self.written = 0
+        self.echo_text = echo  # the templated prompt of a --chat run
+        self.echo = prompt_echo_html(echo) if echo else ""
+        self.echoed = False
+
+    def _write_echo(self) -> None:
+        if self.echo_text and not self.echoed:
+            sys.stdout.write(f"\x1b[2m{self.echo_text}\x1b[0m")
+        self.echoed = True
 
     def start(self) -> None:
         if self.rich:
-            self.display.show({"text/plain": "", "text/html": text_block_html("", "generating…")})
+            self.display.show({"text/plain": "", "text/html": self.echo + text_block_html("", "generating…")})
+        else:
+            self._write_echo()
+            sys.stdout.flush()
 
     def progress(self, drained: Drained) -> None:
         text = drained.text
         if self.rich:
             status = stats_text(None, len(drained.tokens))
-            self.display.show({"text/plain": text, "text/html": text_block_html(text, status)})
+            self.display.show({"text/plain": text, "text/html": self.echo + text_block_html(text, status)})
         else:
             sys.stdout.write(text[self.written :])
             sys.stdout.flush()
@@ -112,8 +165,9 @@ class _LiveView:
         if self.rich:
             self.display.show(result.mimebundle(error))
             return
+        self._write_echo()
         sys.stdout.write(str(result)[self.written :])
-        status = stats_text(result.finished, len(result.tokens)) if error is None else f"{error.status} {error.title}"
+        status = result.status() if error is None else f"{error.status} {error.title}"
         sys.stdout.write(f"\n\x1b[2m[{status}]\x1b[0m\n")
         sys.stdout.flush()
 
@@ -167,7 +221,7 @@ class CompletionMagics(Magics):
             raise MagicError.wrap(exc) from None
 
     def _complete(self, line: str, cell: str | None):
-        from .service import open_events, to_response
+        from .service import apply_chat, open_events, to_response
 
         namespace = self.shell.user_ns
         opts = parse_line(line, namespace)
@@ -175,14 +229,25 @@ class CompletionMagics(Magics):
             _show_models()
             return None
         request = build(opts, _content(opts, cell, namespace))
+        if opts.chat:
+            request = apply_chat(request)  # loads the model first: the template is its tokenizer's
         cancel = threading.Event()
         events = open_events(request, seed=opts.seed, cancel=cancel)  # 4xx raise here, before output
-        view = _LiveView(self.shell)
+        view = _LiveView(self.shell, request.content if opts.chat else None)
         if opts.stream:
             view.start()
         drained = drain(events, cancel, view.progress if opts.stream else None)
         response = to_response(drained.events, opts.logprobs) if drained.finished is not None else None
-        result = CompletionText(drained.text, response, drained.tokens, drained.finished, opts.heatmap)
+        result = CompletionText(
+            drained.text,
+            response,
+            drained.tokens,
+            drained.finished,
+            opts.heatmap,
+            prompt=request.content if isinstance(request.content, str) else None,
+            show_prompt=opts.chat,
+            constrained=request.response_format is not None,
+        )
         view.final(result, drained.error.error if drained.error else None)
         if opts.out and response is not None:  # a failed generation leaves the variable alone
             namespace[opts.out] = response

@@ -52,6 +52,8 @@ def _make_parser() -> _Parser:
         epilog=(
             "examples:\n"
             "  %%complete -n 40 -t 0.8 --seed 1 --heatmap\n"
+            "  %%complete --chat\n"
+            "  %%complete --model ./my-model-folder  (or a .gguf path)\n"
             "  %%complete --json-schema {Person} -o reply\n"
             "  %%complete --grammar '[0-9]{4}' --grammar-syntax regex\n"
             "  %complete -n 10 The capital of France is\n"
@@ -59,7 +61,7 @@ def _make_parser() -> _Parser:
         ),
         add_help=True,
     )
-    p.add_argument("-m", "--model", metavar="ID", help="model id (default: the default model; see --models)")
+    p.add_argument("-m", "--model", metavar="ID", help="model id, local model folder, .gguf path or cached hub id (loaded on first use; default: the default model; see --models)")
     p.add_argument("--strategy", choices=STRATEGIES, help="sampling strategy (inferred from the options below when absent; greedy without any)")
     p.add_argument("-t", "--temperature", metavar="T", help="temperature (> 0) for top_p sampling; 0 means greedy")
     p.add_argument("--top-p", metavar="P", help="nucleus sampling: keep the most likely tokens up to mass P, in (0, 1]")
@@ -68,9 +70,10 @@ def _make_parser() -> _Parser:
     p.add_argument("--repetition-penalty", metavar="R", help="multiplicative penalty (> 0; 1 is off, > 1 discourages repeats)")
     p.add_argument("--stop", action="append", metavar="TEXT", help=r"stop string, repeatable (up to 4; \n and \t are understood)")
     p.add_argument("--logprobs", metavar="K", help="return the K most likely alternatives per token (0..20) in the response (-o)")
-    p.add_argument("--json-schema", metavar="SCHEMA", help="constrain the output to JSON matching SCHEMA: inline JSON, or {var} holding a dict or pydantic model")
+    p.add_argument("--json-schema", metavar="SCHEMA", help="constrain the output to JSON matching SCHEMA: inline JSON, or {var} holding a dict or pydantic model (it parses when the run ends by itself; one cut by --max-tokens is marked incomplete)")
     p.add_argument("--grammar", metavar="GRAMMAR", help="constrain the output to a grammar: inline text or {var}")
     p.add_argument("--grammar-syntax", choices=("gbnf", "lark", "regex"), default="gbnf", help="syntax of --grammar (default gbnf)")
+    p.add_argument("--chat", action="store_true", help="wrap the cell in the model's chat template as one user turn (Instruct models answer instead of continuing the text); the templated prompt is shown above the answer")
     p.add_argument("--seed", metavar="S", help="random seed, for reproducible sampling")
     p.add_argument("--no-stream", action="store_true", help="show the text only when it is complete")
     p.add_argument("--heatmap", nargs="?", const="probability", choices=("probability", "entropy"), help="show the tokens coloured by probability (or entropy) under the text")
@@ -98,6 +101,7 @@ class MagicOptions:
     grammar: str | None = None
     grammar_syntax: str = "gbnf"
     seed: int | None = None
+    chat: bool = False
     stream: bool = True
     heatmap: str | None = None
     out: str | None = None
@@ -195,6 +199,7 @@ def parse_line(line: str, namespace: Mapping[str, Any]) -> MagicOptions:
         repetition_penalty=_number(ns.repetition_penalty, namespace, "--repetition-penalty", float),
         logprobs=_number(ns.logprobs, namespace, "--logprobs", int),
         seed=_number(ns.seed, namespace, "--seed", int),
+        chat=ns.chat,
         json_schema=_value(ns.json_schema, namespace, "--json-schema"),
         grammar=_value(ns.grammar, namespace, "--grammar"),
         grammar_syntax=ns.grammar_syntax,

@@ -17,10 +17,11 @@ from .api.types import (
 )
 from .api.validation import parse_request
 from .engine import registry
-from .engine.backend import Event
+from .engine.backend import Backend, Event
+from .engine.load_progress import ProgressCallback
 from .engine.records import Delta, Finished, TokenRecord
 
-__all__ = ["complete", "build_request", "open_events", "to_chunks", "to_response", "metrics_of"]
+__all__ = ["complete", "build_request", "apply_chat", "open_events", "to_chunks", "to_response", "metrics_of"]
 
 
 def build_request(
@@ -55,11 +56,36 @@ def build_request(
     return parse_request(body)
 
 
+def load_backend(model_id: str | None, on_progress: ProgressCallback | None = None) -> Backend:
+    """The backend for ``model_id``, loaded on first use (``loading.ensure_loaded``)."""
+    from .engine.loading import ensure_loaded
+
+    try:
+        return ensure_loaded(model_id, on_progress)
+    except CompletionError:
+        raise
+    except Exception as exc:  # a loader bug must not look like a crash of the caller
+        raise EngineFailure(f"Could not load '{model_id}': {type(exc).__name__}") from exc
+
+
+def apply_chat(request: CompletionRequest, on_progress: ProgressCallback | None = None) -> CompletionRequest:
+    """``request`` with its content wrapped in the model's chat template as one user turn (see
+    ``chat.py``); loads the model first if needed, since the template is its tokenizer's."""
+    from .chat import with_chat_template
+
+    return with_chat_template(request, load_backend(request.model_id, on_progress))
+
+
 def open_events(
-    request: CompletionRequest, *, seed: int | None = None, cancel: threading.Event | None = None
+    request: CompletionRequest,
+    *,
+    seed: int | None = None,
+    cancel: threading.Event | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> Iterator[Event]:
-    """Validate eagerly (raising ``CompletionError``), then stream ``Delta``s and one ``Finished``."""
-    backend = registry.get(request.model_id)
+    """Validate eagerly (raising ``CompletionError``), then stream ``Delta``s and one ``Finished``.
+    A model that is not loaded yet loads first (``on_progress`` receives the steps)."""
+    backend = load_backend(request.model_id, on_progress)
     try:
         return backend.open(request, seed=seed, cancel=cancel)
     except CompletionError:
@@ -143,6 +169,7 @@ def complete(
     logprobs: Any = None,
     seed: int | None = None,
     cancel: threading.Event | None = None,
+    chat: bool = False,
 ) -> CompletionResponse | Iterator[CompletionResponseStreamChunk]:
     """Complete ``content`` with a local (or registered remote) model.
 
@@ -151,10 +178,19 @@ def complete(
     whose last chunk has an empty delta, the stop reason and the metrics. Bad input raises
     ``CompletionError`` (its ``.error`` is the spec's ``Error`` body) before anything streams.
 
+    ``model_id``: a registered id, or a local folder, ``.gguf`` path or cached hub id (loaded on
+    first use). ``chat=True`` wraps the content in the model's chat template as one user turn
+    (an Instruct model then answers instead of continuing the text); the default is a raw
+    completion of the text as written.
+
     >>> complete("The capital of France is", sampling_params={"max_tokens": 8}).content  # doctest: +SKIP
     ' Paris...'
+    >>> complete("What is the capital of Germany?", chat=True).content  # doctest: +SKIP
+    'The capital of Germany is Berlin.'
     """
     request = build_request(content, model_id, sampling_params, response_format, stream or None, logprobs)
+    if chat:
+        request = apply_chat(request)
     if request.stream:
         stream = True
     events = open_events(request, seed=seed, cancel=cancel)

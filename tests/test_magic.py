@@ -204,13 +204,15 @@ def test_no_stream_shows_only_the_final_text(shell):
     assert len(outputs) == 1 and outputs[0]["data"]["text/plain"] == "".join(WORDS)
 
 
-def test_heatmap_option_renders_tokens_under_the_text(shell):
+def test_heatmap_option_shows_the_text_once_as_the_heatmap(shell):
     _backend("fake-echo")
     run(shell, "%%complete --model fake-echo --heatmap entropy\nHello\n")
-    html = shell.display_pub.outputs[-1]["data"]["text/html"]
+    final = shell.display_pub.outputs[-1]["data"]
+    html = final["text/html"]
     assert html.count("data-token-index=") == len(WORDS)
-    assert html.index("Paris is the capital") < html.index("data-token-index")  # text first, map under it
-    assert "nats" in html  # entropy legend
+    assert "Paris is the capital" not in html  # not a second, plain copy of the text above the map
+    assert "stop: end_of_turn" in html and "nats" in html  # the status line and the entropy legend
+    assert final["text/plain"] == "".join(WORDS)
 
 
 def test_help_and_models_work_alone_in_a_cell(shell, capsys):

@@ -309,15 +309,14 @@ def test_static_html_shows_the_last_result_with_hover_titles(backend):
     assert "A prompt:" in page
 
 
-def test_a_model_that_fails_to_load_is_an_error_in_the_panel(monkeypatch):
-    def broken(model_id):
-        raise OSError("weights not found")
+def test_a_model_that_fails_to_load_is_an_error_in_the_panel(tmp_path):
+    from transformers import LlamaConfig
 
-    monkeypatch.setattr(registry, "registered", lambda model_id: None)
-    monkeypatch.setattr(registry, "get", broken)
-    w = CompletionWidget("Hi")
+    LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path)
+    w = CompletionWidget("Hi", model_id=str(tmp_path))  # a config but no tokenizer, no weights
     seen = []
     w.observe(lambda c: seen.append(c["new"]), names=["status"])
-    w.generate(wait=True, timeout=10)
+    w.generate(wait=True, timeout=60)
     assert seen == ["running", "loading", "error"]
-    assert w.error["status"] == 500 and "Could not load" in w.error["detail"] and "weights not found" in w.error["detail"]
+    assert w.error["status"] == 400 and "could not load the tokenizer" in w.error["detail"] and str(tmp_path) in w.error["detail"]
+    assert w.invalid.get("model_name")  # flagged at the model control

@@ -105,8 +105,13 @@ export function createControls(model, { onGenerate, onStop, onModels, debounceMs
     "strategy",
   );
   strategy.input.addEventListener("change", () => write("strategy", strategy.input.value));
+  // -- chat: wrap the prompt in the model's chat template (the echo shows the templated prompt)
+  const chat = field(doc, "Chat template", el(doc, "input", { type: "checkbox", title: "Wrap the prompt in the model's chat template as one user turn (for Instruct models)" }), "chat");
+  chat.wrap.classList.add("nbc-chat");
+  chat.input.addEventListener("change", () => write("chat", chat.input.checked));
   fields.model_name = modelSel;
   fields.strategy = strategy;
+  fields.chat = chat;
 
   for (const spec of ALL_NUMBERS) {
     const input = el(doc, "input", { type: "number", step: spec.step, inputMode: "decimal" });
@@ -190,6 +195,7 @@ export function createControls(model, { onGenerate, onStop, onModels, debounceMs
 
   const main = el(doc, "div", { className: "nbc-row" }, [
     modelSel.wrap,
+    chat.wrap,
     strategy.wrap,
     ...NUMBERS.map((s) => fields[s.name].wrap),
   ]);
@@ -230,6 +236,7 @@ export function createControls(model, { onGenerate, onStop, onModels, debounceMs
       modelSel.input.replaceChildren(...options.map((id) => el(doc, "option", { value: id, textContent: id })));
     }
     modelSel.input.value = current;
+    chat.input.checked = Boolean(model.get("chat"));
     strategy.input.value = model.get("strategy");
     format.input.value = model.get("response_format");
     syntax.input.value = model.get("grammar_syntax");
@@ -297,7 +304,18 @@ export function createControls(model, { onGenerate, onStop, onModels, debounceMs
   };
   root.addEventListener("keydown", keydown);
 
-  for (const name of ["status", "invalid", "model_ids", "model_name", "strategy", "response_format", "grammar_syntax", "content", "json_schema", "grammar", "stop_strings", ...ALL_NUMBERS.map((s) => s.name)]) {
+  // A run has ended: say so from the browser, so reactive hosts (marimo re-runs the cells that
+  // read the widget only on front-end changes) see the new result.
+  const acknowledge = () => {
+    const run = model.get("run");
+    if (["done", "stopped", "error"].includes(model.get("status")) && model.get("completed_run") !== run) {
+      model.set("completed_run", run);
+      model.save_changes();
+    }
+  };
+  on("change:status", acknowledge);
+
+  for (const name of ["status", "invalid", "model_ids", "model_name", "chat", "strategy", "response_format", "grammar_syntax", "content", "json_schema", "grammar", "stop_strings", ...ALL_NUMBERS.map((s) => s.name)]) {
     on(`change:${name}`, refresh);
   }
   refresh();

@@ -35,6 +35,7 @@ export function metricsLine(m) {
   if (m.tokens_per_second !== null && m.tokens_per_second !== undefined) {
     parts.push(`${m.tokens_per_second.toFixed(1)} tokens/s`);
   }
+  if (m.incomplete) parts.push("incomplete: max tokens ended the constrained output; it may not parse");
   return parts.join(" · ");
 }
 

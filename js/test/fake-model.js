@@ -18,6 +18,8 @@ export function fakeModel(initial = {}) {
     grammar: "",
     grammar_syntax: "gbnf",
     seed: null,
+    chat: false,
+    completed_run: 0,
     color_by: "probability",
     status: "idle",
     run: 0,

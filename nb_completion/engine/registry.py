@@ -1,4 +1,9 @@
-"""model_id -> backend. The default model is loaded on first use."""
+"""model_id -> backend: a plain mapping, no loading here.
+
+Loading on first use (the default model, a folder, a ``.gguf``, a cached hub id) is
+``loading.ensure_loaded``, which every frontend calls; this module only remembers what is loaded
+or registered (local, remote, test helpers) and lists it.
+"""
 
 from __future__ import annotations
 
@@ -48,13 +53,10 @@ def registered(model_id: str) -> Backend | None:
 
 
 def get(model_id: str | None) -> Backend:
-    """The backend for ``model_id``; loads the default model on first use."""
+    """The registered backend for ``model_id`` (None: the default); ``ModelNotFound`` otherwise.
+    Never loads: use ``loading.ensure_loaded`` for that."""
     model_id = model_id or DEFAULT_MODEL_ID
     backend = registered(model_id)
-    if backend is not None:
-        return backend
-    if model_id == DEFAULT_MODEL_ID:
-        from .loading import load_model
-
-        return load_model(DEFAULT_MODEL_ID)
-    raise ModelNotFound(model_id, registered_ids())
+    if backend is None:
+        raise ModelNotFound(model_id, registered_ids())
+    return backend

@@ -13,16 +13,11 @@ log = logging.getLogger("nb_completion.server")
 
 def _preload(models: Iterable[str]) -> list[str]:
     """Make sure every requested model is registered, loading local ones now."""
-    from ..engine import registry
+    from ..engine.loading import ensure_loaded
 
     ids = list(dict.fromkeys(models))
     for model_id in ids:
-        if model_id == registry.DEFAULT_MODEL_ID:
-            registry.get(model_id)
-        elif model_id not in registry.registered_ids():
-            from ..engine.loading import load_model
-
-            load_model(model_id)
+        ensure_loaded(model_id)
     return ids
 
 

@@ -25,13 +25,14 @@ GRAMMAR_SYNTAXES = ("gbnf", "lark", "regex")
 CONTROL_NAMES = (
     "content", "model_name", "strategy", "temperature", "top_p", "top_k", "max_tokens",
     "repetition_penalty", "stop_strings", "logprobs_top_k", "response_format", "json_schema",
-    "grammar", "grammar_syntax", "seed",
+    "grammar", "grammar_syntax", "seed", "chat",
 )  # fmt: skip
 
 # spec field of a BadRequest -> the control that sets it
 _FIELD_TO_CONTROL = {
     "model_id": "model_name",
     "content": "content",
+    "chat": "chat",
     "sampling_params.strategy.temperature": "temperature",
     "sampling_params.strategy.top_p": "top_p",
     "sampling_params.strategy.top_k": "top_k",

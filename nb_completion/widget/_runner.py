@@ -13,9 +13,8 @@ from typing import Callable
 
 from ..api.errors import CompletionError, EngineFailure
 from ..api.types import CompletionRequest, CompletionResponse
-from ..engine import registry
 from ..engine.records import Delta, Finished, TokenRecord
-from ..service import open_events, to_response
+from ..service import apply_chat, open_events, to_response
 from ._batcher import DeltaBatcher
 
 
@@ -36,7 +35,10 @@ class Outcome:
 class Runner:
     """One generation in a daemon thread.
 
-    ``on_loading()`` is called before a default model that is not loaded yet gets loaded;
+    ``on_loading(message)`` is called with each step while a model that is not loaded yet loads
+    (the default id, a folder, a ``.gguf`` path or a cached hub id: ``loading.ensure_loaded``);
+    with ``chat=True`` the request's content is wrapped in the model's chat template first and
+    ``on_prompt(templated)`` reports what the model reads;
     ``on_batch(records)`` with each batch of new token records (at most ~30 a second);
     ``on_done(outcome)`` once at the end, also after an error or a cancel.
     """
@@ -48,10 +50,14 @@ class Runner:
         seed: int | None,
         on_batch: Callable[[list[TokenRecord]], None],
         on_done: Callable[[Outcome], None],
-        on_loading: Callable[[], None] | None = None,
+        on_loading: Callable[[str], None] | None = None,
+        on_prompt: Callable[[str], None] | None = None,
+        chat: bool = False,
         batcher: DeltaBatcher | None = None,
     ):
         self.request = request
+        self.chat = chat
+        self._on_prompt = on_prompt
         self.seed = seed
         self.cancel_event = threading.Event()
         self.done = threading.Event()
@@ -79,10 +85,14 @@ class Runner:
     def _main(self) -> None:
         outcome = self.outcome
         try:
-            self._load_if_needed()
+            progress = self._on_loading or (lambda message: None)  # never a display from this thread
+            if self.chat:
+                self.request = apply_chat(self.request, progress)
+                if self._on_prompt is not None:
+                    self._on_prompt(self.request.content)
             events = []
             top_k = self.request.logprobs.top_k or 0 if self.request.logprobs else None
-            for event in open_events(self.request, seed=self.seed, cancel=self.cancel_event):
+            for event in open_events(self.request, seed=self.seed, cancel=self.cancel_event, on_progress=progress):
                 events.append(event)
                 if isinstance(event, Delta):
                     outcome.records.extend(event.tokens)
@@ -102,18 +112,6 @@ class Runner:
                 self._on_done(outcome)
             finally:
                 self.done.set()
-
-    def _load_if_needed(self) -> None:
-        model_id = self.request.model_id
-        if model_id == registry.DEFAULT_MODEL_ID and registry.registered(model_id) is None:
-            if self._on_loading is not None:
-                self._on_loading()
-            try:
-                registry.get(model_id)  # loads and registers it
-            except CompletionError:
-                raise
-            except Exception as exc:
-                raise EngineFailure(f"Could not load '{model_id}': {type(exc).__name__}: {exc}") from exc
 
     def _emit(self, batch: list[TokenRecord] | None) -> None:
         if batch:

@@ -11,6 +11,7 @@ from ..engine.records import TokenRecord
 _BOX = "border:1px solid #c8c8c8;border-radius:6px;padding:8px 10px;font-family:system-ui,sans-serif;font-size:13px"
 _MUTED = "opacity:0.6"
 _MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace"
+INCOMPLETE_NOTE = "incomplete: max tokens ended the constrained output before it was complete; it may not parse"
 
 
 def _summary(status: str, metrics: Mapping[str, Any]) -> str:
@@ -23,6 +24,8 @@ def _summary(status: str, metrics: Mapping[str, Any]) -> str:
         parts.append("stopped, partial text kept")
     elif metrics.get("stop_reason"):
         parts.append(f"stop: {metrics['stop_reason']}")
+    if metrics.get("incomplete"):
+        parts.append(INCOMPLETE_NOTE)
     return " · ".join(parts)
 
 

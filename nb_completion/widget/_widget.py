@@ -57,7 +57,7 @@ def _asset(name: str, fallback: str) -> Path | str:
 STATUSES = ("idle", "loading", "running", "done", "stopped", "error")
 _DIRECT = {
     "strategy", "temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "stop",
-    "logprobs_top_k", "seed", "json_schema", "grammar", "grammar_syntax", "color_by",
+    "logprobs_top_k", "seed", "json_schema", "grammar", "grammar_syntax", "color_by", "chat",
 }  # fmt: skip
 
 
@@ -68,7 +68,10 @@ class CompletionWidget(anywidget.AnyWidget):
     names (``strategy``, ``temperature``, ``top_p``, ``top_k``, ``max_tokens``,
     ``repetition_penalty``, ``stop`` (the trait ``stop_strings``), ``logprobs_top_k`` or ``logprobs``, ``seed``,
     ``response_format``, ``json_schema``, ``grammar``, ``grammar_syntax``, ``color_by``) or a spec
-    ``sampling_params`` dict. Setting ``temperature``/``top_p`` implies the top-p strategy and
+    ``sampling_params`` dict, and ``chat`` (wrap the prompt in the model's chat template; the
+    echoed prompt then shows the template). ``model_id`` may be a registered id, a local folder,
+    a ``.gguf`` path or a cached hub id: it loads on the first Generate, with the status
+    "loading". Setting ``temperature``/``top_p`` implies the top-p strategy and
     ``top_k`` the top-k strategy unless ``strategy`` is given. Unknown names raise ``TypeError``.
     """
 
@@ -92,6 +95,7 @@ class CompletionWidget(anywidget.AnyWidget):
     grammar = t.Unicode("").tag(sync=True)
     grammar_syntax = t.Enum(GRAMMAR_SYNTAXES, "gbnf").tag(sync=True)
     seed = t.Int(None, allow_none=True).tag(sync=True)
+    chat = t.Bool(False).tag(sync=True)  # wrap the prompt in the model's chat template (one user turn)
     color_by = t.Enum(("probability", "entropy"), "probability").tag(sync=True)
 
     # ---- state (what the panel shows) ----
@@ -104,6 +108,9 @@ class CompletionWidget(anywidget.AnyWidget):
     error = t.Dict().tag(sync=True)  # the spec Error body of the last failure, or {}
     invalid = t.Dict().tag(sync=True)  # control -> message, for values that cannot be sent
     branch = t.Dict(default_value=None, allow_none=True).tag(sync=True)
+    # The run whose result the front end has received: set by the browser, so reactive hosts
+    # (marimo's mo.ui.anywidget) re-run the cells that read the widget once a generation ends.
+    completed_run = t.Int(0).tag(sync=True)
 
     def __init__(self, content: str = "", model_id: str | None = None, **sampling: Any):
         values = _trait_values(sampling)
@@ -112,6 +119,7 @@ class CompletionWidget(anywidget.AnyWidget):
         self._records: list[TokenRecord] = []  # shown tokens: a branch's prefix + generated
         self._prefix_len = 0
         self._branch_points: set[int] = set()
+        self._constrained = False
         self.result: CompletionResponse | None = None
         super().__init__(
             content=content,
@@ -128,7 +136,7 @@ class CompletionWidget(anywidget.AnyWidget):
     def generate(self, *, wait: bool = False, timeout: float | None = None) -> CompletionResponse | None:
         """Start a generation from the controls (stopping a running one). With ``wait=True``,
         block until it ends and return ``result`` (a Stop click cannot arrive while a cell waits)."""
-        started = self._start(self.content, prefix=[], branch=None)
+        started = self._start(self.content, prefix=[], branch=None, chat=self.chat)
         return self.wait(timeout) if wait and started else None
 
     def stop(self, wait: bool = False, timeout: float | None = 5.0) -> None:
@@ -149,8 +157,8 @@ class CompletionWidget(anywidget.AnyWidget):
     def continue_from(self, index: int, text: str, *, wait: bool = False) -> CompletionResponse | None:
         """Branch: keep the shown tokens before ``index``, put the alternative ``text`` (one of
         token ``index``'s top-k) in its place, and generate on from there: the request's content
-        is the shown completion's prompt + those tokens' text. The ``content`` control is untouched;
-        the current sampling controls apply."""
+        is the shown completion's prompt (with ``chat``, already templated) + those tokens' text.
+        The ``content`` control is untouched; the current sampling controls apply."""
         with self._lock:
             records = list(self._records)
             points = set(self._branch_points)
@@ -208,8 +216,11 @@ class CompletionWidget(anywidget.AnyWidget):
     def _revalidate(self, change: Any = None) -> None:
         self.invalid = check_controls(self._values())
 
-    def _start(self, prompt: str, prefix: list[TokenRecord], branch: dict | None, points: set[int] = frozenset()) -> bool:
-        """Cancel a running generation, check the controls, and run ``prompt`` + ``prefix``'s text."""
+    def _start(
+        self, prompt: str, prefix: list[TokenRecord], branch: dict | None, points: set[int] = frozenset(), chat: bool = False
+    ) -> bool:
+        """Cancel a running generation, check the controls, and run ``prompt`` + ``prefix``'s text
+        (with ``chat``, wrapped in the chat template once the model is loaded)."""
         previous = self._runner
         if previous is not None and previous.running:
             previous.cancel()
@@ -229,13 +240,16 @@ class CompletionWidget(anywidget.AnyWidget):
             self._records = list(prefix)
             self._prefix_len = len(prefix)
             self._branch_points = set(points)
+            self._constrained = request.response_format is not None
             self.result = None
             self._runner = Runner(
                 request,
                 seed=values["seed"],
                 on_batch=lambda records: self._on_batch(run, records),
                 on_done=lambda outcome: self._on_done(run, outcome),
-                on_loading=lambda: self._set_status(run, "loading"),
+                on_loading=lambda message: self._set_status(run, "loading"),
+                on_prompt=lambda templated: self._set_prompt(run, templated),
+                chat=chat,
             )
             with self.hold_sync():
                 self.run = run
@@ -257,6 +271,11 @@ class CompletionWidget(anywidget.AnyWidget):
         with self._lock:
             if run == self.run:
                 self.status = status
+
+    def _set_prompt(self, run: int, templated: str) -> None:
+        with self._lock:
+            if run == self.run:
+                self.prompt_echo = templated
 
     def _on_batch(self, run: int, records: list[TokenRecord]) -> None:
         with self._lock:
@@ -295,6 +314,8 @@ class CompletionWidget(anywidget.AnyWidget):
                     metrics["time_to_first_token"] = round(finished.time_to_first_token, 4)
                 if finished.tokens_per_second is not None:
                     metrics["tokens_per_second"] = round(finished.tokens_per_second, 2)
+                if self._constrained and finished.stop_reason == "out_of_tokens" and not finished.cancelled:
+                    metrics["incomplete"] = True  # max_tokens cut the JSON / grammar short: it may not parse
             self.result = outcome.response
             prefix_text = "".join(r.text for r in self._records[: self._prefix_len])
             body = outcome.response.content if outcome.response else "".join(r.text for r in generated)
