@@ -53,3 +53,32 @@ def ids(tiny_backend):
     yield helpers
     for model_id in helpers.values():
         registry.unregister(model_id)
+
+
+# A chat template in the ChatML shape (the one SmolLM2 uses), written with the tiny tokenizer's
+# own special tokens so that the real ``apply_chat_template`` and the real tokenizer run.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def save_tiny(tmp_path_factory):
+    """``save_tiny(name, chat_template=None)``: the tiny Llama saved as a Hugging Face folder (a
+    fresh folder each call, so each test loads its own on first use)."""
+
+    def save(name: str = "tiny-folder", chat_template: str | None = None):
+        from nb_completion.engine.loading import _quiet_transformers
+        from nb_completion.engine.tiny import build_model, build_tokenizer
+
+        folder = tmp_path_factory.mktemp(name)
+        tokenizer = build_tokenizer()
+        if chat_template is not None:
+            tokenizer.chat_template = chat_template
+        with _quiet_transformers():  # no "Writing model shards" bar in the tests' captured stderr
+            build_model(len(tokenizer)).save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+        return folder
+
+    return save

@@ -97,12 +97,33 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def _no_gguf_progress_bar():
+    """transformers' GGUF reader draws its own ``tqdm.auto`` bar, which ignores
+    ``disable_progress_bar()`` and in a notebook is a widget (left dangling in the saved
+    notebook); our one status line says "Converting" instead."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = lambda iterable=None, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def _convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize a GGUF into a safetensors folder (what ``gguf_cache`` caches)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with _quiet_transformers():
+    with _quiet_transformers(), _no_gguf_progress_bar():
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None  # the weights are dequantized now; let them be saved

@@ -323,6 +323,7 @@ class CompletionWidget(anywidget.AnyWidget):
                 self.tokens = self._dicts(self._records)
                 self.text = prefix_text + body
                 self.metrics = metrics
+                self.model_ids = registry.registered_ids()  # a model loaded by this run is listed now
                 if outcome.error is not None:
                     flagged = self._flag(outcome.error)
                     if flagged:
