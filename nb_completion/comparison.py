@@ -4,8 +4,10 @@
     >>> compare("Once upon a time", [{"temperature": 0}, {"temperature": 1.0}, {"top_k": 5}])  # doctest: +SKIP
 
 Each setting is a dict of friendly keys (``strategy``, ``temperature``, ``top_p``, ``top_k``,
-``max_tokens``, ``repetition_penalty``, ``stop``, and an optional ``label``) or
-``{"sampling_params": {...}}`` in the contract's shape. Every request is validated before any
+``max_tokens``, ``repetition_penalty``, ``stop``, and an optional ``label`` and ``seed``) or
+``{"sampling_params": {...}}`` in the contract's shape (with an optional ``label`` and ``seed``).
+A setting's ``seed`` replaces ``compare()``'s for that run: the same setting under several
+seeds shows how much of a difference is the draw, not the setting. Every request is validated before any
 runs, so a typo fails fast with a 400 naming ``settings[i].<key>``. The result renders as columns
 (title, statistics, heatmap) and gives the runs programmatically: ``result[0].text``,
 ``result.texts``, ``result[1].response`` (a ``CompletionResponse``).
@@ -40,6 +42,7 @@ class Run:
     label: str
     settings: str  # the sampling settings in words (without the max_tokens all runs share)
     request: CompletionRequest
+    seed: int | None
     text: str
     tokens: tuple[TokenRecord, ...]
     finished: Finished
@@ -88,7 +91,7 @@ class Comparison(ShownOnce, Sequence[Run]):
         return [run.text for run in self.runs]
 
     def __repr__(self) -> str:
-        lines = [f"Comparison of {len(self.runs)} runs (model {self.model_id}, seed {self.seed})"]
+        lines = [f"Comparison of {len(self.runs)} runs (model {self.model_id}, {self._seeds()})"]
         for run in self.runs:
             lines.append(f"── {run.label}  [{run.summary()}]")
             lines.append(run.text)
@@ -96,6 +99,11 @@ class Comparison(ShownOnce, Sequence[Run]):
 
     def mimebundle(self) -> dict[str, str]:
         return {"text/plain": repr(self), "text/html": self._repr_html_()}
+
+    def _seeds(self) -> str:
+        """``seed 0``, or ``seeds 0, 1, 2`` when settings chose their own."""
+        seeds = list(dict.fromkeys(run.seed for run in self.runs)) or [self.seed]
+        return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(str(s) for s in seeds)
 
     def _column(self, run: Run) -> str:
         return _column(run.label, run.settings, run.summary(), heatmap_html(run.tokens, color_by=self.color_by, legend=False))
@@ -105,7 +113,7 @@ class Comparison(ShownOnce, Sequence[Run]):
         header = (
             f'<div style="font-size:12px;margin-bottom:6px"><span style="{MUTED}">prompt</span> '
             f'<span style="{MONO};white-space:pre-wrap">{html.escape(prompt)}</span>'
-            f' <span style="{MUTED}">· model {html.escape(self.model_id)} · seed {self.seed}</span></div>'
+            f' <span style="{MUTED}">· model {html.escape(self.model_id)} · {html.escape(self._seeds())}</span></div>'
         )
         return (
             f'<div class="nbc-compare">{header}<div style="display:flex;gap:10px;align-items:flex-start;'
@@ -137,6 +145,17 @@ def _column(label: str, words: str, summary: str, body: str) -> str:
     )
 
 
+def _own_seed(setting: Any, seed: int | None, field: str) -> tuple[Any, int | None]:
+    """``(setting without "seed", the run's seed)``: its own ``seed``, else ``compare()``'s."""
+    if not isinstance(setting, dict) or "seed" not in setting:
+        return setting, seed
+    setting = dict(setting)
+    own = setting.pop("seed")
+    if own is not None and (isinstance(own, bool) or not isinstance(own, int) or not 0 <= own < 2**63):
+        raise BadRequest(f"{field}.seed", f"must be an integer >= 0 or None, got {own!r}")
+    return setting, own
+
+
 def compare(
     content: Any,
     settings: Sequence[dict],
@@ -146,7 +165,8 @@ def compare(
     color_by: str = "probability",
     live: bool = True,
 ) -> Comparison:
-    """Run ``content`` once per entry of ``settings`` (same model, same seed) and return the runs.
+    """Run ``content`` once per entry of ``settings`` (same model, same seed unless a setting
+    gives its own ``seed``) and return the runs.
 
     ``max_tokens`` applies to every setting that does not set its own. Bad settings raise
     ``CompletionError`` (400, naming ``settings[i]...``) before anything runs. A kernel interrupt
@@ -160,18 +180,22 @@ def compare(
         raise ValueError(f"color_by must be one of {COLOR_BY}, got {color_by!r}")
     if not isinstance(settings, (list, tuple)) or not settings:
         raise BadRequest("settings", "give a non-empty list of settings dicts, e.g. [{'temperature': 0}, {'temperature': 1.0}]")
-    planned: list[tuple[CompletionRequest, str, str]] = []
+    planned: list[tuple[CompletionRequest, str, str, int | None]] = []
+    own_seeds = any(isinstance(s, dict) and "seed" in s for s in settings)
     for i, setting in enumerate(settings):
+        setting, run_seed = _own_seed(setting, seed, f"settings[{i}]")
         params, label = from_settings(setting, f"settings[{i}]")
         # the titles name what differs between runs; the shared max_tokens goes unsaid
         words = describe({**params, "max_tokens": None} if params.get("max_tokens", max_tokens) == max_tokens else params)
+        if own_seeds:
+            words += f" · seed {run_seed}"
         params = {**params, "max_tokens": params.get("max_tokens", max_tokens)}
         request = build_request(content, model_id, params, logprobs={"top_k": TOP_K})
-        planned.append((request, words if label is None else str(label), words))
+        planned.append((request, words if label is None else str(label), words, run_seed))
     result = Comparison(content, [], seed, planned[0][0].model_id, color_by)
     view = LiveDisplay() if live and notebook_shell() is not None else None
-    for i, (request, label, words) in enumerate(planned):
-        waiting = [(later_label, later_words) for _, later_label, later_words in planned[i + 1 :]]
+    for i, (request, label, words, run_seed) in enumerate(planned):
+        waiting = [(later_label, later_words) for _, later_label, later_words, _ in planned[i + 1 :]]
         show = None
         if view is not None:
             view.show(result._progress_bundle(None, [(label, words)] + waiting))
@@ -179,7 +203,7 @@ def compare(
                 result._progress_bundle((label, words, drained), waiting)
             )
         cancel = threading.Event()
-        drained = drain(open_events(request, seed=seed, cancel=cancel), cancel, show)
+        drained = drain(open_events(request, seed=run_seed, cancel=cancel), cancel, show)
         if drained.error is not None:
             raise drained.error
         if drained.interrupted:
@@ -187,7 +211,7 @@ def compare(
         if drained.finished is None:
             raise EngineFailure("The engine ended without a stop reason.")
         response = to_response(drained.events, TOP_K)
-        result.runs.append(Run(label, words, request, drained.text, tuple(drained.tokens), drained.finished, response))
+        result.runs.append(Run(label, words, request, run_seed, drained.text, tuple(drained.tokens), drained.finished, response))
     if view is not None:
         view.show(result.mimebundle())
         result.mark_shown()  # the live display is the result: `Out[n]` stays quiet

@@ -95,7 +95,7 @@ def from_settings(settings: dict, field: str = "settings") -> tuple[dict, str | 
         return settings, label
     unknown = [k for k in settings if k not in FRIENDLY_KEYS]
     if unknown:
-        raise BadRequest(f"{field}.{unknown[0]}", f"unknown setting; use {', '.join(FRIENDLY_KEYS)}, label or sampling_params")
+        raise BadRequest(f"{field}.{unknown[0]}", f"unknown setting; use {', '.join(FRIENDLY_KEYS)}, label, seed or sampling_params")
     return sampling_params_from(**settings), label
 
 

@@ -129,3 +129,17 @@ def test_in_a_notebook_the_columns_fill_in_live_and_are_not_shown_twice(tiny_mod
 def test_outside_a_notebook_nothing_is_displayed(tiny_model_id, capsys):
     result = compare("Once", [{"temperature": 0}], model_id=tiny_model_id, max_tokens=3)
     assert len(result[0].tokens) == 3 and capsys.readouterr().out == ""
+
+
+def test_a_setting_may_bring_its_own_seed(tiny_model_id, counting):
+    settings = [{"temperature": 1.2, "seed": 1}, {"temperature": 1.2, "seed": 2, "label": "other draw"}, {"temperature": 1.2}]
+    result = compare("The capital", settings, seed=1, model_id=tiny_model_id, max_tokens=10)
+    assert [run.seed for run in result] == [1, 2, 1]
+    assert result[0].text == result[2].text  # the same seed: the same draw
+    assert [t.token_id for t in result[1].tokens] != [t.token_id for t in result[0].tokens]
+    html = result._repr_html_()
+    assert "seeds 1, 2" in html and "T 1.2 · seed 2" in html and "other draw" in html
+    before = counting.opened
+    with pytest.raises(BadRequest) as bad:
+        compare("x", [{"temperature": 1.0}, {"temperature": 1.0, "seed": -3}], model_id="counting-tiny")
+    assert bad.value.field == "settings[1].seed" and counting.opened == before  # nothing ran
