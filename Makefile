@@ -13,6 +13,8 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: setup model lab test test-python test-js test-fast browser-deps bench clean
 
 $(STAMP): pyproject.toml js/package.json
+	@# `pip install -e .` builds the widget's front end with npm: say so now, not in a pip traceback.
+	@command -v npm >/dev/null 2>&1 || { echo "nb_completion: npm not found; install Node.js 18+ with npm (https://nodejs.org, or 'apt-get install nodejs npm'), then run make again." >&2; exit 1; }
 	$(PYTHON) -m venv $(SYSTEM_TORCH) $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	@# torch first: a bare `torch` requirement on a machine without it pulls a multi-GB CUDA build.
@@ -25,8 +27,9 @@ $(STAMP): pyproject.toml js/package.json
 setup: $(STAMP)
 
 # Convert the default model's GGUF once and cache it (~/.cache/nb_completion), so it loads in ~1 s.
+# --if-needed: a cached conversion is found without loading the model (no torch import).
 model: setup
-	$(VENV)/bin/nb-completion load
+	$(VENV)/bin/nb-completion load --if-needed
 
 lab: model
 	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb $(ROOT_FLAG)

