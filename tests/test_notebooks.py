@@ -88,6 +88,29 @@ def test_quickstart(executed):
     assert "Paris" in data(cell(nb, 'complete("The capital of France is"'), "text/plain")[0]
     streamed = cell(nb, "stream=True")
     assert len([o for o in streamed.outputs if o["output_type"] == "stream"]) >= 3 and stdout(streamed).strip()
+    # raw completion and chat, side by side
+    raw = cell(nb, "%%complete -n 30\nWhat is the capital of France?")
+    chat = cell(nb, "%%complete --chat -n 30\nWhat is the capital of France?")
+    assert "Paris" in completion_text(chat) and completion_text(raw).strip() != completion_text(chat).strip()
+    echo = data(chat, "text/html")[-1]
+    assert "&lt;|im_start|&gt;user\nWhat is the capital of France?&lt;|im_end|&gt;" in echo  # special tokens shown
+    assert "nbc-prompt-echo" not in data(raw, "text/html")[-1]
+    assert "Paris" in data(cell(nb, 'complete("What is the capital of France?", chat=True'), "text/plain")[0]
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_saved_quickstart_keeps_no_load_widget(executed):
+    """The cell that loads the model keeps one plain line, not a progress widget that reads
+    "Error displaying widget: model not found" once the notebook is reopened."""
+    nb = executed("quickstart.ipynb")
+    widget_cells = [c for c in nb.cells if c.cell_type == "code" and data(c, "application/vnd.jupyter.widget-view+json")]
+    assert [c.source for c in widget_cells] == [cell(nb, "CompletionWidget(").source]
+    first = cell(nb, "The three primary colors are")
+    lines = [o["data"]["text/plain"] for o in first.outputs if "data" in o and set(o["data"]) == {"text/plain"}]
+    assert len(lines) == 1 and re.fullmatch(r"HuggingFaceTB/SmolLM2-135M-Instruct: loaded \(\w+, \w+\) in [\d.]+ s", lines[0])
+    everything = json.dumps(nb)
+    assert "Loading (" not in everything and "Converting" not in everything  # no stale step left behind
 
 
 @pytest.mark.real_model
@@ -108,6 +131,12 @@ def test_sampling_lab(executed):
     assert data(cell(nb, "top_k_runs = compare("), "text/html")[0].count('class="nbc-compare-run"') == 4
     assert "top-k 1 is greedy: True" in stdout(cell(nb, "top-k 1 is greedy"))
     assert "entropy (how unsure" in data(cell(nb, 'color_by="entropy"'), "text/html")[0]
+    draws = stdout(cell(nb, "draws = compare("))
+    greedy_ppl = float(re.search(r"greedy  perplexity ([\d.]+)", draws).group(1))
+    hot = [float(x) for x in re.search(r"T 1.0   perplexity per seed: (.*)", draws).group(1).split()]
+    cool = [float(x) for x in re.search(r"T 0.3   perplexity per seed: (.*)", draws).group(1).split()]
+    assert len(hot) == len(cool) == 4 and min(hot) > greedy_ppl  # the climb is clear from T = 1
+    assert max(cool) < min(hot)
     penalty = data(cell(nb, "LOOPY ="), "text/plain")[0]
     assert "rep. penalty 1.15" in penalty or "penalty 1.15" in penalty
 
@@ -124,10 +153,13 @@ def test_structured_output(executed):
     assert len(error["traceback"]) == 1  # title + detail, no traceback wall
     capital = json.loads(completion_text(cell(nb, "--json-schema '{")))
     assert set(capital) == {"city", "country"} and all(isinstance(v, str) for v in capital.values())
-    person = json.loads(completion_text(cell(nb, "--json-schema {Person}")))
+    person = json.loads(completion_text(cell(nb, "-n 80 --json-schema {Person}")))
     assert set(person) == {"name", "age", "hobbies"} and 0 <= person["age"] <= 120
     assert "Person(name=" in data(cell(nb, "Person.model_validate_json(person.content)"), "text/plain")[0]
     assert "Person(name=" in data(cell(nb, "response_format=Person"), "text/plain")[0]
+    cut = cell(nb, "-n 6 --json-schema {Person}")
+    assert "incomplete" in data(cut, "text/html")[-1]
+    assert stdout(cell(nb, "print(cut.stop_reason.value, _.incomplete)")).strip() == "out_of_tokens True"
     yes_no = completion_text(cell(nb, "--grammar {yes_no}"))
     assert re.fullmatch(r"(yes|no) because [a-z ]+\.", yes_no)
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", completion_text(cell(nb, "--grammar-syntax regex")))
