@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_model": ("nb_completion.engine.loading", "load_model"),
+    "ensure_loaded": ("nb_completion.engine.loading", "ensure_loaded"),
     "CompletionWidget": ("nb_completion.widget", "CompletionWidget"),
     "serve": ("nb_completion.server", "serve"),
     "register_remote": ("nb_completion.engine.remote", "register_remote"),

@@ -251,3 +251,24 @@ def test_the_default_gguf_copied_elsewhere_loads_from_the_same_cache(real_backen
     steps: list[str] = []
     source, _ = _resolve_source(str(copy), steps.append)
     assert steps == [] and str(source) == real_backend.info.provider_resource_id
+
+
+@pytest.mark.slow  # a fresh interpreter, so that the Hugging Face cache location can be set
+def test_a_hub_id_in_the_local_cache_loads_on_first_use(save_tiny, tmp_path):
+    import subprocess
+    import sys
+
+    snapshot = tmp_path / "hub" / "models--tiny-org--tiny-llama" / "snapshots" / "0123abcd"
+    shutil.copytree(save_tiny(), snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    code = (
+        "from nb_completion import complete; from nb_completion.engine import registry\n"
+        "r = complete('Once upon', model_id='tiny-org/tiny-llama', sampling_params={'max_tokens': 3})\n"
+        "print(r.stop_reason.value, registry.registered('tiny-org/tiny-llama').info.provider_resource_id)\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "out_of_tokens tiny-org/tiny-llama"
+    assert "tiny-org/tiny-llama: loaded (int8, cpu) in" in done.stderr

@@ -162,7 +162,7 @@ class UnknownModel(ModelNotFound):
 
 
 def _looks_like_path(model_id: str) -> bool:
-    return model_id.startswith(("/", "./", "../", "~", "\\")) or model_id.endswith(".gguf") or os.sep + os.sep in model_id
+    return model_id.startswith(("/", "./", "../", "~", "\\")) or model_id.endswith(".gguf")
 
 
 def _in_hub_cache(repo_id: str) -> bool:
