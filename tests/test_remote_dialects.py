@@ -169,6 +169,19 @@ def test_llama_cpp_stop_string_is_not_in_the_output(llama_cpp):
     assert stub.posted()[-1]["stop"] == [" five"]
 
 
+def test_a_stop_string_the_remote_did_not_apply_is_cut_here(llama_cpp):
+    """The logprobs recording was made without ``stop``; replayed for a request with one, it plays
+    a remote that ignores ``stop``: the text and its records end before the stop string."""
+    stub, name = llama_cpp
+    request = build_request("The capital of France is", model_id=name,
+                            sampling_params={**GREEDY, "max_tokens": 6, "stop": ["\n\n"]}, logprobs=3)
+    events = list(open_events(request))
+    assert "".join(e.text for e in events if isinstance(e, Delta)) == " Paris."
+    assert [t.text for t in _tokens(events)] == [" Paris", "."]
+    assert events[-1].stop_reason == "end_of_turn"
+    assert stub.posted()[-1]["stop"] == ["\n\n"]
+
+
 def test_llama_cpp_json_schema_goes_in_its_json_schema_field(llama_cpp):
     stub, name = llama_cpp
     schema = _fixture("llama_cpp_server", "completion-json-schema-field.json")["request"]["body"]["json_schema"]
