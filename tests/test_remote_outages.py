@@ -48,6 +48,13 @@ def test_a_remote_that_is_down_is_a_502():
         assert "could not reach the remote" in at_request.value.detail
     finally:
         registry.unregister("down")
+    undetected = register_remote(url, LLAMA_MODEL, api="openai", name="down-openai", check=False)
+    try:
+        with pytest.raises(CompletionError) as probing:
+            complete("x", model_id="down-openai")  # the dialect is probed first: unreachable, a 502
+        assert probing.value.status == 502 and undetected.dialect is None  # no guess kept for later
+    finally:
+        registry.unregister("down-openai")
 
 
 def test_a_silent_remote_is_a_502_once_the_timeout_passes():

@@ -38,6 +38,7 @@ import httpx
 from ..api.errors import BadRequest
 from ..api.types import CompletionRequest, ImageContentItem, SamplingParams, TextContentItem
 from ..api.validation import grammar_key
+from .remote_errors import gateway_error
 
 DIALECTS = ("llama.cpp", "vllm", "nb_completion", "openai")
 VLLM_STRUCTURED_OUTPUTS = (0, 10, 2)  # the first vLLM that reads ``structured_outputs``
@@ -83,10 +84,14 @@ def from_listing(listing: Any) -> str | None:
     return None
 
 
-def _get_json(client: httpx.Client, path: str) -> Any:
+def _get_json(client: httpx.Client, path: str, required: bool = False) -> Any:
+    """The JSON ``client`` gets at ``path``, or ``None``; ``required``: a remote that cannot be
+    reached at all is a 502 (so no guess is kept for it)."""
     try:
         response = client.get(path, timeout=5.0)
-    except httpx.HTTPError:
+    except httpx.HTTPError as exc:
+        if required:
+            raise gateway_error(f"could not reach the remote at {client.base_url}: {type(exc).__name__}: {exc}") from None
         return None
     if response.status_code != 200:
         return None
@@ -101,7 +106,7 @@ def detect(client: httpx.Client, listing: Any = None, name: str | None = None) -
     ``name``: the dialect when the caller named it, then only vLLM's version is looked up)."""
     if name is None:
         if listing is None:
-            listing = _get_json(client, "/v1/models")
+            listing = _get_json(client, "/v1/models", required=True)
         name = from_listing(listing)
     if name is None:
         props = _get_json(client, "/props")
