@@ -359,7 +359,7 @@ def register_remote(base_url: str, model_id: str | None = None, api: Api = "llam
             raise CompletionError(404, f"model_id: the remote at {base_url} has no model '{model_id}'. Available models: {', '.join(ids)}")
         context_length = _context_length(listed[ids.index(model_id)])
     backend = RemoteBackend(base_url, model_id, api, api_key, name, timeout, context_length)
-    if api != "llama-stack" and check:  # else at the first request
+    if api != "llama-stack" and listing is not None:  # else at the first request
         backend.dialect = detect(backend.client, listing, name=None if api == "openai" else api)
         backend._note_dialect()
     registry.register(backend)
