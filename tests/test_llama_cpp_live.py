@@ -89,10 +89,14 @@ def model(server):
 
 
 def _raw(server: str, **body) -> dict:
-    """The server's own answer to a request sent without our client (not streamed)."""
-    answer = httpx.post(server + "/v1/completions", json={"model": ALIAS, "temperature": 0, **body}, timeout=120)
+    """The server's own streamed answer to a request sent without our client: its text and its
+    ``logprobs.content`` entries, gathered from the events."""
+    answer = httpx.post(server + "/v1/completions", json={"model": ALIAS, "temperature": 0, "stream": True, **body}, timeout=120)
     assert answer.status_code == 200, answer.text
-    return answer.json()["choices"][0]
+    choices = [json.loads(line[len("data: "):])["choices"][0] for line in answer.text.split("\n")
+               if line.startswith("data: {")]
+    entries = [e for c in choices for e in ((c.get("logprobs") or {}).get("content") or [])]
+    return {"text": "".join(c["text"] for c in choices), "logprobs": {"content": entries}}
 
 
 def test_detected_as_llama_cpp(model):
@@ -108,7 +112,7 @@ def test_plain_completion_is_the_servers_own(server, model):
     assert metrics["completion_tokens"] == 8 and metrics["prompt_tokens"] > 0
 
 
-@pytest.mark.parametrize("prompt", ["The capital of France is", "Emoji of a happy face: "])
+@pytest.mark.parametrize("prompt", ["The capital of France is", "こんにちは、こんにちは、こんにちは、"])
 def test_logprobs_become_records_with_alternatives(server, model, prompt):
     events = list(open_events(build_request(prompt, model_id="llama-cpp-live", sampling_params={**GREEDY, "max_tokens": 10}, logprobs=3)))
     tokens = [t for e in events if isinstance(e, Delta) for t in e.tokens]
@@ -116,7 +120,7 @@ def test_logprobs_become_records_with_alternatives(server, model, prompt):
     raw = _raw(server, prompt=prompt, max_tokens=10, logprobs=3)
     assert text == raw["text"]
     assert "".join(t.text for t in tokens) == text  # each token's share of the output, byte seams included
-    entries = raw["logprobs"]["content"]
+    entries = [e for e in raw["logprobs"]["content"] if e["bytes"]]  # a withheld (stop) token has none
     assert [t.token_id for t in tokens] == [e["id"] for e in entries]
     assert [t.logprob for t in tokens] == pytest.approx([e["logprob"] for e in entries], abs=1e-6)
     for token in tokens:

@@ -82,7 +82,7 @@ def test_an_unrevealing_listing_is_settled_by_the_first_answer():
     listing = {"request": {"method": "GET", "path": "/v1/models", "body": None},
                "response": {"status": 200, "content_type": "application/json",
                             "body": json.dumps({"object": "list", "data": [{"id": LLAMA_MODEL, "object": "model", "owned_by": "me"}]})}}
-    exchanges = [listing] + [e for e in load_exchanges("llama_cpp_server") if e["request"]["path"] != "/v1/models"]
+    exchanges = [listing] + [e for e in load_exchanges("llama_cpp_server") if e["request"]["method"] == "POST"]
     with ReplayServer(exchanges) as stub:
         backend = register_remote(stub.url, api="openai", name="unrevealing")
         try:
@@ -159,6 +159,46 @@ def test_llama_cpp_sampled_token_outside_the_top_k_keeps_its_exact_logprob():
     rest = 1 - sum(p)
     assert you.entropy == pytest.approx(-sum(x * math.log(x) for x in p + [rest]))  # the chosen one counts too
     assert len(tokens) == 8 and events[-1].completion_tokens == 8
+
+
+def test_llama_cpp_split_characters_go_to_the_token_that_completes_them():
+    """Each Japanese character here is two tokens; llama.cpp reports only the completing one, its
+    bytes holding the whole character (8 tokens generated, 4 reported)."""
+    for name in ("completion-split-characters-stream.json", "completion-split-characters.json"):
+        events = _answer_events("llama_cpp_server", name, 2)
+        tokens = _tokens(events)
+        text = "".join(e.text for e in events if isinstance(e, Delta))
+        assert "".join(t.text for t in tokens) == text
+        assert [t.text for t in tokens][:3] == ["こ", "ん", "は"]
+        # the 8th token is half a character: the stream holds it back, the whole answer shows "\ufffd"
+        assert tokens[3].text == ("、" if "stream" in name else "、\ufffd") and tokens[3].piece == "、"
+        assert [t.token_id for t in tokens] == [237, 237, 124, 29917]
+        assert [t.rank for t in tokens] == [1, 1, 1, 1]
+        assert events[-1].completion_tokens == 8
+
+
+def test_llama_cpp_stop_string_tokens_get_no_record_and_the_end_token_keeps_one():
+    stop = _tokens(_answer_events("llama_cpp_server", "completion-stop-logprobs-stream.json", 2))
+    assert [t.text for t in stop] == [" four", ","]  # " five" was generated, withheld, and is not a record
+    end = _answer_events("llama_cpp_server", "completion-grammar-end-token-stream.json", 2)
+    tokens = _tokens(end)
+    assert [(t.text, t.token_id) for t in tokens] == [("yes", 10407), (".", 30), ("", 2)]  # 2: the end token
+    assert tokens[0].rank == 3 and tokens[0].logprob < -10  # the raw distribution: the grammar forced "yes"
+    assert end[-1].stop_reason == "end_of_turn"
+
+
+def test_llama_cpp_is_detected_from_props_when_its_listing_does_not_tell():
+    listing = {"request": {"method": "GET", "path": "/v1/models", "body": None},
+               "response": {"status": 200, "content_type": "application/json",
+                            "body": json.dumps({"object": "list", "data": [{"id": LLAMA_MODEL, "object": "model", "owned_by": "me"}]})}}
+    props = _fixture("llama_cpp_server", "props.json")
+    with ReplayServer([listing, props]) as stub:
+        backend = register_remote(stub.url, api="openai", name="props-detected")
+        try:
+            assert backend.dialect == Dialect("llama.cpp")
+            assert [r["path"] for r in stub.requests] == ["/v1/models", "/props"]
+        finally:
+            registry.unregister("props-detected")
 
 
 def test_llama_cpp_stop_string_is_not_in_the_output(llama_cpp):

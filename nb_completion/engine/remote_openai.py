@@ -6,8 +6,11 @@ Both log-probability shapes are read, whichever the server sends:
   no token ids; the chosen token is matched among the alternatives (``openai_chosen``);
 - llama.cpp: ``logprobs: {content: [{id, token, bytes, logprob, top_logprobs: [{id, token, bytes,
   logprob}]}]}``: token ids, the exact chosen log-probability, and its rank when it is among the
-  alternatives (k+1 when it is not). A token's share of the text is decoded from its bytes, so a
-  character split across tokens goes to the token that completes it.
+  alternatives (k+1 when it is not). A token's share of the text is decoded from its bytes. At a
+  character split across tokens llama.cpp reports only the token that completes it, its ``bytes``
+  holding the whole character (the earlier tokens get no entry, so no record); the tokens of a
+  stop string come with their text withheld and get no record either (as in a local run); an
+  end token keeps its record, with empty text.
 
 A ``{"error": ...}`` event is the remote's error (its status and message); a stream that ends
 without a finish reason is a 502.
@@ -70,6 +73,16 @@ def fit_shares(shares: list[str], text: str) -> list[str]:
     return fitted
 
 
+def _inside_stop_string(entry: dict) -> bool:
+    """llama.cpp reports the tokens of a stop string with their text withheld (``token: ""``,
+    ``bytes: []``) while the same id among the alternatives shows it: like a local run, such a
+    token gets no record. An end token (its text is empty everywhere) keeps its record."""
+    if entry.get("bytes") != [] or entry.get("token"):
+        return False
+    same = [a for a in entry.get("top_logprobs") or [] if isinstance(a, dict) and a.get("id") == entry.get("id")]
+    return any(a.get("token") or a.get("bytes") for a in same)
+
+
 class OpenAIAnswer:
     """Parses one answer; ``shape`` is ``"llama.cpp"`` once a ``logprobs.content`` list was seen."""
 
@@ -111,6 +124,7 @@ class OpenAIAnswer:
 
     # llama.cpp: one entry per token, with its id, bytes and exact log-probability
     def _content_records(self, entries: list[dict], text: str) -> list[TokenRecord]:
+        entries = [e for e in entries if isinstance(e, dict) and not _inside_stop_string(e)]
         shares = []
         for entry in entries:
             raw = entry.get("bytes")
