@@ -154,6 +154,9 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
     p.add_argument("--queue-size", type=int, default=8, help="requests waiting for the engine before 429")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"])
+    from .server.remote_option import add_remote_arguments
+
+    add_remote_arguments(p)  # --remote URL (issue 11)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -161,8 +164,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .engine.loading import ensure_loaded
     from .server import serve
 
-    models = args.model or [registry.DEFAULT_MODEL_ID]
-    for model_id in models:
+    remote_ids = []
+    if args.remote:  # --remote URL (issue 11): serve the remote's models, plus --model ones if given
+        from .server.remote_option import register_remotes
+
+        remote_ids = register_remotes(args)
+    local = args.model or ([] if remote_ids else [registry.DEFAULT_MODEL_ID])
+    models = local + remote_ids
+    for model_id in local:
         ensure_loaded(model_id, dtype=args.dtype)
     handle = serve(host=args.host, port=args.port, models=models, api_key=args.api_key, queue_size=args.queue_size)
     print(f"Serving {', '.join(models)} on {handle.url} (POST /v1/inference/completion, POST /v1/completions). Ctrl-C stops.",

@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from .remote_option import add_remote_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -21,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--queue-size", type=int, default=8, help="requests that may wait behind the running one (default 8)")
     parser.add_argument("--tiny", action="store_true", help="also serve the tiny random in-process model 'tiny-llama' (for trying things out)")
     parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    add_remote_arguments(parser)  # --remote URL (issue 11)
     return parser
 
 
@@ -37,6 +40,15 @@ def run(args: argparse.Namespace) -> int:
     if args.queue_size < 0:
         print("error: --queue-size must be >= 0", file=sys.stderr)
         return 2
+    if args.remote:  # --remote URL (issue 11): serve the remote's models, plus --model ones if given
+        from ..api.errors import CompletionError
+        from .remote_option import register_remotes
+
+        try:
+            models = (models or []) + register_remotes(args)
+        except CompletionError as exc:
+            print(f"error: --remote: {exc.error.status} {exc.error.title}: {exc.error.detail}", file=sys.stderr)
+            return 1
     try:
         handle = serve(port=args.port, host=args.host, models=models, api_key=args.api_key,
                        queue_size=args.queue_size, log_level=args.log_level)
