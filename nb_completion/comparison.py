@@ -24,7 +24,7 @@ from .api.types import CompletionRequest, CompletionResponse
 from .drain import drain
 from .live import LiveDisplay, ShownOnce, notebook_shell
 from .engine.records import Finished, TokenRecord
-from .render import COLOR_BY, MONO, MUTED, heatmap_html, legend_html
+from .render import COLOR_BY, MONO, MUTED, heatmap_html, legend_html, legend_keys
 from .settings import describe, from_settings
 
 __all__ = ["compare", "Comparison", "Run"]
@@ -109,7 +109,7 @@ class Comparison(ShownOnce, Sequence[Run]):
         )
         return (
             f'<div class="nbc-compare">{header}<div style="display:flex;gap:10px;align-items:flex-start;'
-            f'overflow-x:auto">{columns}</div>{legend_html(self.color_by)}</div>'
+            f'overflow-x:auto">{columns}</div>{legend_html(self.color_by, **legend_keys(t for run in self.runs for t in run.tokens))}</div>'
         )
 
     def _repr_html_(self) -> str:
