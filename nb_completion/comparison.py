@@ -25,6 +25,7 @@ from .drain import drain
 from .live import LiveDisplay, ShownOnce, notebook_shell
 from .engine.records import Finished, TokenRecord
 from .render import COLOR_BY, MONO, MUTED, heatmap_html, legend_html, legend_keys
+from .render_svg import columns_svg
 from .settings import describe, from_settings
 
 __all__ = ["compare", "Comparison", "Run"]
@@ -95,7 +96,15 @@ class Comparison(ShownOnce, Sequence[Run]):
         return "\n".join(lines)
 
     def mimebundle(self) -> dict[str, str]:
-        return {"text/plain": repr(self), "text/html": self._repr_html_()}
+        """Plain text, the HTML columns (live front ends), and an SVG of them for viewers that
+        strip the HTML's styles (GitHub)."""
+        return {"text/plain": repr(self), "text/html": self._repr_html_(), "image/svg+xml": self._repr_svg_()}
+
+    def _repr_svg_(self) -> str:
+        prompt = self.content if isinstance(self.content, str) else str(self.content)
+        header = f"prompt {prompt!r} · model {self.model_id} · seed {self.seed}"
+        columns = [(run.label if run.settings == run.label else f"{run.label} ({run.settings})", run.summary(), run.tokens) for run in self.runs]
+        return columns_svg(columns, header=header, color_by=self.color_by)
 
     def _column(self, run: Run) -> str:
         return _column(run.label, run.settings, run.summary(), heatmap_html(run.tokens, color_by=self.color_by, legend=False))

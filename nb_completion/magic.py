@@ -33,6 +33,7 @@ from .engine.records import Finished, TokenRecord
 from .live import LiveDisplay, ShownOnce
 from .magic_options import PARSER, HelpRequested, MagicOptions, build, interpolate, parse_line
 from .render import error_html, heatmap_html, stats_text, text_block_html
+from .render_svg import heatmap_svg
 
 __all__ = ["CompletionMagics", "CompletionText", "MagicError", "GenerationInterrupted", "load_ipython_extension"]
 
@@ -83,7 +84,10 @@ class CompletionText(ShownOnce, str):
         status = stats_text(self.finished, len(self.tokens))
         if error is not None:
             status = f"{len(self.tokens)} tokens · failed"
-        return {"text/plain": str(self), "text/html": text_block_html(str(self), status, extra)}
+        bundle = {"text/plain": str(self), "text/html": text_block_html(str(self), status, extra)}
+        if self._show_heatmap and self.tokens:  # the colours survive viewers that strip styles (GitHub)
+            bundle["image/svg+xml"] = heatmap_svg(self.tokens, color_by=self._show_heatmap)
+        return bundle
 
 
 class _LiveView:

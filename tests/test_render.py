@@ -142,7 +142,7 @@ def test_any_text_round_trips_as_text(texts):
     assert len(spans) == len(texts)
     glyphs = {" ": "·", "\t": "→", "\n": "↵\n", "\r": "␍"}
     for span, text in zip(spans, texts):
-        expected = "".join(glyphs.get(c, c) for c in text) if text else "⋯"
+        expected = "".join(glyphs.get(c, c) for c in text) if text else "⟨end⟩"
         assert span["text"] == expected
 
 

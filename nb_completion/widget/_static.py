@@ -21,6 +21,8 @@ def _summary(status: str, metrics: Mapping[str, Any]) -> str:
         parts.append(f"{metrics['tokens_per_second']:.1f} tokens/s")
     if metrics.get("cancelled"):
         parts.append("stopped, partial text kept")
+    elif metrics.get("stop_string") is not None:
+        parts.append(f"stop: stop string {metrics['stop_string']!r}")
     elif metrics.get("stop_reason"):
         parts.append(f"stop: {metrics['stop_reason']}")
     return " · ".join(parts)

@@ -8,8 +8,9 @@
 Every control is a synced traitlet you can set or ``observe``; ``w.result`` is the last
 ``CompletionResponse``; ``w.stop()`` cancels (the partial output is kept). Tokens stream to the
 browser as batched custom messages (at most ~30 a second); the final tokens land in the
-``tokens`` trait, so a re-opened view is complete. ``_repr_mimebundle_`` adds a static
-``text/html`` heatmap of the last result for nbconvert and GitHub.
+``tokens`` trait, so a re-opened view is complete. The display also carries a static copy of the
+last result, ``text/html`` and ``image/svg+xml`` (for viewers that strip styles, like GitHub),
+refreshed after every run, so a saved or exported notebook shows the last completion offline.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ._controls import (
     schema_text,
 )
 from ._runner import Outcome, Runner
+from ..render_svg import heatmap_svg
 from ._static import static_html
 from ._tokens import branch_record, live_metrics, reindex, token_dict
 
@@ -112,6 +114,7 @@ class CompletionWidget(anywidget.AnyWidget):
         self._records: list[TokenRecord] = []  # shown tokens: a branch's prefix + generated
         self._prefix_len = 0
         self._branch_points: set[int] = set()
+        self._display_id: str | None = None  # set once shown in a notebook: runs refresh that display
         self.result: CompletionResponse | None = None
         super().__init__(
             content=content,
@@ -191,14 +194,44 @@ class CompletionWidget(anywidget.AnyWidget):
             model=self.model_name,
         )
 
+    def to_svg(self) -> str:
+        """An SVG image of the shown result's heatmap (colours as fill attributes, no styles)."""
+        with self._lock:
+            records = list(self._records)
+        return heatmap_svg(records, color_by=self.color_by)
+
     def _repr_mimebundle_(self, **kwargs: Any):
         bundle = super()._repr_mimebundle_(**kwargs)
         data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
         try:
-            static = self.to_html()
+            static = {"text/html": self.to_html()}
+            if self._records:
+                static["image/svg+xml"] = self.to_svg()
         except Exception:  # the static copy is a bonus: never let it hide the live panel
             return data, meta
-        return {**data, "text/html": static}, meta
+        return {**data, **static}, meta
+
+    def _ipython_display_(self) -> None:
+        """Show the panel under this widget's display id: each finished run then refreshes the
+        display's static copies, so a saved notebook (or one run by ``nbconvert --execute``)
+        shows the last completion without a kernel or a widget manager."""
+        from IPython.display import display
+
+        data, meta = self._repr_mimebundle_()
+        self._display_id = f"nb_completion-widget-{self.model_id}"
+        display(data, metadata=meta, raw=True, display_id=self._display_id)
+
+    def _refresh_display(self) -> None:
+        """Replace the shown display's data (same widget view, fresh static copies)."""
+        if self._display_id is None:
+            return
+        try:
+            from IPython.display import update_display
+
+            data, meta = self._repr_mimebundle_()
+            update_display(data, metadata=meta, raw=True, display_id=self._display_id)
+        except Exception:  # a refresh is a bonus: never let it break a run
+            pass
 
     # ---- running ---------------------------------------------------------------------------------
 
@@ -295,6 +328,10 @@ class CompletionWidget(anywidget.AnyWidget):
                     metrics["time_to_first_token"] = round(finished.time_to_first_token, 4)
                 if finished.tokens_per_second is not None:
                     metrics["tokens_per_second"] = round(finished.tokens_per_second, 2)
+                if finished.stop_string is not None:
+                    metrics["stop_string"] = finished.stop_string  # a stop string, not the model's end token
+                if self._runner is not None and self._runner.request.response_format is not None:
+                    metrics["grammar"] = True  # an end of turn means the structured output is complete
             self.result = outcome.response
             prefix_text = "".join(r.text for r in self._records[: self._prefix_len])
             body = outcome.response.content if outcome.response else "".join(r.text for r in generated)
@@ -310,6 +347,7 @@ class CompletionWidget(anywidget.AnyWidget):
                     self.status = "error"
                 else:
                     self.status = "stopped" if outcome.cancelled else "done"
+        self._refresh_display()
 
     def _flag(self, exc: CompletionError) -> dict[str, str]:
         if exc.status != 400:
