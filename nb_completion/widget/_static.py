@@ -61,3 +61,15 @@ def static_html(
 
         err = error_html(Error(**error))
     return f'<div class="nbc-static" style="{_BOX}">{head}{prompt_html}{body}{err}</div>'
+
+
+COPY_CLASS = "nbc-static-copy"  # widget.css hides it wherever the live panel renders
+
+
+def static_copy_bundle(html_copy: str, svg: str | None, text: str) -> dict[str, str]:
+    """The static copy's display: ``text/plain`` (the text), ``text/html`` (the heatmap with
+    hover titles) and, once there are tokens, ``image/svg+xml`` (the colours as fill attributes)."""
+    bundle = {"text/plain": text, "text/html": f'<div class="{COPY_CLASS}">{html_copy}</div>'}
+    if svg is not None:
+        bundle["image/svg+xml"] = svg
+    return bundle

@@ -8,9 +8,10 @@
 Every control is a synced traitlet you can set or ``observe``; ``w.result`` is the last
 ``CompletionResponse``; ``w.stop()`` cancels (the partial output is kept). Tokens stream to the
 browser as batched custom messages (at most ~30 a second); the final tokens land in the
-``tokens`` trait, so a re-opened view is complete. The display also carries a static copy of the
-last result, ``text/html`` and ``image/svg+xml`` (for viewers that strip styles, like GitHub),
-refreshed after every run, so a saved or exported notebook shows the last completion offline.
+``tokens`` trait, so a re-opened view is complete. In a notebook a static copy of the shown
+completion (``text/html``, and ``image/svg+xml`` for viewers that strip styles, like GitHub)
+follows the panel, hidden where the panel renders and refreshed after every run, so a saved or
+exported notebook shows the last completion offline.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from ._controls import (
 )
 from ._runner import Outcome, Runner
 from ..render_svg import heatmap_svg
-from ._static import static_html
+from ._static import static_copy_bundle, static_html
 from ._tokens import branch_record, live_metrics, reindex, token_dict
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -114,7 +115,7 @@ class CompletionWidget(anywidget.AnyWidget):
         self._records: list[TokenRecord] = []  # shown tokens: a branch's prefix + generated
         self._prefix_len = 0
         self._branch_points: set[int] = set()
-        self._display_id: str | None = None  # set once shown in a notebook: runs refresh that display
+        self._copy_id: str | None = None  # display id of the static copy, once shown in a notebook
         self.result: CompletionResponse | None = None
         super().__init__(
             content=content,
@@ -212,25 +213,33 @@ class CompletionWidget(anywidget.AnyWidget):
         return {**data, **static}, meta
 
     def _ipython_display_(self) -> None:
-        """Show the panel under this widget's display id: each finished run then refreshes the
-        display's static copies, so a saved notebook (or one run by ``nbconvert --execute``)
-        shows the last completion without a kernel or a widget manager."""
+        """In a notebook: the live panel, then a static copy of the shown completion (HTML and SVG)
+        as a display of its own, refreshed after every run. Where the panel renders, its stylesheet
+        hides the copy; a saved notebook, an export (``nbconvert --execute`` too) or GitHub shows
+        the copy: the last completion, without a kernel, a widget manager or a CDN script."""
         from IPython.display import display
 
-        data, meta = self._repr_mimebundle_()
-        self._display_id = f"nb_completion-widget-{self.model_id}"
-        display(data, metadata=meta, raw=True, display_id=self._display_id)
+        bundle = super()._repr_mimebundle_()
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
+        display({**data, "text/plain": f"CompletionWidget · {self.model_name}"}, metadata=meta, raw=True)
+        self._copy_id = f"nb_completion-copy-{self.model_id}"
+        display(self._static_copy(), raw=True, display_id=self._copy_id)
 
-    def _refresh_display(self) -> None:
-        """Replace the shown display's data (same widget view, fresh static copies)."""
-        if self._display_id is None:
+    def _static_copy(self) -> dict[str, str]:
+        with self._lock:
+            records = list(self._records)
+        svg = heatmap_svg(records, color_by=self.color_by) if records else None
+        return static_copy_bundle(self.to_html(), svg, self.prompt_echo + self.text)
+
+    def _refresh_static_copy(self) -> None:
+        """After a run: the displayed static copies show it (update_display by display id)."""
+        if self._copy_id is None:
             return
         try:
             from IPython.display import update_display
 
-            data, meta = self._repr_mimebundle_()
-            update_display(data, metadata=meta, raw=True, display_id=self._display_id)
-        except Exception:  # a refresh is a bonus: never let it break a run
+            update_display(self._static_copy(), raw=True, display_id=self._copy_id)
+        except Exception:  # the copy is a bonus: never let it break a run
             pass
 
     # ---- running ---------------------------------------------------------------------------------
@@ -347,7 +356,7 @@ class CompletionWidget(anywidget.AnyWidget):
                     self.status = "error"
                 else:
                     self.status = "stopped" if outcome.cancelled else "done"
-        self._refresh_display()
+        self._refresh_static_copy()
 
     def _flag(self, exc: CompletionError) -> dict[str, str]:
         if exc.status != 400:
