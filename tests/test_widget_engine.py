@@ -87,3 +87,16 @@ def test_tiny_model_follows_the_grammar_control(tiny_model_id):
     bad.generate(wait=True, timeout=60)
     assert bad.status == "error" and bad.error["status"] == 400
     assert "grammar" in bad.invalid  # the engine's 400 is flagged at the grammar control
+
+
+def test_tiny_model_status_tells_a_stop_string_from_the_end_token(tiny_model_id):
+    w = CompletionWidget("Once upon a time", model_id=tiny_model_id, max_tokens=12)
+    w.generate(wait=True, timeout=60)
+    assert w.status == "done" and "stop_string" not in w.metrics, w.metrics
+    stop = w.text[len(w.text) // 2 :][:2]  # a piece of what greedy decoding writes
+    assert stop.strip(), w.text
+    w.stop_strings = [stop]
+    w.generate(wait=True, timeout=60)
+    assert w.metrics["stop_reason"] == "end_of_turn" and w.metrics["stop_string"] == stop
+    assert stop not in w.text
+    assert "stop string" in w.to_html()
