@@ -104,7 +104,7 @@ def token_title(record: TokenRecord) -> str:
     if record.top:
         lines.append("alternatives:")
         for n, (text, logprob) in enumerate(record.top, 1):
-            mark = " ◀" if text == record.text and n == record.rank else ""
+            mark = " ◀" if n == record.rank else ""  # top is sorted: the chosen token sits at its rank
             lines.append(f"{n:>2}. {_plain_visible(text)}  {_pct(logprob)}{mark}")
     return "\n".join(lines)
 
