@@ -100,3 +100,13 @@ def test_tiny_model_status_tells_a_stop_string_from_the_end_token(tiny_model_id)
     assert w.metrics["stop_reason"] == "end_of_turn" and w.metrics["stop_string"] == stop
     assert stop not in w.text
     assert "stop string" in w.to_html()
+
+
+def test_tiny_model_grammar_runs_are_marked_so_the_status_says_the_output_is_complete(tiny_model_id):
+    w = CompletionWidget("Answer:", model_id=tiny_model_id, max_tokens=12, grammar="(yes|no)", grammar_syntax="regex")
+    w.generate(wait=True, timeout=60)
+    assert w.status == "done" and w.text in ("yes", "no"), (w.text, w.error)
+    assert w.metrics["grammar"] is True and w.metrics["stop_reason"] == "end_of_turn"
+    plain = CompletionWidget("Answer:", model_id=tiny_model_id, max_tokens=3)
+    plain.generate(wait=True, timeout=60)
+    assert "grammar" not in plain.metrics
