@@ -153,14 +153,26 @@ def _svg(width: float, height: float, body: list[str], label: str) -> str:
 
 
 def heatmap_svg(
-    tokens: Sequence[TokenRecord], *, color_by: str = "probability", width: int = 80, legend: bool = True
+    tokens: Sequence[TokenRecord],
+    *,
+    color_by: str = "probability",
+    width: int = 80,
+    legend: bool = True,
+    header: Sequence[str] = (),
 ) -> str:
-    """``tokens`` as an SVG heatmap ``width`` monospace cells wide, with the legend under it."""
+    """``tokens`` as an SVG heatmap ``width`` monospace cells wide, with the legend under it and
+    ``header`` lines (e.g. the model and the prompt, drawn muted) above it."""
     if color_by not in COLOR_BY:
         raise ValueError(f"color_by must be one of {COLOR_BY}, got {color_by!r}")
+    body: list[str] = []
+    y = PAD
+    for text in header:
+        for part in _wrap_cells(text, width):
+            body.append(f'<text x="{PAD}" y="{y + 14}" fill="{MUTED}" xml:space="preserve">{_xml_text(part)}</text>')
+            y += LINE - 4
     lines = _layout(tokens, width)
-    body = _token_layer(tokens, lines, color_by, PAD, PAD)
-    height = PAD + len(lines) * LINE
+    body += _token_layer(tokens, lines, color_by, PAD, y)
+    height = y + len(lines) * LINE
     text_width = width * CELL
     if legend:
         key, key_width = _legend(color_by, legend_keys(tokens), PAD, height + 4)
@@ -168,6 +180,22 @@ def heatmap_svg(
         height += 4 + 18
         text_width = max(text_width, key_width)
     return _svg(text_width + 2 * PAD, height + PAD, body, "token heatmap")
+
+
+def _wrap_cells(text: str, width: int, most: int = 6) -> list[str]:
+    """A header line cut into pieces of ``width`` cells (at most ``most``; the last ends in …)."""
+    out: list[str] = []
+    for paragraph in text.split("\n"):
+        line, cells = "", 0
+        for ch in paragraph:
+            c = _cells(ch)
+            if cells + c > width:
+                out.append(line)
+                line, cells = "", 0
+            line += ch
+            cells += c
+        out.append(line)
+    return out[: most - 1] + [out[most - 1][: max(width - 1, 0)] + "…"] if len(out) > most else out
 
 
 def columns_svg(

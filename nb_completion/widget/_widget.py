@@ -228,7 +228,7 @@ class CompletionWidget(anywidget.AnyWidget):
     def _static_copy(self) -> dict[str, str]:
         with self._lock:
             records = list(self._records)
-        svg = heatmap_svg(records, color_by=self.color_by) if records else None
+        svg = heatmap_svg(records, color_by=self.color_by, header=[f"nb_completion · {self.model_name}", self.prompt_echo]) if records else None
         return static_copy_bundle(self.to_html(), svg, self.prompt_echo + self.text)
 
     def _refresh_static_copy(self) -> None:
