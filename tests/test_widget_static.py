@@ -100,7 +100,7 @@ def test_heatmaps_keep_their_colours_on_github(tmp_path):
             RUN,
             "runs = compare('Once upon a time', [{'strategy': 'greedy'}, {'temperature': 1.0}], model_id=tiny, max_tokens=6)",
             "%load_ext nb_completion",
-            f"%%complete --model tiny-llama -n 6 --heatmap\nOnce upon a time",
+            "%%complete --model tiny-llama -n 6 --heatmap\nOnce upon a time",
         ],
     )
     outputs = {
