@@ -128,37 +128,23 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve the llama-stack completion route over HTTP")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8321)
-    p.add_argument("--model", action="append", default=None, help="model id to load and serve (repeatable)")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
-    p.add_argument("--queue-size", type=int, default=8, help="requests waiting for the engine before 429")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"])
+    from .server.options import add_serve_arguments
+
+    add_serve_arguments(sub.add_parser("serve", help="serve the llama-stack completion route over HTTP",
+                                       description="Serve the llama-stack completion API over HTTP."))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .engine import registry
-    from .engine.loading import load_model
-    from .server import serve
+    from .server.options import run_serve
 
-    models = args.model or [registry.DEFAULT_MODEL_ID]
-    for model_id in models:
-        if registry.registered(model_id) is None:
-            load_model(model_id, dtype=args.dtype)
-    handle = serve(host=args.host, port=args.port, models=models, api_key=args.api_key, queue_size=args.queue_size)
-    print(f"Serving {', '.join(models)} on {handle.url} (POST /v1/inference/completion, POST /v1/completions). Ctrl-C stops.",
-          file=sys.stderr, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    finally:
-        handle.stop()
+    return run_serve(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nb-completion", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from .server.options import OneLineParser
+
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_complete(sub)
     sub.add_parser("models", help="list the registered models")
     load = sub.add_parser("load", help="load (and on first use convert and cache) a model")

@@ -30,9 +30,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("nb_completion.server")
 
-DEFAULT_MAX_CONNECTIONS = 1000
-DEFAULT_HEADER_TIMEOUT = 10.0
-KEEP_ALIVE_TIMEOUT = 5
+from .defaults import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, KEEP_ALIVE_TIMEOUT
 
 
 def raise_open_file_limit() -> int:
@@ -77,6 +75,7 @@ class ConnectionLimits:
                 self.refused += 1
                 return False
             self.evicted += 1
+            self.open.pop(victim)  # now, not when its close completes: the next admit picks another
             victim.close()
         self.open[protocol] = None
         return True
@@ -127,7 +126,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def idle(self) -> bool:
         """No request in flight: waiting for (the rest of) a request's headers."""
-        return self.cycle is None or self.cycle.response_complete
+        return self.cycle is None or self.cycle.response_complete or self.transport.is_closing()
 
     def close(self) -> None:
         if not self.transport.is_closing():

@@ -111,9 +111,9 @@ def serve(
     import uvicorn
 
     from .app import create_app
-    from .connections import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ConnectionLimits, uvicorn_options
+    from .connections import ConnectionLimits, uvicorn_options
+    from .defaults import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOKENS_CAP
     from .guard import HostPolicy
-    from .precheck import DEFAULT_MAX_TOKENS_CAP
 
     if models is not None:
         models = _preload(models)

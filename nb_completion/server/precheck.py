@@ -19,7 +19,7 @@ from ..api.errors import BadRequest
 from ..api.types import CompletionRequest, ImageContentItem, SamplingParams, TextContentItem
 from ..api.validation import grammar_key
 
-DEFAULT_MAX_TOKENS_CAP = 4096
+from .defaults import DEFAULT_MAX_TOKENS_CAP
 
 
 def _content_text(content: Any, model_id: str) -> str:
