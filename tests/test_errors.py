@@ -163,3 +163,20 @@ def test_echoed_ids_are_capped(tiny_model_id):
     assert body.status == 404 and len(body.detail) < 1000 and "more characters" in body.detail
     body = error_of(content={"model_id": tiny_model_id, "content": "hi", "k" * 100_000: 1})
     assert body.status == 400 and len(body.detail) < 1000
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(content=[{"type": "text", "text": 5}]), "content[0].text"),
+        (dict(content={"type": "text", "text": 5}), "content.text"),
+        (dict(content=[{"type": "image", "image": {"url": 5}}]), "content[0].image.url"),
+        (dict(content=[{"type": "text", "text": "ok"}, {"type": "image", "image": {"data": 5}}]), "content[1].image.data"),
+        (dict(sampling_params={"strategy": {"type": "top_p", "top_p": "x"}}), "sampling_params.strategy.top_p"),
+        (dict(sampling_params={"strategy": {"type": "greedy", "temperature": 1}}), "sampling_params.strategy.temperature"),
+        (dict(response_format={"type": "json_schema", "json_schema": 5}), "response_format.json_schema"),
+    ],
+)
+def test_error_names_the_field_sent_not_the_union_branch(tiny_model_id, kwargs, field):
+    body = error_of(model_id=tiny_model_id, **kwargs)
+    assert body.status == 400 and body.detail.startswith(field + ":"), body.detail

@@ -70,51 +70,56 @@ def check_seed(seed: Any, field: str = "seed") -> int | None:
     return seed
 
 
-def _field_path(loc: tuple, data: Any = None) -> str:
+def _field_path(loc: tuple, data: Any = None) -> tuple[str, int]:
     """pydantic's error location as the request's field path, walking the input alongside so that
     a discriminated union's tag (``strategy.top_p.temperature``) and union-branch labels
-    (``content.str``) are left out: they name a type, not a field the user sent."""
+    (``content.str``) are left out: they name a type, not a field the user sent. Also returns how
+    many steps of the path exist in the input (the error's depth into what was sent)."""
     parts: list[str] = []
     node = data
+    depth = 0
     tag_seen: Any = None
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-            node = node[item] if isinstance(node, list) and -len(node) <= item < len(node) else None
-            continue
-        if isinstance(node, dict) and item in node:
-            parts.append(("." if parts else "") + str(item))
-            node = node[item]
+            if isinstance(node, list) and -len(node) <= item < len(node):
+                node, depth = node[item], depth + 1
+            else:
+                node = None
             continue
         if isinstance(node, dict) and node.get("type") == item and tag_seen is not node:
             tag_seen = node
-            continue  # the tag pydantic adds for the union member it chose
+            continue  # the tag pydantic adds for the union member it chose (before its fields)
+        if isinstance(node, dict) and item in node:
+            parts.append(("." if parts else "") + str(item))
+            node, depth = node[item], depth + 1
+            continue
         if item == "str" or "tagged-union" in item or item.startswith(("function-", "list[")):
             continue  # pydantic's union-branch labels are noise to a user
         if not isinstance(node, dict) and item in _BRANCH_LABELS:
             continue  # a union member's label where the input was not an object
         parts.append(("." if parts else "") + str(item))
         node = None
-    return "".join(parts)
+    return "".join(parts), depth
 
 
 _BRANCH_LABELS = {"ImageContentItem", "TextContentItem", "image", "text", "greedy", "top_p", "top_k", "json_schema", "grammar"}
+_BRANCH_MISMATCHES = {"string_type", "model_type", "list_type", "dict_type", "model_attributes_type"}
 
 
 def from_validation_error(exc: ValidationError, data: Any = None) -> BadRequest:
-    """The first, most specific pydantic error as a 400 that names its field."""
+    """The most specific pydantic error as a 400 that names its field: the one reaching deepest
+    into what was sent (for ``content: [{"type": "text", "text": 5}]`` that is ``content[0].text``,
+    not the ``content`` union's other branches), then one that is not a union-branch mismatch."""
     errors = exc.errors(include_url=False)
-    # Prefer errors that are not union-branch mismatches of `content`.
-    errors.sort(key=lambda e: (e["type"] in {"string_type", "model_type"}, -len(e["loc"])))
-    first = errors[0]
-    field = _field_path(tuple(first["loc"]), data)
+    located = [(error, *_field_path(tuple(error["loc"]), data)) for error in errors]
+    located.sort(key=lambda e: (-e[2], e[0]["type"] in _BRANCH_MISMATCHES, -len(e[0]["loc"])))
+    first, field, _ = located[0]
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown field (the request schema allows no additional properties)"
     elif first["type"] == "missing":
         message = "field required"
-    elif first["type"] == "union_tag_invalid":
-        message = first["msg"]
     return BadRequest(field or "request", message)
 
 
