@@ -198,6 +198,30 @@ def test_stalled_body_is_408(tiny_model_id, server):
         server.app.state.server.bodies = bodies
 
 
+def test_bodies_are_parsed_off_the_event_loop(client, tiny_model_id, server, monkeypatch):
+    from nb_completion.server import body as body_module
+
+    parsing, release = threading.Event(), threading.Event()
+    real_parse = body_module.parse_json
+
+    def slow_parse(raw: bytes):
+        parsing.set()
+        assert release.wait(30)
+        return real_parse(raw)
+
+    monkeypatch.setattr(body_module, "parse_json", slow_parse)
+    result: dict = {}
+    poster = threading.Thread(target=lambda: result.update(r=httpx.post(server.url + COMPLETION, json=body(tiny_model_id), timeout=60)))
+    poster.start()
+    try:
+        assert parsing.wait(30)
+        assert httpx.get(server.url + "/v1/health", timeout=5).status_code == 200  # the loop is free meanwhile
+    finally:
+        release.set()
+        poster.join(60)
+    assert result["r"].status_code == 200
+
+
 # ---- idle sockets ------------------------------------------------------------------------------
 
 

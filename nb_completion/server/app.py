@@ -183,14 +183,18 @@ async def openai_completions(request: Request) -> Response:
     state: ServerState = request.app.state.server
     state.authorize(request)
 
+    sent: dict = {}
+
     def prepare(body: Any) -> tuple[CompletionRequest, dict]:
+        sent["body"] = body
         parsed, options = parse_openai(body)
         with openai_names(body):
             return state.prepare(parsed), options
 
     completion_request, options = await state.bodies.prepare(request, prepare)
     shaper = Shaper(completion_request.model_id, options["logprobs"])
-    job = await _open(request, state, completion_request, options["seed"])
+    with openai_names(sent["body"]):  # the engine's own 400s, named as this route names them
+        job = await _open(request, state, completion_request, options["seed"])
     if job is None:
         return Response(status_code=204)
     if options["stream"]:
@@ -214,7 +218,9 @@ async def openai_completions(request: Request) -> Response:
 
 def _is_path(value: Any) -> bool:
     """A local filesystem path (the model cache, a .gguf file): not for the network to see."""
-    return isinstance(value, str) and (os.path.isabs(value) or value.startswith(("~", "./", "../")) or os.path.exists(value))
+    if not isinstance(value, str):
+        return False
+    return os.path.isabs(value) or value.startswith(("~", "./", "../")) or (os.sep in value and os.path.exists(value))
 
 
 def _model_entry(info: Any, max_tokens_cap: int) -> dict:
