@@ -84,7 +84,7 @@ def fast_400s(url: str, model: str, context: int, samples: int) -> None:
 
 
 def idle_connections(url: str, model: str, count: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     host, port = url.removeprefix("http://").split(":")
     sockets = []

@@ -51,7 +51,7 @@ def raw_exchange(url: str, data: bytes, timeout: float = 10.0) -> bytes:
         while time.monotonic() < deadline:
             try:
                 chunk = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not chunk:
                 break
@@ -229,7 +229,7 @@ def _closed_by_server(sock: socket.socket, limit: float) -> bool:
     sock.settimeout(limit)
     try:
         return sock.recv(1) == b""
-    except socket.timeout:
+    except TimeoutError:
         return False
     except ConnectionResetError:
         return True

@@ -39,7 +39,8 @@ from .body import BodyReader
 from .guard import HostPolicy, middleware
 from .openai_compat import Shaper, error_body, openai_names, parse_openai
 from .openapi import build_openapi
-from .precheck import DEFAULT_MAX_TOKENS_CAP, precheck
+from .defaults import DEFAULT_MAX_TOKENS_CAP
+from .precheck import precheck
 from .queue import END, EngineQueue, Job
 from .responses import error_response, json_response, log_server_error
 

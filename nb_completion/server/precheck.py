@@ -19,8 +19,6 @@ from ..api.errors import BadRequest
 from ..api.types import CompletionRequest, ImageContentItem, SamplingParams, TextContentItem
 from ..api.validation import grammar_key
 
-from .defaults import DEFAULT_MAX_TOKENS_CAP
-
 
 def _content_text(content: Any, model_id: str) -> str:
     items = content if isinstance(content, list) else [content]
