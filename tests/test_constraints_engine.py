@@ -123,7 +123,7 @@ def test_http_answers_a_bad_grammar_with_the_error_body(tiny_model_id):
 
     from nb_completion.server import create_app
 
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(), base_url="http://localhost") as client:  # the Host guard answers loopback names
         body = {"model_id": tiny_model_id, "content": "x", "response_format": {"type": "grammar", "bnf": {"regex": "[0-"}}}
         for stream in (False, True):
             resp = client.post("/v1/inference/completion", json={**body, "stream": stream})

@@ -84,3 +84,99 @@ def test_text_items_are_joined_in_order(tiny_model_id):
 def test_engine_keeps_working_after_errors(tiny_model_id):
     error_of(model_id=tiny_model_id, sampling_params={"max_tokens": -3})
     assert complete("Once", model_id=tiny_model_id, sampling_params={"max_tokens": 2}).stop_reason
+
+
+# ---- strict types, numeric extremes, lone surrogates, echoed ids (issue 10) ---------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(stream="yes"), "stream"),
+        (dict(sampling_params={"max_tokens": "10"}), "sampling_params.max_tokens"),
+        (dict(sampling_params={"max_tokens": True}), "sampling_params.max_tokens"),
+        (dict(sampling_params={"max_tokens": 2.5}), "sampling_params.max_tokens"),
+        (dict(sampling_params={"strategy": {"type": "top_p", "temperature": "0.5"}}), "sampling_params.strategy.temperature"),
+        (dict(sampling_params={"strategy": {"type": "top_p", "temperature": True}}), "sampling_params.strategy.temperature"),
+        (dict(sampling_params={"strategy": {"type": "top_k", "top_k": "3"}}), "sampling_params.strategy.top_k"),
+        (dict(sampling_params={"strategy": {"type": "top_p", "top_p": float("inf")}}), "sampling_params.strategy.top_p"),
+        (dict(sampling_params={"repetition_penalty": float("nan")}), "sampling_params.repetition_penalty"),
+        (dict(logprobs={"top_k": "2"}), "logprobs.top_k"),
+    ],
+)
+def test_json_types_are_strict_and_finite(tiny_model_id, kwargs, field):
+    body = error_of(model_id=tiny_model_id, **kwargs)
+    assert body.status == 400 and body.detail.startswith(field), body.detail
+
+
+def test_an_integer_is_still_a_number(tiny_model_id):
+    result = complete("Hi", model_id=tiny_model_id, sampling_params={"strategy": {"type": "top_p", "temperature": 1, "top_p": 1}, "max_tokens": 2})
+    assert result.stop_reason == "out_of_tokens"
+
+
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"strategy": {"type": "top_p", "temperature": 1e-38}}, "sampling_params.strategy.temperature"),
+        ({"strategy": {"type": "top_p", "temperature": 1e-300, "top_p": 0.5}}, "sampling_params.strategy.temperature"),
+        ({"strategy": {"type": "top_p"}, "repetition_penalty": 1e-300}, "sampling_params.repetition_penalty"),
+        ({"strategy": {"type": "top_p"}, "repetition_penalty": 1e39}, "sampling_params.repetition_penalty"),
+    ],
+)
+def test_numeric_extremes_that_overflow_are_400(tiny_model_id, params, field):
+    body = error_of(model_id=tiny_model_id, sampling_params={**params, "max_tokens": 3})
+    assert body.status == 400 and body.detail.startswith(field), body.detail
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"strategy": {"type": "top_p", "temperature": 1e-6}},
+        {"strategy": {"type": "top_p", "temperature": 1e300}},
+        {"strategy": {"type": "top_p"}, "repetition_penalty": 1e-6},
+        {"strategy": {"type": "top_p"}, "repetition_penalty": 1e6},
+    ],
+)
+def test_numeric_extremes_inside_the_bounds_work(tiny_model_id, params):
+    result = complete("Hello there", model_id=tiny_model_id, sampling_params={**params, "max_tokens": 4}, seed=1)
+    assert result.stop_reason == "out_of_tokens"
+    assert {m.metric: m.value for m in result.metrics}["completion_tokens"] == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(content="hi \ud800 there"), "content"),
+        (dict(content=[{"type": "text", "text": "ok"}, {"type": "text", "text": "\udfff"}]), "content[1].text"),
+        (dict(sampling_params={"stop": ["fine", "x\ud800"]}), "sampling_params.stop[1]"),
+        (dict(response_format={"type": "grammar", "bnf": {"regex": "a\ud800"}}), "response_format.bnf.regex"),
+    ],
+)
+def test_lone_surrogate_is_400_naming_the_field(tiny_model_id, kwargs, field):
+    body = error_of(model_id=tiny_model_id, **kwargs)
+    assert body.status == 400 and body.detail.startswith(field + ":"), body.detail
+    body.model_dump_json()  # the error itself is valid Unicode
+
+
+def test_echoed_ids_are_capped(tiny_model_id):
+    body = error_of(model_id="m" * 100_000)
+    assert body.status == 404 and len(body.detail) < 1000 and "more characters" in body.detail
+    body = error_of(content={"model_id": tiny_model_id, "content": "hi", "k" * 100_000: 1})
+    assert body.status == 400 and len(body.detail) < 1000
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(content=[{"type": "text", "text": 5}]), "content[0].text"),
+        (dict(content={"type": "text", "text": 5}), "content.text"),
+        (dict(content=[{"type": "image", "image": {"url": 5}}]), "content[0].image.url"),
+        (dict(content=[{"type": "text", "text": "ok"}, {"type": "image", "image": {"data": 5}}]), "content[1].image.data"),
+        (dict(sampling_params={"strategy": {"type": "top_p", "top_p": "x"}}), "sampling_params.strategy.top_p"),
+        (dict(sampling_params={"strategy": {"type": "greedy", "temperature": 1}}), "sampling_params.strategy.temperature"),
+        (dict(response_format={"type": "json_schema", "json_schema": 5}), "response_format.json_schema"),
+    ],
+)
+def test_error_names_the_field_sent_not_the_union_branch(tiny_model_id, kwargs, field):
+    body = error_of(model_id=tiny_model_id, **kwargs)
+    assert body.status == 400 and body.detail.startswith(field + ":"), body.detail

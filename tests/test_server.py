@@ -216,7 +216,7 @@ def test_failure_mid_stream_is_a_last_error_event(client, ids):
 
 def test_server_keeps_working_after_errors(client, tiny_model_id):
     for raw in (b"{", b"null", b'{"model_id": 3}'):
-        assert client.post(COMPLETION, content=raw).status_code == 400
+        assert client.post(COMPLETION, content=raw, headers={"content-type": "application/json"}).status_code == 400
     assert client.post(COMPLETION, json=body(tiny_model_id)).status_code == 200
 
 

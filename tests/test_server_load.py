@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -87,24 +88,107 @@ def _parses(raw: bytes) -> bool:
         return False
 
 
+def _strict_and_extreme(model_id: str):
+    """Bodies that parse and fit the schema's shape but not its types or ranges (issue 10)."""
+    base = {"model_id": model_id, "content": "Hello", "sampling_params": {"max_tokens": 2}}
+    bad_numbers = st.one_of(st.text(alphabet="0123456789.", min_size=1, max_size=4), st.booleans())
+    return st.one_of(
+        bad_numbers.map(lambda v: {**base, "sampling_params": {"max_tokens": v}}),
+        bad_numbers.map(lambda v: {**base, "sampling_params": {"strategy": {"type": "top_p", "temperature": v}}}),
+        bad_numbers.map(lambda v: {**base, "logprobs": {"top_k": v}}),
+        st.sampled_from(["yes", "true", 1, 0]).map(lambda v: {**base, "stream": v}),
+        st.floats(min_value=1e-300, max_value=9e-7).map(lambda t: {**base, "sampling_params": {"strategy": {"type": "top_p", "temperature": t}}}),
+        st.one_of(st.floats(min_value=1e-300, max_value=9e-7), st.floats(min_value=1.1e6, max_value=1e300))
+        .map(lambda r: {**base, "sampling_params": {"strategy": {"type": "top_p"}, "repetition_penalty": r}}),
+        st.sampled_from(["\ud800", "a\udfffb", "\udbff"]).map(lambda c: {**base, "content": c}),  # json.dumps sends them as \\uXXXX escapes
+        st.integers(min_value=257, max_value=10**6).map(lambda n: {**base, "sampling_params": {"max_tokens": n}}),
+        st.sampled_from(["(", "a{1000000}", "[z-a]"]).map(lambda r: {**base, "response_format": {"type": "grammar", "bnf": {"regex": r}}}),
+    ).map(lambda b: json.dumps(b).encode())
+
+
+def _openai_mutations(model_id: str):
+    base = {"model": model_id, "prompt": "Hello", "max_tokens": 2}
+    not_number = st.one_of(st.text(alphabet="0123456789.", min_size=1, max_size=4), st.booleans(), st.lists(st.integers(), max_size=2))
+    not_int = st.one_of(not_number, st.floats(min_value=0.1, max_value=0.9))
+
+    def with_(**kw):
+        return {**base, **kw}
+
+    return st.one_of(
+        st.sampled_from(["model", "prompt"]).map(lambda k: {x: v for x, v in base.items() if x != k}),
+        st.tuples(_unknown_name.filter(lambda n: n not in {"n", "best_of", "echo", "suffix", "user", "seed", "stop", "logprobs", "model", "prompt"}),
+                  st.integers()).map(lambda kv: with_(**{kv[0]: kv[1]})),
+        _not_str.map(lambda v: with_(model=v)),
+        st.one_of(st.integers(), st.lists(st.integers(), min_size=1, max_size=3), st.lists(st.text(max_size=3), min_size=2, max_size=3),
+                  st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2)).map(lambda v: with_(prompt=v)),
+        st.one_of(not_int, st.integers(max_value=-1), st.integers(min_value=300, max_value=10**9)).map(lambda v: with_(max_tokens=v)),
+        st.one_of(not_number, st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False)).map(lambda v: with_(temperature=v)),
+        st.one_of(not_number, st.floats(max_value=0, allow_nan=False, allow_infinity=False), st.floats(min_value=1.001, max_value=1e9))
+        .map(lambda v: with_(top_p=v)),
+        st.one_of(not_int, st.integers(max_value=-2)).map(lambda v: with_(top_k=v)),
+        st.integers(min_value=1, max_value=50).map(lambda k: with_(top_k=k, temperature=0.5)),
+        st.one_of(st.integers(), st.lists(st.integers(), min_size=1, max_size=2), st.lists(st.text(min_size=1, max_size=2), min_size=5, max_size=6),
+                  st.just([""])).map(lambda v: with_(stop=v)),
+        st.one_of(not_int, st.integers(max_value=-1), st.integers(min_value=21)).map(lambda v: with_(logprobs=v)),
+        st.one_of(st.text(min_size=1, max_size=3), st.integers(min_value=2)).map(lambda v: with_(stream=v)),
+        st.one_of(st.integers(), st.text(max_size=3), st.dictionaries(st.sampled_from(["x", "usage"]), st.booleans(), min_size=1))
+        .map(lambda v: with_(stream_options=v)),
+        st.one_of(not_int, st.integers(min_value=2**64), st.integers(max_value=-(2**63) - 1)).map(lambda v: with_(seed=v)),
+        st.sampled_from([("n", 2), ("best_of", 3), ("echo", True), ("suffix", "x"), ("logit_bias", {"1": 5}),
+                         ("frequency_penalty", 0.5), ("presence_penalty", -1)]).map(lambda kv: with_(**{kv[0]: kv[1]})),
+        st.one_of(not_number, st.floats(max_value=0, allow_nan=False, allow_infinity=False), st.just(1e-300), st.just(1e300))
+        .map(lambda v: with_(repetition_penalty=v)),
+        st.sampled_from([{"guided_json": {"type": "nonsense"}}, {"guided_json": 5}, {"guided_regex": "("}, {"guided_regex": 3},
+                         {"guided_grammar": "root ::= ("}, {"guided_regex": "a", "guided_grammar": "root ::= \"a\""}])
+        .map(lambda g: with_(**g)),
+        st.text(alphabet="abcxyz-", min_size=1, max_size=10).map(lambda m: with_(model="unknown-" + m)),
+    ).map(lambda b: json.dumps(b).encode())
+
+
+def _non_finite(model_id: str):
+    """Numbers that overflow to infinity, where the schema wants a finite one."""
+    return st.sampled_from([
+        (COMPLETION, '{"model_id": "%s", "content": "x", "sampling_params": {"strategy": {"type": "top_p", "temperature": 1e999}}}'),
+        (COMPLETION, '{"model_id": "%s", "content": "x", "sampling_params": {"repetition_penalty": -1e400}}'),
+        (COMPLETION, '{"model_id": "%s", "content": "x", "response_format": {"type": "json_schema", "json_schema": {"maximum": 1e999}}}'),
+        (OPENAI, '{"model": "%s", "prompt": "x", "temperature": 1e999}'),
+        (OPENAI, '{"model": "%s", "prompt": "x", "top_p": -1e999}'),
+    ]).map(lambda pr: (pr[0], (pr[1] % model_id).encode()))
+
+
+OPENAI = "/v1/completions"
+FUZZ_EXAMPLES = 520
+
+
 def test_generated_malformed_requests_all_get_an_error_body(tiny_model_id):
+    """Both routes, >= 500 generated malformed requests: each a 4xx with the Error body, no 5xx."""
     handle = serve(port=0, models=[tiny_model_id], queue_size=2)
-    seen: list[int] = []
+    seen: list[tuple[str, int]] = []
     try:
         with httpx.Client(base_url=handle.url, timeout=30) as client:
 
-            @settings(max_examples=260, deadline=None, database=None,
+            @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-            @given(raw=st.one_of(_mutations(tiny_model_id), _broken_json))
-            def check(raw: bytes) -> None:
-                response = client.post(COMPLETION, content=raw, headers={"content-type": "application/json"})
-                assert 400 <= response.status_code < 500, (raw, response.status_code, response.text)
+            @given(case=st.one_of(
+                st.tuples(st.just(COMPLETION), st.one_of(_mutations(tiny_model_id), _strict_and_extreme(tiny_model_id), _broken_json)),
+                st.tuples(st.just(OPENAI), st.one_of(_openai_mutations(tiny_model_id), _broken_json)),
+                _non_finite(tiny_model_id),
+            ))
+            def check(case: tuple[str, bytes]) -> None:
+                path, raw = case
+                response = client.post(path, content=raw, headers={"content-type": "application/json"})
+                assert 400 <= response.status_code < 500, (path, raw, response.status_code, response.text)
                 assert_error_body(response.json(), response.status_code)
-                seen.append(response.status_code)
+                if path == OPENAI:
+                    assert response.json()["error"]["message"] == response.json()["detail"]
+                seen.append((path, response.status_code))
 
             check()
-            assert len(seen) >= 200
-            assert set(seen) <= {400, 404}
+            statuses = [status for _, status in seen]
+            assert len(seen) >= 500 and sum(1 for path, _ in seen if path == OPENAI) >= 150
+            assert set(statuses) <= {400, 404}
+            print(f"\nfuzz: {len(seen)} malformed requests, {sum(s >= 500 for s in statuses)} answered 5xx, "
+                  f"statuses {dict(sorted(Counter(statuses).items()))}")
             good = client.post(COMPLETION, json={"model_id": tiny_model_id, "content": "Hi", "sampling_params": {"max_tokens": 3}})
             assert good.status_code == 200 and good.json()["stop_reason"] == "out_of_tokens"
     finally:

@@ -1,4 +1,8 @@
-"""Typed errors that carry the spec's ``Error`` body; every frontend shows or sends that body."""
+"""Typed errors that carry the spec's ``Error`` body; every frontend shows or sends that body.
+
+Whatever a request sent and an error echoes (a model id, a field name, a compiler's message that
+quotes the grammar) is shortened, so an error body stays small whatever the request held.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,38 @@ from .types import Error
 _TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    421: "Misdirected Request",
     429: "Too Many Requests",
     500: "Internal Server Error",
+    503: "Service Unavailable",
 }
+
+MAX_ECHOED_ID = 200  # characters of a model id or field name an error repeats
+MAX_DETAIL = 2000  # characters of an error's detail
+
+
+def shorten(text: str, limit: int = MAX_ECHOED_ID) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out.
+
+    >>> shorten("x" * 300, 10)
+    'xxxxxxxxxx… (290 more characters)'
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 class CompletionError(Exception):
     """A request that cannot be served. ``.error`` is the spec's ``Error`` body."""
 
     def __init__(self, status: int, detail: str, title: str | None = None):
+        detail = shorten(detail, MAX_DETAIL)
         self.error = Error(status=status, title=title or _TITLES.get(status, "Error"), detail=detail)
         super().__init__(f"{self.error.status} {self.error.title}: {detail}")
 
@@ -37,7 +63,8 @@ class BadRequest(CompletionError):
     """400: the detail names the offending field."""
 
     def __init__(self, field: str, message: str):
-        self.field = field
+        self.field = field = shorten(field)
+        self.message = message
         super().__init__(400, f"{field}: {message}" if field else message)
 
 
@@ -45,7 +72,7 @@ class ModelNotFound(CompletionError):
     def __init__(self, model_id: str, available: list[str]):
         self.model_id = model_id
         listed = ", ".join(available) if available else "(none registered)"
-        super().__init__(404, f"model_id: unknown model '{model_id}'. Available models: {listed}")
+        super().__init__(404, f"model_id: unknown model '{shorten(model_id)}'. Available models: {listed}")
 
 
 class EngineFailure(CompletionError):

@@ -19,6 +19,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Request objects also take JSON's types as the schema says: no string-to-number, number-to-bool
+# or bool-to-int coercion (``"10"``, ``true`` for an integer), and no non-finite number (``1e400``
+# parses as infinity). An integer is still accepted where the schema says ``number``. Neither
+# setting changes the JSON Schema (tests/test_spec_types.py).
+_REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class _Request(_Strict):
+    model_config = _REQUEST_CONFIG
+
+
 def _type_required(schema: dict[str, Any]) -> None:
     """The spec lists each union member's ``type`` discriminator as required (with a default)."""
     required = schema.setdefault("required", [])
@@ -26,20 +37,20 @@ def _type_required(schema: dict[str, Any]) -> None:
         required.insert(0, "type")
 
 
-class _Tagged(_Strict):
-    """A member of a discriminated union, tagged by its ``type`` field."""
+class _Tagged(_Request):
+    """A member of a discriminated union, tagged by its ``type`` field (request objects only)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_type_required)
+    model_config = ConfigDict(**_REQUEST_CONFIG, json_schema_extra=_type_required)
 
 
 # ---- content ---------------------------------------------------------------------------------
 
 
-class URL(_Strict):
+class URL(_Request):
     uri: str = Field(description="The URL string pointing to the resource")
 
 
-class _Image(_Strict):
+class _Image(_Request):
     url: URL | None = None
     data: str | None = Field(default=None, json_schema_extra={"contentEncoding": "base64"})
 
@@ -85,7 +96,7 @@ SamplingStrategy = Annotated[
 ]
 
 
-class SamplingParams(_Strict):
+class SamplingParams(_Request):
     # The published schema marks strategy required; llama-stack servers defaulted it to greedy
     # and their own clients omit it, so we accept that (README).
     strategy: SamplingStrategy = Field(default_factory=GreedySamplingStrategy)
@@ -117,11 +128,11 @@ ResponseFormat = Annotated[
 ]
 
 
-class LogProbConfig(_Strict):
+class LogProbConfig(_Request):
     top_k: int | None = 0
 
 
-class CompletionRequest(_Strict):
+class CompletionRequest(_Request):
     model_id: str
     content: InterleavedContent
     sampling_params: SamplingParams | None = None

@@ -12,6 +12,7 @@ from .errors import BadRequest
 from .types import (
     CompletionRequest,
     GrammarResponseFormat,
+    TextContentItem,
     TopKSamplingStrategy,
     TopPSamplingStrategy,
 )
@@ -19,34 +20,106 @@ from .types import (
 MAX_STOP_STRINGS = 4
 MAX_LOGPROBS_TOP_K = 20
 GRAMMAR_KEYS = ("gbnf", "lark", "regex")
+# Logits are float32 when sampled: below this temperature dividing them overflows (1e-38 made
+# every probability NaN); a temperature this low samples like greedy anyway.
+MIN_TEMPERATURE = 1e-6
+# The same for the repetition penalty, which divides or multiplies logits (1e-300 and 1e39
+# overflowed); any practical penalty lies far inside.
+REPETITION_PENALTY_RANGE = (1e-6, 1e6)
+# torch.Generator.manual_seed takes any integer in this range.
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
-def _field_path(loc: tuple) -> str:
+def lone_surrogate(text: str) -> int | None:
+    """The index of the first lone UTF-16 surrogate in ``text`` (JSON's ``"\\ud800"`` decodes to
+    one; it is not Unicode text and no tokenizer can encode it), else ``None``."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def check_text(value: Any, field: str) -> None:
+    """A 400 naming the field (``content``, ``content[2].text``, ``stop[0]``...) of the first
+    string inside ``value`` (strings, lists, dicts and their keys) that holds a lone surrogate."""
+    if isinstance(value, str):
+        at = lone_surrogate(value)
+        if at is not None:
+            raise BadRequest(field or "request", f"holds a lone UTF-16 surrogate {value[at]!r} at index {at} (not valid Unicode text)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, field)
+            check_text(item, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_text(item, f"{field}[{index}]")
+
+
+def check_seed(seed: Any, field: str = "seed") -> int | None:
+    """``seed`` as an int in the range the sampler takes, or a 400 naming ``field``."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BadRequest(field, f"must be an integer, got {type(seed).__name__}")
+    low, high = SEED_RANGE
+    if not low <= seed <= high:
+        raise BadRequest(field, f"must be in [-2**63, 2**64 - 1], got {seed}")
+    return seed
+
+
+def _field_path(loc: tuple, data: Any = None) -> tuple[str, int]:
+    """pydantic's error location as the request's field path, walking the input alongside so that
+    a discriminated union's tag (``strategy.top_p.temperature``) and union-branch labels
+    (``content.str``) are left out: they name a type, not a field the user sent. Also returns how
+    many steps of the path exist in the input (the error's depth into what was sent)."""
     parts: list[str] = []
+    node = data
+    depth = 0
+    tag_seen: Any = None
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item == "str" or "tagged-union" in item or item.startswith(("function-", "list[")):
-            continue  # pydantic's union-branch labels are noise to a user
-        else:
+            if isinstance(node, list) and -len(node) <= item < len(node):
+                node, depth = node[item], depth + 1
+            else:
+                node = None
+            continue
+        if isinstance(node, dict) and node.get("type") == item and tag_seen is not node:
+            tag_seen = node
+            continue  # the tag pydantic adds for the union member it chose (before its fields)
+        if isinstance(node, dict) and item in node:
             parts.append(("." if parts else "") + str(item))
-    return "".join(parts)
+            node, depth = node[item], depth + 1
+            continue
+        if item == "str" or "tagged-union" in item or item.startswith(("function-", "list[")):
+            continue  # pydantic's union-branch labels are noise to a user
+        if not isinstance(node, dict) and item in _BRANCH_LABELS:
+            continue  # a union member's label where the input was not an object
+        parts.append(("." if parts else "") + str(item))
+        node = None
+    return "".join(parts), depth
 
 
-def from_validation_error(exc: ValidationError) -> BadRequest:
-    """The first, most specific pydantic error as a 400 that names its field."""
+_BRANCH_LABELS = {"ImageContentItem", "TextContentItem", "image", "text", "greedy", "top_p", "top_k", "json_schema", "grammar"}
+_BRANCH_MISMATCHES = {"string_type", "model_type", "list_type", "dict_type", "model_attributes_type"}
+
+
+def from_validation_error(exc: ValidationError, data: Any = None) -> BadRequest:
+    """The most specific pydantic error as a 400 that names its field: the one reaching deepest
+    into what was sent (for ``content: [{"type": "text", "text": 5}]`` that is ``content[0].text``,
+    not the ``content`` union's other branches), then one that is not a union-branch mismatch."""
     errors = exc.errors(include_url=False)
-    # Prefer errors that are not union-branch mismatches of `content`.
-    errors.sort(key=lambda e: (e["type"] in {"string_type", "model_type"}, -len(e["loc"])))
-    first = errors[0]
-    field = _field_path(tuple(first["loc"]))
+    located = [(error, *_field_path(tuple(error["loc"]), data)) for error in errors]
+    located.sort(key=lambda e: (-e[2], e[0]["type"] in _BRANCH_MISMATCHES, -len(e[0]["loc"])))
+    first, field, _ = located[0]
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown field (the request schema allows no additional properties)"
     elif first["type"] == "missing":
         message = "field required"
-    elif first["type"] == "union_tag_invalid":
-        message = first["msg"]
     return BadRequest(field or "request", message)
 
 
@@ -85,28 +158,53 @@ def check(request: CompletionRequest) -> CompletionRequest:
         if isinstance(strategy, TopPSamplingStrategy):
             if strategy.temperature is not None and not strategy.temperature > 0:
                 raise BadRequest("sampling_params.strategy.temperature", f"must be > 0, got {strategy.temperature}")
+            if strategy.temperature is not None and strategy.temperature < MIN_TEMPERATURE:
+                raise BadRequest(
+                    "sampling_params.strategy.temperature",
+                    f"must be >= {MIN_TEMPERATURE:g} (lower overflows the logits; use the greedy strategy), got {strategy.temperature}",
+                )
             if strategy.top_p is not None and not 0 < strategy.top_p <= 1:
                 raise BadRequest("sampling_params.strategy.top_p", f"must be in (0, 1], got {strategy.top_p}")
         if isinstance(strategy, TopKSamplingStrategy) and strategy.top_k < 1:
             raise BadRequest("sampling_params.strategy.top_k", f"must be >= 1, got {strategy.top_k}")
         if params.max_tokens is not None and params.max_tokens < 0:
             raise BadRequest("sampling_params.max_tokens", f"must be >= 0, got {params.max_tokens}")
-        if params.repetition_penalty is not None and not params.repetition_penalty > 0:
+        penalty = params.repetition_penalty
+        if penalty is not None and not penalty > 0:
+            raise BadRequest("sampling_params.repetition_penalty", f"must be > 0 (multiplicative; 1.0 is off), got {penalty}")
+        low, high = REPETITION_PENALTY_RANGE
+        if penalty is not None and not low <= penalty <= high:
             raise BadRequest(
                 "sampling_params.repetition_penalty",
-                f"must be > 0 (multiplicative; 1.0 is off), got {params.repetition_penalty}",
+                f"must be in [{low:g}, {high:g}] (beyond, it overflows the logits; 1.0 is off), got {penalty}",
             )
         if params.stop is not None:
             if len(params.stop) > MAX_STOP_STRINGS:
                 raise BadRequest("sampling_params.stop", f"at most {MAX_STOP_STRINGS} stop strings, got {len(params.stop)}")
             if any(s == "" for s in params.stop):
                 raise BadRequest("sampling_params.stop", "stop strings must not be empty")
+            check_text(params.stop, "sampling_params.stop")
     if request.logprobs is not None and request.logprobs.top_k is not None:
         if not 0 <= request.logprobs.top_k <= MAX_LOGPROBS_TOP_K:
             raise BadRequest("logprobs.top_k", f"must be in [0, {MAX_LOGPROBS_TOP_K}], got {request.logprobs.top_k}")
     if isinstance(request.response_format, GrammarResponseFormat):
         grammar_key(request.response_format)
+    check_text(request.model_id, "model_id")
+    check_text(_texts(request.content), "content")
+    if request.response_format is not None:
+        fmt = request.response_format
+        check_text(fmt.bnf if isinstance(fmt, GrammarResponseFormat) else fmt.json_schema,
+                   "response_format.bnf" if isinstance(fmt, GrammarResponseFormat) else "response_format.json_schema")
     return request
+
+
+def _texts(content: Any) -> Any:
+    """The strings of ``content``, shaped so that ``check_text`` names ``content[i].text``."""
+    if isinstance(content, list):
+        return [{"text": item.text} if isinstance(item, TextContentItem) else None for item in content]
+    if isinstance(content, TextContentItem):
+        return {"text": content.text}
+    return content
 
 
 def grammar_key(fmt: GrammarResponseFormat) -> str:
@@ -131,5 +229,5 @@ def parse_request(data: Any) -> CompletionRequest:
     try:
         request = CompletionRequest.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(exc) from None
+        raise from_validation_error(exc, data) from None
     return check(request)

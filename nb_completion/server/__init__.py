@@ -12,7 +12,7 @@ From a shell: ``nb-completion serve --port 8321``. Starlette and uvicorn load on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .handle import ServerHandle, serve
 
@@ -20,10 +20,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from starlette.applications import Starlette
 
 
-def create_app(models: Iterable[str] | None = None, api_key: str | None = None, queue_size: int = 8) -> "Starlette":
+def create_app(models: Iterable[str] | None = None, api_key: str | None = None, queue_size: int = 8, **options: Any) -> "Starlette":
+    """The ASGI app (for another ASGI server); ``options``: ``max_tokens_cap``, ``host_policy``."""
     from .app import create_app as _create
 
-    return _create(models=models, api_key=api_key, queue_size=queue_size)
+    return _create(models=models, api_key=api_key, queue_size=queue_size, **options)
 
 
 __all__ = ["serve", "ServerHandle", "create_app"]

@@ -3,9 +3,12 @@
 ``POST /v1/inference/completion`` (llama-stack: JSON, or SSE when ``stream`` is true),
 ``POST /v1/completions`` (OpenAI legacy completions), ``GET /v1/models``, ``GET /v1/health``,
 ``GET /openapi.json``. Every error is the spec's ``Error`` body with its status. Every 4xx is
-answered before a stream starts: the body is parsed and validated here, the model id checked,
-and the engine opens the request (compiling grammars, counting the prompt) before the first
-event, so its 4xx come back as a status too. A client that disconnects cancels its request.
+answered before a stream starts, and those that need only the tokenizer (validation, prompt
+length, grammar compilation, image content) before the request takes a queue place: the body is
+read (``body.py``), parsed, validated and pre-checked (``precheck.py``) in a worker thread, then
+queued; the engine opens it before the first event, so its own 4xx come back as a status too.
+Every 5xx is logged with its traceback. A client that disconnects cancels its request.
+The app sits behind the Host/Origin guard (``guard.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Iterable
 
@@ -24,27 +28,41 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from ..api.errors import BadRequest, CompletionError, EngineFailure, ModelNotFound
+from ..api.errors import CompletionError, EngineFailure, ModelNotFound, shorten
+from ..api.types import CompletionRequest
 from ..api.validation import parse_request
 from ..engine import registry
 from ..engine.records import Delta, Finished, ModelInfo
 from ..service import to_chunks, to_response
 from . import sse
-from .openai_compat import Shaper, error_body, parse_openai
+from .body import BodyReader
+from .guard import HostPolicy, middleware
+from .openai_compat import Shaper, error_body, openai_names, parse_openai
 from .openapi import build_openapi
+from .defaults import DEFAULT_MAX_TOKENS_CAP
+from .precheck import precheck
 from .queue import END, EngineQueue, Job
+from .responses import error_response, json_response, log_server_error
 
 log = logging.getLogger("nb_completion.server")
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
 OPENAI_PATH = "/v1/completions"
 
 
 class ServerState:
-    def __init__(self, models: Iterable[str] | None, api_key: str | None, engine: EngineQueue):
+    def __init__(self, models: Iterable[str] | None, api_key: str | None, engine: EngineQueue,
+                 max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP):
         self.models = list(models) if models is not None else None
         self.api_key = api_key or None
         self.engine = engine
+        self.max_tokens_cap = max_tokens_cap
+        self.bodies = BodyReader()
+
+    def prepare(self, request: CompletionRequest) -> CompletionRequest:
+        """The model id and the tokenizer's checks, with ``max_tokens`` resolved against the cap
+        (in a worker thread: tokenizing and compiling a grammar take time)."""
+        self.check_model(request.model_id)
+        return precheck(request, registry.get(request.model_id), self.max_tokens_cap)
 
     def model_ids(self) -> list[str]:
         return list(self.models) if self.models is not None else registry.registered_ids()
@@ -60,39 +78,6 @@ class ServerState:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
             raise CompletionError(401, "missing or wrong bearer token: send 'Authorization: Bearer <api key>'")
-
-
-# ---- responses -------------------------------------------------------------------------------
-
-
-def _json(value: Any, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(sse.compact(value), status_code=status, media_type="application/json", headers=headers)
-
-
-def error_response(error: CompletionError, openai: bool = False) -> Response:
-    headers = {}
-    if error.status == 429:  # ours, or a remote backend's passed on
-        headers["Retry-After"] = str(getattr(error, "retry_after", 1))
-    if error.status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    body = error_body(error) if openai else error.error.model_dump(exclude_none=True)
-    return _json(body, error.status, headers)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise CompletionError(413, f"the request body is over {MAX_BODY_BYTES} bytes")
-    if not raw.strip():
-        raise BadRequest("request", "empty body: send a JSON object")
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest("request", f"malformed JSON: {exc}") from None
 
 
 # ---- waiting on a job while watching the client ----------------------------------------------
@@ -131,13 +116,15 @@ async def _collect(job: Job) -> list[Delta | Finished]:
 
 
 async def _sse_body(job: Job, encode: Callable[[Any], list[bytes]], on_error: Callable[[CompletionError], bytes],
-                    tail: bytes = b"") -> AsyncIterator[bytes]:
+                    tail: bytes = b"", where: str = "") -> AsyncIterator[bytes]:
     try:
         while True:
             item = await job.next()
             if item is END:
                 break
             if isinstance(item, CompletionError):
+                if item.status >= 500:
+                    log_server_error(item, where)
                 yield on_error(item)
                 return
             for data in encode(item):
@@ -169,12 +156,14 @@ async def _open(request: Request, state: ServerState, completion_request: Any, s
 # ---- routes ------------------------------------------------------------------------------------
 
 
+def _where(request: Request) -> str:
+    return f"{request.method} {request.url.path}"
+
+
 async def completion(request: Request) -> Response:
     state: ServerState = request.app.state.server
     state.authorize(request)
-    body = await _json_body(request)
-    completion_request = parse_request(body)
-    state.check_model(completion_request.model_id)
+    completion_request = await state.bodies.prepare(request, lambda body: state.prepare(parse_request(body)))
     top_k = None if completion_request.logprobs is None else (completion_request.logprobs.top_k or 0)
     job = await _open(request, state, completion_request, None)
     if job is None:
@@ -185,20 +174,28 @@ async def completion(request: Request) -> Response:
             # a delta that delivers no text and (logprobs not asked) nothing else is not sent
             return [sse.event(c) for c in to_chunks([event], top_k) if c.delta or c.logprobs or c.stop_reason]
 
-        return _streaming(job, _sse_body(job, encode, sse.error_event))
+        return _streaming(job, _sse_body(job, encode, sse.error_event, where=_where(request)))
     async with _watching(request, job):
         events = await _collect(job)
-    return _json(to_response(events, top_k))
+    return json_response(to_response(events, top_k))
 
 
 async def openai_completions(request: Request) -> Response:
     state: ServerState = request.app.state.server
     state.authorize(request)
-    body = await _json_body(request)
-    completion_request, options = parse_openai(body)
-    state.check_model(completion_request.model_id)
+
+    sent: dict = {}
+
+    def prepare(body: Any) -> tuple[CompletionRequest, dict]:
+        sent["body"] = body
+        parsed, options = parse_openai(body)
+        with openai_names(body):
+            return state.prepare(parsed), options
+
+    completion_request, options = await state.bodies.prepare(request, prepare)
     shaper = Shaper(completion_request.model_id, options["logprobs"])
-    job = await _open(request, state, completion_request, options["seed"])
+    with openai_names(sent["body"]):  # the engine's own 400s, named as this route names them
+        job = await _open(request, state, completion_request, options["seed"])
     if job is None:
         return Response(status_code=204)
     if options["stream"]:
@@ -214,20 +211,30 @@ async def openai_completions(request: Request) -> Response:
             return out
 
         on_error = lambda error: sse.event(error_body(error))  # noqa: E731
-        return _streaming(job, _sse_body(job, encode, on_error, sse.DONE))
+        return _streaming(job, _sse_body(job, encode, on_error, sse.DONE, where=_where(request)))
     async with _watching(request, job):
         events = await _collect(job)
-    return _json(shaper.response(events))
+    return json_response(shaper.response(events))
 
 
-def _model_entry(info: Any) -> dict:
+def _is_path(value: Any) -> bool:
+    """A local filesystem path (the model cache, a .gguf file): not for the network to see."""
+    if not isinstance(value, str):
+        return False
+    return os.path.isabs(value) or value.startswith(("~", "./", "../")) or (os.sep in value and os.path.exists(value))
+
+
+def _model_entry(info: Any, max_tokens_cap: int) -> dict:
     metadata = json.loads(json.dumps(dict(info.metadata or {}), default=str))
+    metadata = {k: v for k, v in metadata.items() if not _is_path(v)}
     metadata.setdefault("loaded", bool(info.loaded))
     if info.context_length:
         metadata.setdefault("context_length", info.context_length)
+    metadata["max_tokens_cap"] = max_tokens_cap
+    resource_id = info.provider_resource_id or info.identifier
     return {
         "identifier": info.identifier,
-        "provider_resource_id": info.provider_resource_id or info.identifier,
+        "provider_resource_id": info.identifier if _is_path(resource_id) else resource_id,
         "provider_id": info.provider_id,
         "type": "model",
         "metadata": metadata,
@@ -245,18 +252,18 @@ async def models_route(request: Request) -> Response:
     state.authorize(request)
     ids = state.model_ids()
     infos = {info.identifier: info for info in registry.list_models()}
-    data = [_model_entry(infos.get(i) or ModelInfo(identifier=i, provider_resource_id=i)) for i in ids]
-    return _json({"object": "list", "data": data})
+    data = [_model_entry(infos.get(i) or ModelInfo(identifier=i, provider_resource_id=i), state.max_tokens_cap) for i in ids]
+    return json_response({"object": "list", "data": data})
 
 
 async def health(request: Request) -> Response:
     state: ServerState = request.app.state.server
-    return _json({"status": "OK", "queue": state.engine.status()})
+    return json_response({"status": "OK", "queue": state.engine.status()})
 
 
 async def openapi(request: Request) -> Response:
     state: ServerState = request.app.state.server
-    return _json(build_openapi(api_key_required=state.api_key is not None))
+    return json_response(build_openapi(api_key_required=state.api_key is not None))
 
 
 # ---- errors ------------------------------------------------------------------------------------
@@ -268,31 +275,38 @@ def _is_openai(request: Request) -> bool:
 
 async def _on_completion_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CompletionError)
-    return error_response(exc, _is_openai(request))
+    return error_response(exc, _is_openai(request), _where(request))
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    path = shorten(request.url.path)
     if exc.status_code == 404:
-        error = CompletionError(404, f"no route {request.method} {request.url.path}")
+        error = CompletionError(404, f"no route {shorten(request.method, 20)} {path}")
     elif exc.status_code == 405:
-        error = CompletionError(405, f"method {request.method} not allowed on {request.url.path}", title="Method Not Allowed")
+        error = CompletionError(405, f"method {shorten(request.method, 20)} not allowed on {path}")
     else:
         error = CompletionError(exc.status_code, str(exc.detail))
     return error_response(error, _is_openai(request))
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unexpected server error on %s %s", request.method, request.url.path, exc_info=exc)
+    log_server_error(exc, _where(request))
     return error_response(EngineFailure("The server failed while answering this request."), _is_openai(request))
 
 
 def create_app(models: Iterable[str] | None = None, api_key: str | None = None, queue_size: int = 8,
-               engine: EngineQueue | None = None) -> Starlette:
+               engine: EngineQueue | None = None, *, max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP,
+               host_policy: HostPolicy | None = None) -> Starlette:
     """The ASGI app. ``models``: the ids served (default: every registered model, the default
-    model included and loaded on first use). ``app.state.server.engine.stop()`` ends the worker."""
-    state = ServerState(models, api_key, engine or EngineQueue(queue_size))
+    model included and loaded on first use). ``max_tokens_cap``: the most tokens one request may
+    generate (``max_tokens`` 0 means up to it). ``host_policy``: the Host/Origin guard (default:
+    loopback names only, no CORS). ``app.state.server.engine.stop()`` ends the worker."""
+    if max_tokens_cap < 1:
+        raise ValueError(f"max_tokens_cap must be >= 1, got {max_tokens_cap}")
+    state = ServerState(models, api_key, engine or EngineQueue(queue_size), max_tokens_cap)
     app = Starlette(
+        middleware=middleware(host_policy or HostPolicy()),
         routes=[
             Route("/v1/inference/completion", completion, methods=["POST"]),
             Route(OPENAI_PATH, openai_completions, methods=["POST"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -64,6 +65,15 @@ class ServerHandle:
         return f"<nb_completion server {self.url} {'running' if self.running else 'stopped'}>"
 
 
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(
     port: int = 8321,
     host: str = "127.0.0.1",
@@ -72,6 +82,12 @@ def serve(
     queue_size: int = 8,
     log_level: str = "warning",
     startup_timeout: float = 30.0,
+    *,
+    max_tokens_cap: int | None = None,
+    allowed_hosts: Iterable[str] = (),
+    cors_origins: Iterable[str] = (),
+    max_connections: int | None = None,
+    header_timeout: float | None = None,
 ) -> ServerHandle:
     """Serve ``POST /v1/inference/completion``, ``POST /v1/completions``, ``GET /v1/models``,
     ``GET /v1/health`` and ``GET /openapi.json`` in a background thread; returns a handle.
@@ -80,14 +96,30 @@ def serve(
     (default: every registered model; the default model loads on first use). ``api_key``: require
     ``Authorization: Bearer <api_key>``. ``queue_size``: requests that may wait behind the running
     one; more get 429 with ``Retry-After``. The default bind is 127.0.0.1 (this machine only).
+
+    ``max_tokens_cap``: the most tokens one request may generate (default 4096; ``max_tokens`` 0
+    means up to it). ``allowed_hosts``: ``Host`` names answered besides loopback and ``host``
+    (``*``: any). ``cors_origins``: origins that get CORS headers (default none). ``max_connections``
+    and ``header_timeout``: past the cap the longest-idle connection is closed; a connection must
+    send a request's headers within the timeout. See ``docs/http.md`` (Security).
     """
     import uvicorn
 
     from .app import create_app
+    from .connections import ConnectionLimits, uvicorn_options
+    from .defaults import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOKENS_CAP
+    from .guard import HostPolicy
 
     if models is not None:
         models = _preload(models)
-    app = create_app(models=models, api_key=api_key, queue_size=queue_size)
+    if not is_loopback(host) and not api_key:
+        log.warning("serving on %s without an API key: anyone who can reach this address can use the models "
+                    "(set NB_COMPLETION_API_KEY or --api-key-file)", host)
+    policy = HostPolicy(host, allowed_hosts, cors_origins)
+    limits = ConnectionLimits(max_connections or DEFAULT_MAX_CONNECTIONS, header_timeout or DEFAULT_HEADER_TIMEOUT)
+    app = create_app(models=models, api_key=api_key, queue_size=queue_size,
+                     max_tokens_cap=max_tokens_cap or DEFAULT_MAX_TOKENS_CAP, host_policy=policy)
+    app.state.connections = limits
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,6 +136,7 @@ def serve(
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=3, ws="none",
+        **uvicorn_options(limits),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"nb-completion-server:{bound_port}", daemon=True)

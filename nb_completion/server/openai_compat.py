@@ -9,7 +9,9 @@ Request: ``model``, ``prompt`` (a string, or a list holding one string), ``max_t
 their neutral values; any other field is a 400 naming it.
 
 Errors carry the spec's ``Error`` fields and, for OpenAI clients, ``error.message``/``type``/
-``param``/``code``. Log-probabilities that are not finite are sent as -9999.0 (OpenAI's floor).
+``param``/``code``; they name this route's fields (``guided_json``, ``max_tokens``), never the
+llama-stack request it is translated into. A ``temperature`` below 1e-6 samples as greedy (as 0
+does). Log-probabilities that are not finite are sent as -9999.0 (OpenAI's floor).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 from ..api.errors import BadRequest, CompletionError
 from ..api.types import CompletionRequest
-from ..api.validation import parse_request
+from ..api.validation import MIN_TEMPERATURE, check_seed, parse_request
 from ..engine.records import Delta, Finished, TokenRecord
 
 DEFAULT_MAX_TOKENS = 16
@@ -78,7 +81,7 @@ def _strategy(body: dict) -> dict:
         raise BadRequest("temperature", f"must be >= 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise BadRequest("top_p", f"must be in (0, 1], got {top_p}")
-    if temperature == 0:
+    if temperature < MIN_TEMPERATURE:  # 0, or so cold that it is greedy in all but name
         return {"type": "greedy"}
     if top_k is not None and top_k > 0:
         if temperature != 1.0 or top_p != 1.0:
@@ -136,7 +139,7 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict) or set(options) - {"include_usage", "continuous_usage_stats"}:
         raise BadRequest("stream_options", "only {'include_usage': bool} is supported")
-    seed = _integer(body, "seed")
+    seed = check_seed(body.get("seed"))
     params: dict[str, Any] = {"strategy": _strategy(body), "max_tokens": max_tokens}
     if stop:
         params["stop"] = stop
@@ -149,13 +152,58 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
         request_body["response_format"] = fmt
     if logprobs is not None:
         request_body["logprobs"] = {"top_k": logprobs}
-    request = parse_request(request_body)
+    with openai_names(body):
+        request = parse_request(request_body)
     return request, {
         "stream": bool(stream),
         "seed": seed,
         "logprobs": logprobs,
         "include_usage": bool(options.get("include_usage")),
     }
+
+
+# The llama-stack field each OpenAI field is translated into, most specific first.
+_LLAMA_TO_OPENAI = (
+    ("sampling_params.strategy.temperature", "temperature"),
+    ("sampling_params.strategy.top_p", "top_p"),
+    ("sampling_params.strategy.top_k", "top_k"),
+    ("sampling_params.strategy", "temperature"),
+    ("sampling_params.max_tokens", "max_tokens"),
+    ("sampling_params.repetition_penalty", "repetition_penalty"),
+    ("sampling_params.stop", "stop"),
+    ("logprobs.top_k", "logprobs"),
+    ("logprobs", "logprobs"),
+    ("model_id", "model"),
+    ("content", "prompt"),
+)
+
+
+def openai_field(field: str, body: Any) -> str:
+    """The OpenAI request's name for a llama-stack field path (``response_format.json_schema.x``
+    -> ``guided_json.x``); other paths unchanged."""
+    if field.startswith("response_format") and isinstance(body, dict):
+        given = next((k for k in ("guided_json", "guided_regex", "guided_grammar") if body.get(k) is not None), None)
+        if given is not None:
+            for prefix in ("response_format.json_schema", "response_format.bnf.regex", "response_format.bnf.gbnf",
+                           "response_format.bnf", "response_format"):
+                if field == prefix or field.startswith(prefix + ".") or field.startswith(prefix + "["):
+                    return given + field[len(prefix):]
+    for ours, theirs in _LLAMA_TO_OPENAI:
+        if field == ours or field.startswith(ours + ".") or field.startswith(ours + "["):
+            return theirs + field[len(ours):]
+    return field
+
+
+@contextmanager
+def openai_names(body: Any) -> Iterator[None]:
+    """Re-raise a ``BadRequest`` naming the OpenAI request's field instead of the translation's."""
+    try:
+        yield
+    except BadRequest as exc:
+        renamed = openai_field(exc.field, body)
+        if renamed == exc.field:
+            raise
+        raise BadRequest(renamed, exc.message) from None
 
 
 def error_body(error: CompletionError) -> dict:

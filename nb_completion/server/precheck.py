@@ -1,0 +1,99 @@
+"""The checks that need only the model's tokenizer, run before a request takes a queue place.
+
+The engine checks the same things when it opens a request, but it opens requests one at a time
+behind the running generation: a prompt over the context, a grammar that does not compile or an
+image for a text-only model would wait seconds for its 400 and hold a queue place meanwhile. Here
+they run in a worker thread as soon as the body is parsed, reading the backend's tokenizer and
+constraint compiler without changing either.
+
+The server's cap on generated tokens is applied here too: ``max_tokens`` 0 (until the end token)
+becomes the cap or the room left in the context, whichever is smaller; more than the cap is a 400.
+Backends without a local tokenizer (remote servers) get the cap only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.errors import BadRequest
+from ..api.types import CompletionRequest, ImageContentItem, SamplingParams, TextContentItem
+from ..api.validation import grammar_key
+
+
+def _content_text(content: Any, model_id: str) -> str:
+    items = content if isinstance(content, list) else [content]
+    parts: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            parts.append(item)
+        elif isinstance(item, TextContentItem):
+            parts.append(item.text)
+        elif isinstance(item, ImageContentItem):
+            raise BadRequest("content", f"model '{model_id}' is text-only and cannot take image content")
+    return "".join(parts)
+
+
+def _prompt_tokens(backend: Any, text: str) -> int:
+    encode = getattr(backend, "encode", None)
+    ids = encode(text) if encode is not None else backend.tokenizer(text, add_special_tokens=True)["input_ids"]
+    if not ids:
+        raise BadRequest("content", "is empty and the model has no beginning-of-sequence token")
+    return len(ids)
+
+
+def _max_tokens(requested: int, cap: int, room: int | None, model_id: str, prompt_tokens: int | None) -> int:
+    if requested > cap:
+        raise BadRequest("sampling_params.max_tokens", f"must be at most {cap} on this server (its --max-tokens-cap), got {requested}")
+    if room is not None and requested > room:
+        raise BadRequest(
+            "sampling_params.max_tokens",
+            f"prompt tokens ({prompt_tokens}) + max_tokens ({requested}) = {prompt_tokens + requested} exceeds the "
+            f"context length of '{model_id}' ({prompt_tokens + room})",
+        )
+    if requested == 0:
+        return cap if room is None else min(cap, room)
+    return requested
+
+
+def _check_grammar(request: CompletionRequest, backend: Any) -> None:
+    """Compile the response format with the backend's compiler; then take one step through it,
+    since some grammars compile and fail at their first token (``a{1000000}``: the lexer gives
+    up on the expression's size)."""
+    import torch
+
+    from ..engine.constraints import compile_constraint
+
+    fmt = request.response_format
+    field = "response_format.json_schema" if fmt.type == "json_schema" else f"response_format.bnf.{grammar_key(fmt)}"
+    constraint = compile_constraint(request.response_format, backend.tokenizer, backend.vocab_size)
+    logits = torch.zeros(constraint.vocab_size)
+    try:
+        constraint.mask(logits)
+        ends = set(constraint.eos_token_ids)
+        first = next((i for i in constraint.allowed_ids() if i not in ends), None)
+        if first is not None:
+            constraint.advance(first)
+            constraint.mask(logits)
+    except RuntimeError as exc:
+        message = str(exc).split("\n", 1)[0]
+        raise BadRequest(field, f"the grammar cannot be used ({message})") from None
+
+
+def precheck(request: CompletionRequest, backend: Any, max_tokens_cap: int) -> CompletionRequest:
+    """``request`` with ``max_tokens`` resolved against the cap, or the 400 the engine would give."""
+    model_id = request.model_id
+    params = request.sampling_params or SamplingParams()
+    room = prompt_tokens = None
+    context = getattr(backend, "context_length", None)
+    if getattr(backend, "tokenizer", None) is not None and context:
+        text = _content_text(request.content, model_id)
+        prompt_tokens = _prompt_tokens(backend, text)
+        room = int(context) - prompt_tokens
+        if room <= 0:
+            raise BadRequest("content", f"the prompt has {prompt_tokens} tokens; the context length of '{model_id}' is {context}")
+        if request.response_format is not None and getattr(backend, "vocab_size", None):
+            _check_grammar(request, backend)
+    max_tokens = _max_tokens(params.max_tokens or 0, max_tokens_cap, room, model_id, prompt_tokens)
+    if max_tokens == params.max_tokens:
+        return request
+    return request.model_copy(update={"sampling_params": params.model_copy(update={"max_tokens": max_tokens})})
