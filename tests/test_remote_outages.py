@@ -167,12 +167,14 @@ def test_serve_remote_fronts_a_llama_cpp_server_with_the_llama_stack_route():
             proc.wait(30)
 
 
-def test_both_serve_parsers_take_the_remote_option():
+def test_both_serve_entry_points_take_the_remote_option(capsys):
     from nb_completion.cli import build_parser
-    from nb_completion.server.__main__ import add_arguments
-    import argparse
+    from nb_completion.server.options import build_parser as module_parser
 
     cli = build_parser().parse_args(["serve", "--remote", "http://a:1", "--remote-api", "llama.cpp"])
-    module = add_arguments(argparse.ArgumentParser()).parse_args(["--remote", "http://a:1", "--remote", "http://b:2"])
+    module = module_parser("python -m nb_completion.server").parse_args(["--remote", "http://a:1", "--remote", "http://b:2"])
     assert (cli.remote, cli.remote_api) == (["http://a:1"], "llama.cpp")
     assert (module.remote, module.remote_api) == (["http://a:1", "http://b:2"], "openai")
+    with pytest.raises(SystemExit) as exit_info:  # the remote's key never goes on the command line
+        module_parser().parse_args(["--remote", "http://a:1", "--remote-api-key", "secret"])
+    assert exit_info.value.code == 2 and "NB_COMPLETION_REMOTE_API_KEY" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..api.errors import BadRequest, CompletionError, ModelNotFound
+from ..api.errors import BadRequest, CompletionError, ModelNotFound, shorten
 from . import registry
 from .backend import Backend
 from .gguf_cache import cached_folder, convert_cached, is_complete
@@ -156,7 +156,7 @@ class UnknownModel(ModelNotFound):
         CompletionError.__init__(
             self,
             404,
-            f"model_id: unknown model '{model_id}': {why}. Available models: {listed}; a local Hugging Face "
+            f"model_id: unknown model '{shorten(model_id)}': {why}. Available models: {listed}; a local Hugging Face "
             "folder, a .gguf file or a hub id already in the local Hugging Face cache also load on first use",
         )
 
@@ -180,6 +180,11 @@ def _resolve_source(model_id: str, progress: ProgressCallback) -> tuple[Path | s
     if model_id == registry.DEFAULT_MODEL_ID:
         return _gguf_to_cached_folder(default_gguf_path(), progress), {}
     path = Path(os.path.expanduser(model_id))
+    try:
+        path.stat()
+    except (OSError, ValueError) as exc:  # a name too long for the filesystem, a NUL byte: no path
+        if not isinstance(exc, FileNotFoundError):
+            raise UnknownModel(model_id, "not registered, and not a usable path") from None
     if path.is_file():
         if path.suffix != ".gguf":
             raise BadRequest("model_id", f"'{model_id}' is a file but not a .gguf; give a .gguf file or a model folder")
