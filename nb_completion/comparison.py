@@ -26,7 +26,8 @@ from .api.types import CompletionRequest, CompletionResponse
 from .drain import drain
 from .live import LiveDisplay, ShownOnce, notebook_shell
 from .engine.records import Finished, TokenRecord
-from .render import COLOR_BY, MONO, MUTED, heatmap_html, legend_html
+from .render import COLOR_BY, MONO, MUTED, heatmap_html, legend_html, legend_keys
+from .render_svg import columns_svg
 from .settings import describe, from_settings
 
 __all__ = ["compare", "Comparison", "Run"]
@@ -98,7 +99,15 @@ class Comparison(ShownOnce, Sequence[Run]):
         return "\n".join(lines)
 
     def mimebundle(self) -> dict[str, str]:
-        return {"text/plain": repr(self), "text/html": self._repr_html_()}
+        """Plain text, the HTML columns (live front ends), and an SVG of them for viewers that
+        strip the HTML's styles (GitHub)."""
+        return {"text/plain": repr(self), "text/html": self._repr_html_(), "image/svg+xml": self._repr_svg_()}
+
+    def _repr_svg_(self) -> str:
+        prompt = self.content if isinstance(self.content, str) else str(self.content)
+        header = f"prompt {prompt!r} · model {self.model_id} · seed {self.seed}"
+        columns = [(run.label if run.settings == run.label else f"{run.label} ({run.settings})", run.summary(), run.tokens) for run in self.runs]
+        return columns_svg(columns, header=header, color_by=self.color_by)
 
     def _seeds(self) -> str:
         """``seed 0``, or ``seeds 0, 1, 2`` when settings chose their own."""
@@ -117,7 +126,7 @@ class Comparison(ShownOnce, Sequence[Run]):
         )
         return (
             f'<div class="nbc-compare">{header}<div style="display:flex;gap:10px;align-items:flex-start;'
-            f'overflow-x:auto">{columns}</div>{legend_html(self.color_by)}</div>'
+            f'overflow-x:auto">{columns}</div>{legend_html(self.color_by, **legend_keys(t for run in self.runs for t in run.tokens))}</div>'
         )
 
     def _repr_html_(self) -> str:

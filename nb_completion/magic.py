@@ -33,6 +33,7 @@ from .engine.records import Finished, TokenRecord
 from .live import LiveDisplay, ShownOnce
 from .magic_options import PARSER, HelpRequested, MagicOptions, build, interpolate, parse_line
 from .render import error_html, heatmap_html, stats_text, text_block_html
+from .render_svg import heatmap_svg
 
 __all__ = ["CompletionMagics", "CompletionText", "MagicError", "GenerationInterrupted", "load_ipython_extension"]
 
@@ -107,7 +108,10 @@ class CompletionText(ShownOnce, str):
             body = heatmap_html(self.tokens, color_by=self._show_heatmap) + text_block_html("", self.status(error), extra)
         else:
             body = text_block_html(str(self), self.status(error), extra)
-        return {"text/plain": str(self), "text/html": echo + body}
+        bundle = {"text/plain": str(self), "text/html": echo + body}
+        if self._show_heatmap and self.tokens:  # the colours survive viewers that strip styles (GitHub)
+            bundle["image/svg+xml"] = heatmap_svg(self.tokens, color_by=self._show_heatmap)
+        return bundle
 
 
 INCOMPLETE_NOTE = "incomplete: --max-tokens ended the constrained output before it was complete; it may not parse (raise -n)"

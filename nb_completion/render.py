@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from .engine.records import Finished, TokenRecord
+from .engine.token_text import PARTIAL_BYTES
+from .palette import MAX_NATS, PALETTE, entropy_color, legend_colors, probability_color
 
 __all__ = [
     "heatmap_html",
@@ -25,44 +27,33 @@ __all__ = [
     "token_title",
     "color_for",
     "legend_html",
+    "legend_keys",
+    "shown_text",
     "text_block_html",
     "error_html",
     "stats_text",
 ]
 
 COLOR_BY = ("probability", "entropy")
-ENTROPY_MAX = 6.0  # nats at which the entropy scale saturates
-SURPRISAL_MAX = math.log(100)  # probability is shown on a log scale: 100% palest, <= 1% darkest
-TEXT_COLOR = "#1a1a1a"  # dark text on light backgrounds reads in light and dark themes alike
+ENTROPY_MAX = MAX_NATS  # nats at which both scales saturate (palette.json): ln 100
+TEXT_COLOR = PALETTE["text"]  # dark text on light backgrounds reads in light and dark themes alike
+NOT_TOP = f"border-bottom:2px dashed {PALETTE['not_top_border']}"  # sampled something other than the top choice
 MUTED = "opacity:0.55"
 MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace"
-
-# ColorBrewer sequential scales (colour-blind safe): pale = unremarkable, dark = look here.
-_SURPRISE = ((0xFE, 0xF0, 0xD9), (0xFD, 0xD4, 0x9E), (0xFD, 0xBB, 0x84), (0xFC, 0x8D, 0x59), (0xE3, 0x4A, 0x33))
-_UNCERTAINTY = ((0xF1, 0xEE, 0xF6), (0xD0, 0xD1, 0xE6), (0xA6, 0xBD, 0xDB), (0x74, 0xA9, 0xCF), (0x36, 0x90, 0xC0))
+BYTES_STYLE = "font-size:0.85em;opacity:0.75"  # ‹E3 81›: part of a multi-byte character
 
 _GLYPHS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
 
 
-def _ramp(stops: Sequence[tuple[int, int, int]], x: float) -> str:
-    """``x`` in [0, 1] along the colour stops, as ``#rrggbb``."""
-    x = min(max(x, 0.0), 1.0) * (len(stops) - 1)
-    i = min(int(x), len(stops) - 2)
-    f = x - i
-    rgb = (round(a + (b - a) * f) for a, b in zip(stops[i], stops[i + 1]))
-    return "#" + "".join(f"{c:02x}" for c in rgb)
-
-
 def color_for(record: TokenRecord, color_by: str = "probability") -> str:
-    """Background colour of a token: unlikely (probability) or uncertain (entropy) is darker."""
+    """Background colour of a token: unlikely (probability, log scale) or uncertain (entropy) is
+    darker. The palette and its arithmetic are shared with the widget (``nb_completion.palette``)."""
     if color_by == "entropy":
-        entropy = record.entropy if math.isfinite(record.entropy) else ENTROPY_MAX
-        return _ramp(_UNCERTAINTY, entropy / ENTROPY_MAX)
-    return _ramp(_SURPRISE, -record.logprob / SURPRISAL_MAX)  # log scale: 100%, 32%, 10%, 3%, 1%
+        return entropy_color(record.entropy)
+    return probability_color(record.logprob)
 
 
-def visible(text: str) -> str:
-    """Escaped HTML with spaces, tabs and newlines drawn as faint glyphs (newlines still break)."""
+def _visible_chars(text: str) -> str:
     out: list[str] = []
     for ch in text:
         glyph = _GLYPHS.get(ch)
@@ -72,6 +63,27 @@ def visible(text: str) -> str:
             # a real line break after ↵, and a wrap opportunity after the · that replaces a space
             out.append(f'<span style="{MUTED}">{glyph}</span>' + ("\n" if ch == "\n" else "<wbr>"))
     return "".join(out)
+
+
+def visible(text: str) -> str:
+    """Escaped HTML with spaces, tabs and newlines drawn as faint glyphs (newlines still break),
+    and the bytes of a partial character (``‹E3 81›``) set apart."""
+    out: list[str] = []
+    at = 0
+    for match in PARTIAL_BYTES.finditer(text):
+        out.append(_visible_chars(text[at : match.start()]))
+        out.append(f'<span style="{BYTES_STYLE}">{html.escape(match.group())}</span>')
+        at = match.end()
+    out.append(_visible_chars(text[at:]))
+    return "".join(out)
+
+
+def shown_text(record: TokenRecord) -> str:
+    """What a token shows: its text, or for a token holding only part of a character (no text
+    yet) its bytes, ``‹E3 81›``; "" for a withheld end token."""
+    if record.text:
+        return record.text
+    return record.piece if PARTIAL_BYTES.search(record.piece or "") else ""
 
 
 def _plain_visible(text: str) -> str:
@@ -86,13 +98,13 @@ def _pct(logprob: float) -> str:
 def token_title(record: TokenRecord) -> str:
     """The tooltip text: the token, its probability and rank, entropy, and the top alternatives."""
     lines = [
-        f"#{record.index} {_plain_visible(record.text)!s}: {_pct(record.logprob)} (logprob {record.logprob:.3f})",
+        f"#{record.index} {_plain_visible(shown_text(record))!s}: {_pct(record.logprob)} (logprob {record.logprob:.3f})",
         f"rank {record.rank} · entropy {record.entropy:.2f} nats" + (" · forced by the grammar" if record.forced else ""),
     ]
     if record.top:
         lines.append("alternatives:")
         for n, (text, logprob) in enumerate(record.top, 1):
-            mark = " ◀" if text == record.text and n == record.rank else ""
+            mark = " ◀" if n == record.rank else ""  # top is sorted: the chosen token sits at its rank
             lines.append(f"{n:>2}. {_plain_visible(text)}  {_pct(logprob)}{mark}")
     return "\n".join(lines)
 
@@ -106,11 +118,11 @@ def _token_span(record: TokenRecord, color_by: str) -> str:
         "box-shadow:inset -1px 0 0 rgba(255,255,255,0.85)",  # a hairline between neighbours
     ]
     if record.rank > 1:
-        style.append("border-bottom:2px dashed #555")  # sampled something other than the top choice
+        style.append(NOT_TOP)
     if record.forced:
         style.append("font-style:italic")
-    # An empty text is the first byte(s) of a character that the next token completes.
-    body = visible(record.text) if record.text else f'<span style="{MUTED}">⋯</span>'
+    shown = shown_text(record)  # a partial character shows its bytes; a withheld end token ⟨end⟩
+    body = visible(shown) if shown else f'<span style="{MUTED}">⟨end⟩</span>'
     title = html.escape(token_title(record), quote=True).replace("\n", "&#10;")
     return (
         f'<span data-token-index="{record.index}" tabindex="0" title="{title}" '
@@ -118,27 +130,30 @@ def _token_span(record: TokenRecord, color_by: str) -> str:
     )
 
 
-def legend_html(color_by: str = "probability") -> str:
-    if color_by == "entropy":
-        stops, title = _UNCERTAINTY, "entropy (how unsure the model was)"
-        labels = [f"{ENTROPY_MAX * x / 4:g}" for x in range(4)] + [f"≥{ENTROPY_MAX:g} nats"]
-        colors = [_ramp(stops, x / 4) for x in range(5)]
-    else:
-        stops, title = _SURPRISE, "probability of the chosen token"
-        probs = [1.0, 0.316, 0.1, 0.0316, 0.01]
-        labels = ["100%", "32%", "10%", "3%", "≤1%"]
-        colors = [_ramp(stops, -math.log(p) / SURPRISAL_MAX) for p in probs]
+def legend_html(color_by: str = "probability", *, forced: bool = False, partial: bool = False) -> str:
+    """The colour key (the palette's stops and values) and the marks. The italic mark is explained
+    only when some token was ``forced`` by a grammar, the bytes mark only when a token is a
+    ``partial`` character (``legend_keys(tokens)`` gives both)."""
+    title = PALETTE[color_by]["title"]
     cells = "".join(
         f'<span style="display:inline-block;padding:0 5px;background:{c};color:{TEXT_COLOR}">{html.escape(t)}</span>'
-        for c, t in zip(colors, labels)
+        for c, t in legend_colors(color_by)
     )
     return (
         f'<div style="font-size:11px;margin-top:6px;{MONO};opacity:0.9">'
         f"{html.escape(title)}: {cells} &nbsp;·&nbsp; "
-        f'<span style="border-bottom:2px dashed #555">dashed</span>: not the top choice'
-        " &nbsp;·&nbsp; <i>italic</i>: forced by the grammar &nbsp;·&nbsp; · space ↵ newline"
-        " &nbsp;·&nbsp; hover a token for its alternatives</div>"
+        f'<span style="{NOT_TOP}">dashed</span>: not the top choice'
+        + (" &nbsp;·&nbsp; <i>italic</i>: forced by the grammar" if forced else "")
+        + " &nbsp;·&nbsp; · space ↵ newline"
+        + (" &nbsp;·&nbsp; ‹E3 81›: bytes of a partial character" if partial else "")
+        +         " &nbsp;·&nbsp; hover a token for its alternatives</div>"
     )
+
+
+def legend_keys(tokens: Iterable[TokenRecord]) -> dict[str, bool]:
+    """Which marks ``tokens`` need explained: ``{"forced": ..., "partial": ...}``."""
+    tokens = list(tokens)
+    return {"forced": any(t.forced for t in tokens), "partial": any(PARTIAL_BYTES.search(shown_text(t)) for t in tokens)}
 
 
 def heatmap_html(tokens: Sequence[TokenRecord], *, color_by: str = "probability", legend: bool = True) -> str:
@@ -156,7 +171,8 @@ def heatmap_html(tokens: Sequence[TokenRecord], *, color_by: str = "probability"
         f'<div class="nbc-heatmap" style="{MONO};font-size:13px;line-height:1.8;white-space:pre-wrap;'
         f'overflow-wrap:anywhere">{spans}</div>'
     )
-    return f'<div class="nbc-heatmap-wrap">{body}{legend_html(color_by) if legend else ""}</div>'
+    key = legend_html(color_by, **legend_keys(tokens)) if legend else ""
+    return f'<div class="nbc-heatmap-wrap">{body}{key}</div>'
 
 
 def stats_text(finished: Finished | None, n_tokens: int | None = None) -> str:

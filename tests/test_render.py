@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 from html.parser import HTMLParser
@@ -103,8 +104,23 @@ def test_self_contained_markup_for_nbconvert_and_github():
 
 def test_empty_text_token_and_empty_list():
     spans = parse(heatmap_html([rec(0, "")])).tokens
-    assert spans[0]["text"] == "⋯"
+    assert spans[0]["text"] == "⟨end⟩"  # a withheld end token
     assert "(no tokens)" in heatmap_html([])
+
+
+def test_a_partial_character_shows_its_bytes_and_the_legend_explains_them():
+    first = dataclasses.replace(rec(0, ""), piece="‹E6 9D›")  # the first two bytes of 東
+    second = dataclasses.replace(rec(1, "東"), piece="‹B1›")
+    out = heatmap_html([first, second])
+    assert [t["text"] for t in parse(out).tokens] == ["‹E6 9D›", "東"]
+    assert "⋯" not in out and "⟨end⟩" not in out
+    assert "bytes of a partial character" in out
+    assert "bytes of a partial character" not in heatmap_html([rec(0, "a")])
+
+
+def test_the_legend_mentions_grammar_forced_tokens_only_when_there_are_some():
+    assert "forced by the grammar" not in heatmap_html([rec(0, "a"), rec(1, "b")])
+    assert "forced by the grammar" in heatmap_html([rec(0, "a"), rec(1, "b", forced=True)])
 
 
 def test_unknown_color_by_is_refused():
@@ -126,7 +142,7 @@ def test_any_text_round_trips_as_text(texts):
     assert len(spans) == len(texts)
     glyphs = {" ": "·", "\t": "→", "\n": "↵\n", "\r": "␍"}
     for span, text in zip(spans, texts):
-        expected = "".join(glyphs.get(c, c) for c in text) if text else "⋯"
+        expected = "".join(glyphs.get(c, c) for c in text) if text else "⟨end⟩"
         assert span["text"] == expected
 
 

@@ -49,3 +49,10 @@ def test_token_straddling_a_stop_is_trimmed_and_each_token_delivered_once():
 def test_earliest_of_several_stop_strings_wins():
     f, deltas = run(["one two three"], ["three", "two"])
     assert "".join(d.text for d in deltas) == "one "
+
+
+def test_the_filter_names_the_stop_string_that_matched_first():
+    f, _ = run(["a b", "c. d\n"], ["\n", "."])
+    assert f.stopped and f.matched == "."
+    f, _ = run(["abc"], ["x"])
+    assert not f.stopped and f.matched is None

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from nb_completion import CompletionWidget
+from nb_completion.engine.token_text import PARTIAL_BYTES
 
 
 def _wait_for_tokens(w: CompletionWidget, n: int, timeout: float = 120.0) -> None:
@@ -37,7 +38,8 @@ def test_tiny_model_branch_continues_from_the_alternative(tiny_model_id):
     w.generate(wait=True, timeout=60)
     assert len(w.tokens) >= 3, w.text
     first = w.tokens
-    alt = next(text for text, _ in first[1]["top"] if text != first[1]["text"])
+    # a whole-character alternative (a partial one, ‹E3 81›, cannot end a text prompt)
+    alt = next(text for text, _ in first[1]["top"] if text != first[1]["text"] and not PARTIAL_BYTES.search(text))
     w.continue_from(1, alt, wait=True)
     assert w.status == "done", w.error
     assert w.tokens[0] == first[0]
@@ -85,3 +87,26 @@ def test_tiny_model_follows_the_grammar_control(tiny_model_id):
     bad.generate(wait=True, timeout=60)
     assert bad.status == "error" and bad.error["status"] == 400
     assert "grammar" in bad.invalid  # the engine's 400 is flagged at the grammar control
+
+
+def test_tiny_model_status_tells_a_stop_string_from_the_end_token(tiny_model_id):
+    w = CompletionWidget("Once upon a time", model_id=tiny_model_id, max_tokens=12)
+    w.generate(wait=True, timeout=60)
+    assert w.status == "done" and "stop_string" not in w.metrics, w.metrics
+    stop = w.text[len(w.text) // 2 :][:2]  # a piece of what greedy decoding writes
+    assert stop.strip(), w.text
+    w.stop_strings = [stop]
+    w.generate(wait=True, timeout=60)
+    assert w.metrics["stop_reason"] == "end_of_turn" and w.metrics["stop_string"] == stop
+    assert stop not in w.text
+    assert "stop string" in w.to_html()
+
+
+def test_tiny_model_grammar_runs_are_marked_so_the_status_says_the_output_is_complete(tiny_model_id):
+    w = CompletionWidget("Answer:", model_id=tiny_model_id, max_tokens=12, grammar="(yes|no)", grammar_syntax="regex")
+    w.generate(wait=True, timeout=60)
+    assert w.status == "done" and w.text in ("yes", "no"), (w.text, w.error)
+    assert w.metrics["grammar"] is True and w.metrics["stop_reason"] == "end_of_turn"
+    plain = CompletionWidget("Answer:", model_id=tiny_model_id, max_tokens=3)
+    plain.generate(wait=True, timeout=60)
+    assert "grammar" not in plain.metrics

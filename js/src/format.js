@@ -47,3 +47,16 @@ export function decodeEscapes(s) {
 export function encodeEscapes(s) {
   return s.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/\t/g, "\\t");
 }
+
+const STOP_WORDS = {
+  end_of_turn: "end of turn: the model's end token",
+  end_of_message: "end of message: the model's end-of-message token",
+  out_of_tokens: "out of tokens",
+};
+
+/** Why a run ended, in words: a stop string is told apart from the model's own end token. */
+export function stopText(m) {
+  if (typeof m.stop_string === "string") return `stop string ${JSON.stringify(m.stop_string)}`;
+  if (m.stop_reason === "end_of_turn" && m.grammar) return "end of turn: the output is complete";
+  return STOP_WORDS[m.stop_reason] || String(m.stop_reason).replace(/_/g, " ");
+}

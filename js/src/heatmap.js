@@ -1,44 +1,43 @@
 // The heatmap: one focusable element per token, coloured by probability or entropy, whitespace
-// and newlines made visible, and the legend that explains the colours.
+// and newlines made visible, the bytes of partial characters set apart, and the legend.
 
-import { clamp01, percent, prob } from "./format.js";
+import { percent, prob } from "./format.js";
+import { entropyColor, legendColors, MAX_NATS, PALETTE, probabilityColor } from "./palette.js";
 
-/** Entropy (nats) at which the entropy colour saturates. */
-export const ENTROPY_MAX = 4;
+export { entropyColor, probabilityColor };
+/** Entropy (nats) at which the entropy colour saturates (palette.json, shared with Python). */
+export const ENTROPY_MAX = MAX_NATS;
 
-// The same colour-blind-safe ColorBrewer ramps as nb_completion/render.py (the static HTML), so the
-// live panel and an exported notebook read alike: pale = unremarkable, dark = look here.
-const SURPRISE = [[0xfe, 0xf0, 0xd9], [0xfd, 0xd4, 0x9e], [0xfd, 0xbb, 0x84], [0xfc, 0x8d, 0x59], [0xe3, 0x4a, 0x33]];
-const UNCERTAINTY = [[0xf1, 0xee, 0xf6], [0xd0, 0xd1, 0xe6], [0xa6, 0xbd, 0xdb], [0x74, 0xa9, 0xcf], [0x36, 0x90, 0xc0]];
-
-/** `x` in [0, 1] along the colour stops, as "#rrggbb". */
-export function ramp(stops, x) {
-  const at = clamp01(x) * (stops.length - 1);
-  const i = Math.min(Math.floor(at), stops.length - 2);
-  const f = at - i;
-  const hex = stops[i].map((a, k) => Math.round(a + (stops[i + 1][k] - a) * f).toString(16).padStart(2, "0"));
-  return `#${hex.join("")}`;
-}
-
-/** Likely tokens pale, unlikely ones dark orange-red. */
-export function probabilityColor(p) {
-  return ramp(SURPRISE, 1 - clamp01(p));
-}
-
-/** Confident steps pale, uncertain steps dark blue. */
-export function entropyColor(h) {
-  return ramp(UNCERTAINTY, Number.isFinite(h) ? h / ENTROPY_MAX : 1);
-}
+/** The bytes of a partial character as the kernel writes them: ‹E3 81› (engine/token_text.py). */
+export const PARTIAL_BYTES = /‹[0-9A-F]{2}(?: [0-9A-F]{2})*›/g;
 
 export function tokenColor(token, colorBy) {
-  return colorBy === "entropy" ? entropyColor(token.entropy) : probabilityColor(prob(token.logprob));
+  return colorBy === "entropy" ? entropyColor(token.entropy) : probabilityColor(token.logprob);
+}
+
+/** Whether `text` holds the bytes of a partial character. */
+export function hasPartialBytes(text) {
+  PARTIAL_BYTES.lastIndex = 0;
+  return typeof text === "string" && PARTIAL_BYTES.test(text);
+}
+
+/**
+ * What a token shows: its text; for a token holding only part of a multi-byte character (its
+ * text is empty until the next token completes the character) its bytes, "‹E3 81›"; "" for a
+ * withheld end token.
+ */
+export function shownText(token) {
+  if (token.text) return token.text;
+  return hasPartialBytes(token.piece) ? token.piece : "";
 }
 
 const MARKS = { " ": "·", "\t": "⇥", "\n": "↵" };
 
 /**
  * Append `text` to `el` with whitespace visible: newlines as ↵ then a real line break, tabs as ⇥,
- * and (with showSpaces) spaces as a faint middle dot. Empty text shows ⟨end⟩ (a withheld end token).
+ * and (with showSpaces) spaces as a faint middle dot followed by a line-break opportunity, so
+ * lines wrap between words, never inside one. The bytes of partial characters (‹E3 81›) get
+ * their own element. Empty text shows ⟨end⟩ (a withheld end token).
  */
 export function appendVisibleText(el, text, showSpaces = true) {
   const doc = el.ownerDocument;
@@ -46,6 +45,23 @@ export function appendVisibleText(el, text, showSpaces = true) {
     el.append(mark(doc, "⟨end⟩", "nbc-empty"));
     return el;
   }
+  let at = 0;
+  PARTIAL_BYTES.lastIndex = 0;
+  for (const m of text.matchAll(PARTIAL_BYTES)) {
+    appendChars(el, text.slice(at, m.index), showSpaces);
+    const bytes = doc.createElement("span");
+    bytes.className = "nbc-bytes";
+    bytes.textContent = m[0];
+    bytes.title = "bytes of a partial character (UTF-8): it takes more than one token";
+    el.append(bytes);
+    at = m.index + m[0].length;
+  }
+  appendChars(el, text.slice(at), showSpaces);
+  return el;
+}
+
+function appendChars(el, text, showSpaces) {
+  const doc = el.ownerDocument;
   let plain = "";
   const flush = () => {
     if (plain) el.append(doc.createTextNode(plain));
@@ -59,13 +75,12 @@ export function appendVisibleText(el, text, showSpaces = true) {
       flush();
       const m = mark(doc, MARKS[ch], "nbc-ws");
       m.dataset.ws = ch === " " ? "space" : "tab";
-      el.append(m);
+      el.append(m, doc.createElement("wbr")); // the mark is not a space: say where a line may break
     } else {
       plain += ch;
     }
   }
   flush();
-  return el;
 }
 
 function mark(doc, text, cls) {
@@ -83,12 +98,15 @@ export function tokenElement(doc, token, { colorBy = "probability", showSpaces =
   if (token.forced) el.classList.add("nbc-forced");
   if (token.branch) el.classList.add("nbc-branch");
   if (token.rank > 1) el.classList.add("nbc-not-top"); // sampled something other than the top choice
+  const shown = shownText(token);
+  if (!token.text && shown) el.classList.add("nbc-partial");
   el.tabIndex = 0;
   el.dataset.tokenIndex = String(token.index);
   el.style.background = tokenColor(token, colorBy);
   // Screen readers read the real text; the visible marks are aria-hidden.
-  el.setAttribute("aria-label", `${JSON.stringify(token.text)}, ${percent(prob(token.logprob))}`);
-  appendVisibleText(el, token.text, showSpaces);
+  const said = !token.text && shown ? `bytes ${shown.slice(1, -1)}, part of a character` : JSON.stringify(token.text);
+  el.setAttribute("aria-label", `${said}, ${percent(prob(token.logprob))}`);
+  appendVisibleText(el, shown, showSpaces);
   return el;
 }
 
@@ -107,19 +125,33 @@ export function recolor(container, tokens, colorBy) {
   }
 }
 
-/** The legend: a gradient bar with its scale's ends. */
-export function legendElement(doc, colorBy) {
+/** Which marks the legend explains for `tokens`: grammar-forced tokens, partial characters. */
+export function legendKeys(tokens) {
+  return {
+    forced: tokens.some((t) => t.forced),
+    partial: tokens.some((t) => !t.text && hasPartialBytes(t.piece)),
+  };
+}
+
+/** A legend sample drawn like a token (pale palette background, dark text) in either theme. */
+function sample(doc, text, cls) {
+  const s = doc.createElement("span");
+  s.className = `nbc-token nbc-legend-sample ${cls}`;
+  s.style.background = PALETTE.probability.stops[0];
+  s.textContent = text;
+  return s;
+}
+
+/** The legend: a gradient bar with its scale's ends, and the marks the shown tokens use. */
+export function legendElement(doc, colorBy, { forced = false, partial = false } = {}) {
   const el = doc.createElement("div");
   el.className = "nbc-legend";
-  const steps = [0, 0.25, 0.5, 0.75, 1];
-  const colours =
-    colorBy === "entropy"
-      ? steps.map((x) => entropyColor(x * ENTROPY_MAX))
-      : steps.map((x) => probabilityColor(1 - x));
+  const cells = legendColors(colorBy);
+  const colours = cells.map(([c]) => c);
   const [lo, hi, title] =
     colorBy === "entropy"
-      ? ["0 nats (sure)", `≥${ENTROPY_MAX} nats (unsure)`, "Entropy:"]
-      : ["likely (100%)", "unlikely (0%)", "Probability:"];
+      ? [`${cells[0][1]} nats (sure)`, `${cells[cells.length - 1][1]} (unsure)`, "Entropy:"]
+      : [`likely (${cells[0][1]})`, `unlikely (${cells[cells.length - 1][1]})`, "Probability:"];
   const label = doc.createElement("span");
   label.className = "nbc-legend-title";
   label.textContent = title;
@@ -128,12 +160,15 @@ export function legendElement(doc, colorBy) {
   const bar = doc.createElement("span");
   bar.className = "nbc-legend-bar";
   bar.style.background = `linear-gradient(to right, ${colours.join(", ")})`;
+  bar.title = cells.map(([, text]) => text).join(" · ");
   const high = doc.createElement("span");
   high.textContent = hi;
   const keys = doc.createElement("span");
   keys.className = "nbc-legend-keys";
-  keys.innerHTML =
-    '<span class="nbc-not-top">dashed</span>: not the top choice · <i>italic</i>: forced by the grammar · “·” space, “↵” newline';
+  keys.append(sample(doc, "dashed", "nbc-not-top"), ": not the top choice");
+  if (forced) keys.append(" · ", sample(doc, "italic", "nbc-forced"), ": forced by the grammar");
+  if (partial) keys.append(" · ", sample(doc, "‹E3 81›", "nbc-bytes"), ": bytes of a partial character");
+  keys.append(" · “·” space, “↵” newline");
   el.append(label, low, bar, high, keys);
   return el;
 }

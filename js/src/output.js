@@ -1,8 +1,8 @@
 // The output view: status and live metrics, the colour toggle and legend, the branch banner, the
 // error box, and the token heatmap that grows as deltas arrive.
 
-import { metricsLine } from "./format.js";
-import { legendElement, recolor, tokenFragment } from "./heatmap.js";
+import { metricsLine, stopText } from "./format.js";
+import { legendElement, legendKeys, recolor, tokenFragment } from "./heatmap.js";
 import { applyDelta, applySnapshot, createState, sameTokens } from "./protocol.js";
 import { createTooltip } from "./tooltip.js";
 
@@ -68,18 +68,29 @@ export function createOutput(model, { onBranch, onGap } = {}) {
   text.append(promptEcho, tokensBox);
   root.append(statusLine, view, banner, error, text);
 
-  const tooltip = createTooltip(root, { onPick: (index, alt) => onBranch && onBranch(index, alt) });
+  // After a pick the tooltip hides and the tokens are redrawn under a still pointer: hovering
+  // stays quiet until the pointer really moves, so no tooltip pops up on another token.
+  let quietAt = null;
+  const tooltip = createTooltip(root, {
+    onPick: (index, alt, event) => {
+      quietAt = [event?.clientX ?? 0, event?.clientY ?? 0];
+      if (onBranch) onBranch(index, alt);
+    },
+  });
   const state = createState(model.get("run") ?? 0, model.get("tokens") || []);
   const opts = () => ({ colorBy: model.get("color_by") || "probability", showSpaces: showWs.checked });
 
+  let keys = "";
   function renderTokens() {
     tooltip.hide();
     tokensBox.replaceChildren(tokenFragment(doc, state.tokens, opts()));
+    renderLegend();
   }
   function appendTokens(tokens) {
     const nearBottom = text.scrollHeight - text.scrollTop - text.clientHeight < 40;
     tokensBox.append(tokenFragment(doc, tokens, opts()));
     if (nearBottom) text.scrollTop = text.scrollHeight;
+    renderLegend();
   }
   function renderStatus() {
     const s = model.get("status") || "idle";
@@ -87,7 +98,7 @@ export function createOutput(model, { onBranch, onGap } = {}) {
     root.dataset.status = s;
     let label = STATUS_TEXT[s] || s;
     const m = model.get("metrics") || {};
-    if (s === "done" && m.stop_reason) label += ` (${m.stop_reason.replace(/_/g, " ")})`;
+    if (s === "done" && m.stop_reason) label += ` (${stopText(m)})`;
     status.textContent = label;
   }
   function renderMetrics(m) {
@@ -114,8 +125,14 @@ export function createOutput(model, { onBranch, onGap } = {}) {
     promptEcho.textContent = model.get("prompt_echo") || "";
   }
   function renderLegend() {
-    colorBy.value = model.get("color_by") || "probability";
-    legendSlot.replaceChildren(legendElement(doc, colorBy.value));
+    // the marks explained follow the shown tokens (italic only when a grammar forced a token)
+    const by = model.get("color_by") || "probability";
+    const want = legendKeys(state.tokens);
+    const now = JSON.stringify([by, want]);
+    if (now === keys) return;
+    keys = now;
+    colorBy.value = by;
+    legendSlot.replaceChildren(legendElement(doc, by, want));
   }
   function syncFromTraits() {
     const run = model.get("run") ?? 0;
@@ -153,6 +170,7 @@ export function createOutput(model, { onBranch, onGap } = {}) {
     return t && tokensBox.contains(t) ? [t, state.tokens[Number(t.dataset.tokenIndex)]] : [null, null];
   };
   const over = (e) => {
+    if (quietAt && e.type === "mouseover") return;
     const [t, token] = tokenOf(e.target);
     if (token) tooltip.show(t, token);
   };
@@ -161,6 +179,12 @@ export function createOutput(model, { onBranch, onGap } = {}) {
     if (t && !t.contains(e.relatedTarget) && !tooltip.el.contains(e.relatedTarget)) tooltip.scheduleHide();
   };
   tokensBox.addEventListener("mouseover", over);
+  tokensBox.addEventListener("mousemove", (e) => {
+    if (quietAt && Math.hypot(e.clientX - quietAt[0], e.clientY - quietAt[1]) > 3) {
+      quietAt = null;
+      over(e);
+    }
+  });
   tokensBox.addEventListener("focusin", over);
   tokensBox.addEventListener("mouseout", out);
   tokensBox.addEventListener("focusout", out);

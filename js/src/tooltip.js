@@ -2,7 +2,7 @@
 // alternatives with their probabilities. Clicking an alternative asks for a branch from there.
 
 import { percent, prob } from "./format.js";
-import { appendVisibleText } from "./heatmap.js";
+import { appendVisibleText, hasPartialBytes, shownText } from "./heatmap.js";
 
 let counter = 0;
 
@@ -12,9 +12,10 @@ export function tooltipContent(doc, token) {
   const head = doc.createElement("div");
   head.className = "nbc-tip-head";
   const chosen = doc.createElement("code");
-  appendVisibleText(chosen, token.text);
+  appendVisibleText(chosen, shownText(token));
   const facts = [`${percent(prob(token.logprob))}`, `rank ${token.rank}`, `entropy ${token.entropy.toFixed(2)} nats`];
   if (token.forced) facts.push("forced by the grammar");
+  if (!token.text && shownText(token)) facts.push("part of a character: the next token completes it");
   if (token.branch) facts.push("picked by you");
   head.append(`#${token.index} `, chosen, ` ${facts.join(" · ")}`);
   frag.append(head);
@@ -30,7 +31,7 @@ export function tooltipContent(doc, token) {
     button.dataset.altIndex = String(k);
     button.dataset.altText = text;
     const p = prob(logprob);
-    const isChosen = text === token.text;
+    const isChosen = k === token.rank - 1; // top is sorted: the chosen token sits at its rank
     if (isChosen) {
       button.classList.add("nbc-chosen");
       button.setAttribute("aria-current", "true");
@@ -44,6 +45,11 @@ export function tooltipContent(doc, token) {
     value.className = "nbc-alt-p";
     value.textContent = percent(p) + (isChosen ? " (chosen)" : "");
     button.title = isChosen ? "Continue again from this token" : "Continue generation with this token instead";
+    if (hasPartialBytes(text)) {
+      // a prompt is text: it cannot end in part of a character
+      button.disabled = true;
+      button.title = "Part of a multi-byte character: generation cannot continue from part of a character";
+    }
     button.append(bar, label, value);
     item.append(button);
     list.append(item);
@@ -53,7 +59,7 @@ export function tooltipContent(doc, token) {
     item.className = "nbc-tip-empty";
     item.textContent = "No alternatives recorded (alternatives top-k is 0).";
     list.append(item);
-  } else if (!token.top.some(([text]) => text === token.text)) {
+  } else if (token.rank > token.top.length) {
     const item = doc.createElement("li");
     item.className = "nbc-tip-empty";
     item.textContent = `The chosen token is rank ${token.rank}, outside the top ${token.top.length}.`;
@@ -154,7 +160,7 @@ export function createTooltip(root, { onPick, delay = 250 } = {}) {
     const index = current.index;
     const text = button.dataset.altText;
     hide();
-    if (onPick) onPick(index, text);
+    if (onPick) onPick(index, text, e);
   });
 
   return {

@@ -24,6 +24,28 @@ describe("tooltip content", () => {
   });
 });
 
+describe("partial characters in the tooltip", () => {
+  it("shows a partial token's bytes, keeps partial alternatives apart and does not offer them for branching", () => {
+    const token = {
+      ...tok(2, "", 0.4),
+      piece: "‹E3 81›",
+      top: [
+        ["‹E3 81›", Math.log(0.4)],
+        ["‹E3 82›", Math.log(0.3)],
+        [" yes", Math.log(0.2)],
+      ],
+    };
+    const box = document.createElement("div");
+    box.append(tooltipContent(document, token));
+    expect(box.querySelector(".nbc-tip-head").textContent).toMatch(/#2 ‹E3 81› 40\.0% .*part of a character/);
+    const rows = [...box.querySelectorAll("button.nbc-alt")];
+    expect(rows.map((b) => b.querySelector("code").textContent)).toEqual(["‹E3 81›", "‹E3 82›", "·yes"]);
+    expect(rows[0].getAttribute("aria-current")).toBe("true"); // the chosen one, by rank
+    expect(rows.map((b) => b.disabled)).toEqual([true, true, false]);
+    expect(box.querySelectorAll(".nbc-bytes")).toHaveLength(3); // head + two alternatives
+  });
+});
+
 describe("tooltip element", () => {
   it("is a role=tooltip element shown for a token and described by it; a click picks an alternative", () => {
     const root = document.createElement("div");
@@ -38,7 +60,7 @@ describe("tooltip element", () => {
     expect(tip.el.hidden).toBe(false);
     expect(anchor.getAttribute("aria-describedby")).toBe(tip.el.id);
     tip.el.querySelectorAll("button")[1].click();
-    expect(onPick).toHaveBeenCalledWith(5, " dog");
+    expect(onPick).toHaveBeenCalledWith(5, " dog", expect.any(Event));
     expect(tip.el.hidden).toBe(true);
     expect(anchor.hasAttribute("aria-describedby")).toBe(false);
   });

@@ -1,6 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { decodeEscapes, encodeEscapes, metricsLine, percent } from "../src/format.js";
-import { appendVisibleText, entropyColor, legendElement, probabilityColor, tokenElement } from "../src/heatmap.js";
+import { decodeEscapes, encodeEscapes, metricsLine, percent, stopText } from "../src/format.js";
+import {
+  appendVisibleText,
+  ENTROPY_MAX,
+  entropyColor,
+  legendElement,
+  probabilityColor,
+  shownText,
+  tokenElement,
+} from "../src/heatmap.js";
 import { applyDelta, applySnapshot, createState, sameTokens } from "../src/protocol.js";
 import { parseField, parseJsonSchema, parseStops } from "../src/validate.js";
 import { tok } from "./fake-model.js";
@@ -14,6 +22,12 @@ describe("format", () => {
       "12 tokens · first token 310 ms · 28.4 tokens/s",
     );
     expect(metricsLine({})).toBe("");
+  });
+  it("tells a stop string from the model's end token", () => {
+    expect(stopText({ stop_reason: "end_of_turn", stop_string: "\n" })).toBe('stop string "\\n"');
+    expect(stopText({ stop_reason: "end_of_turn", stop_string: null })).toBe("end of turn: the model's end token");
+    expect(stopText({ stop_reason: "end_of_turn", grammar: true })).toBe("end of turn: the output is complete");
+    expect(stopText({ stop_reason: "out_of_tokens" })).toBe("out of tokens");
   });
   it("round-trips escapes typed into stop-string inputs", () => {
     expect(decodeEscapes("a\\nb\\t\\\\")).toBe("a\nb\t\\");
@@ -68,12 +82,17 @@ describe("protocol", () => {
 });
 
 describe("heatmap", () => {
-  it("uses the same colour ramps as the static HTML (nb_completion/render.py)", () => {
-    expect(probabilityColor(1)).toBe("#fef0d9"); // likely: pale
-    expect(probabilityColor(0)).toBe("#e34a33"); // unlikely: dark
+  it("colours from palette.json: probability on a log scale, entropy in nats on the same axis", () => {
+    expect(probabilityColor(0)).toBe("#fef0d9"); // p = 100%: pale
+    expect(probabilityColor(Math.log(0.01))).toBe("#e34a33"); // p = 1%: darkest
+    expect(probabilityColor(Math.log(1e-9))).toBe("#e34a33"); // saturated below 1%
+    expect(probabilityColor(Math.log(0.1))).toBe("#fdbb84"); // 10%: the middle stop (log scale)
+    expect(probabilityColor(Math.log(0.5))).not.toBe(probabilityColor(Math.log(0.9))); // the top range is not flat
     expect(entropyColor(0)).toBe("#f1eef6");
+    expect(entropyColor(Math.log(10))).toBe("#a6bddb"); // a choice among 10 ~ the middle stop
     expect(entropyColor(100)).toBe("#3690c0");
-    expect(probabilityColor(0.5)).toBe("#fdbb84");
+    expect(entropyColor(NaN)).toBe("#3690c0");
+    expect(ENTROPY_MAX).toBeCloseTo(Math.log(100), 12);
   });
   it("makes spaces, tabs and newlines visible and keeps the line break", () => {
     const el = document.createElement("span");
@@ -97,8 +116,41 @@ describe("heatmap", () => {
     expect(el.classList.contains("nbc-forced")).toBe(true);
     expect(el.style.background).not.toBe("");
   });
-  it("labels the legend for each colouring", () => {
-    expect(legendElement(document, "probability").textContent).toMatch(/likely \(100%\).*unlikely \(0%\)/);
-    expect(legendElement(document, "entropy").textContent).toMatch(/nats/);
+  it("labels the legend for each colouring; mentions grammar-forced tokens and partial bytes only when shown", () => {
+    const plain = legendElement(document, "probability");
+    expect(plain.textContent).toMatch(/likely \(100%\).*unlikely \(≤1%\)/);
+    expect(plain.textContent).not.toMatch(/grammar|partial/);
+    expect(legendElement(document, "entropy").textContent).toMatch(/0 nats \(sure\).*≥4\.6 nats \(unsure\)/);
+    const both = legendElement(document, "probability", { forced: true, partial: true });
+    expect(both.textContent).toMatch(/italic: forced by the grammar/);
+    expect(both.textContent).toMatch(/‹E3 81›: bytes of a partial character/);
+    // the "dashed" sample is drawn like a token (pale background, dark text), readable in dark themes
+    const dashed = both.querySelector(".nbc-legend-sample.nbc-not-top");
+    expect(dashed.textContent).toBe("dashed");
+    expect(dashed.style.background).not.toBe("");
+  });
+  it("gives a line-break opportunity after each visible space, none inside a word", () => {
+    const el = document.createElement("span");
+    appendVisibleText(el, " didn't know");
+    expect(el.innerHTML).toBe(
+      '<span class="nbc-ws" aria-hidden="true" data-ws="space">·</span><wbr>didn\'t<span class="nbc-ws" aria-hidden="true" data-ws="space">·</span><wbr>know',
+    );
+    const plain = document.createElement("span");
+    appendVisibleText(plain, " didn't know", false);
+    expect(plain.innerHTML).toBe(" didn't know"); // real spaces break by themselves
+  });
+  it("shows a token holding part of a multi-byte character as its bytes, not ⟨end⟩", () => {
+    const partial = { ...tok(0, "", 0.3), piece: "‹E6 9D›" };
+    expect(shownText(partial)).toBe("‹E6 9D›");
+    expect(shownText({ ...tok(1, "", 0.3), piece: "</s>" })).toBe(""); // a withheld end token
+    const el = tokenElement(document, partial);
+    expect(el.textContent).toBe("‹E6 9D›");
+    expect(el.classList.contains("nbc-partial")).toBe(true);
+    expect(el.querySelector(".nbc-bytes").textContent).toBe("‹E6 9D›");
+    expect(el.getAttribute("aria-label")).toBe("bytes E6 9D, part of a character, 30.0%");
+    const mixed = document.createElement("span");
+    appendVisibleText(mixed, "a‹E3›");
+    expect(mixed.textContent).toBe("a‹E3›");
+    expect(mixed.querySelector(".nbc-bytes").textContent).toBe("‹E3›");
   });
 });

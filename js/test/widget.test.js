@@ -234,6 +234,43 @@ describe("heatmap interaction", () => {
     expect(document.activeElement).toBe(tokens()[1]);
   });
 
+  it("after a pick, no tooltip pops up on the token redrawn under the still pointer", () => {
+    const model = fakeModel({ run: 1, status: "done", tokens: [tok(0, " the"), tok(1, " cat", 0.55)] });
+    mount(model);
+    const tip = el.querySelector('[role="tooltip"]');
+    tokens()[1].dispatchEvent(new MouseEvent("mouseover", { bubbles: true, clientX: 50, clientY: 20 }));
+    tip.querySelectorAll("button")[1].dispatchEvent(new MouseEvent("click", { bubbles: true, clientX: 60, clientY: 40 }));
+    expect(model.sent.at(-1)).toEqual({ type: "branch", index: 1, text: " dog" });
+    // the kernel starts the branch: the tokens are redrawn, another one now lies under the pointer
+    model.set("run", 2);
+    model.set("tokens", [tok(0, " the"), { ...tok(1, " dog", 0.3), branch: true }]);
+    tokens()[0].dispatchEvent(new MouseEvent("mouseover", { bubbles: true, clientX: 60, clientY: 40 }));
+    tokens()[0].dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 61, clientY: 40 }));
+    expect(tip.hidden).toBe(true);
+    // once the pointer really moves, hovering works again
+    tokens()[0].dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 90, clientY: 40 }));
+    expect(tip.hidden).toBe(false);
+    expect(tip.querySelector(".nbc-tip-head").textContent).toMatch(/^#0/);
+  });
+
+  it("tells a stop-string match from the model's end token in the status", () => {
+    const model = fakeModel({ run: 1, status: "done", metrics: { tokens: 3, stop_reason: "end_of_turn", stop_string: "." } });
+    mount(model);
+    const status = el.querySelector('[role="status"]');
+    expect(status.textContent).toBe('Done (stop string ".")');
+    model.set("metrics", { tokens: 3, stop_reason: "end_of_turn" });
+    expect(status.textContent).toBe("Done (end of turn: the model's end token)");
+  });
+
+  it("explains italic (grammar-forced) tokens in the legend only when there are some", () => {
+    const model = fakeModel({ run: 1, status: "done", tokens: [tok(0, "a"), tok(1, "b")] });
+    mount(model);
+    expect(el.querySelector(".nbc-legend").textContent).not.toMatch(/grammar/);
+    model.set("run", 2);
+    model.set("tokens", [tok(0, "{", 1, { forced: true })]);
+    expect(el.querySelector(".nbc-legend").textContent).toMatch(/forced by the grammar/);
+  });
+
   it("recolours by entropy and swaps the legend", () => {
     const model = fakeModel({ run: 1, status: "done", tokens: [tok(0, "a", 0.99, { entropy: 3.9 })] });
     mount(model);

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Optional
 
 import torch
@@ -27,6 +27,7 @@ from .detokenize import StreamingDetokenizer
 from .generate import DecodeConfig, Outcome, generate_steps
 from .records import Finished, ModelInfo, TokenRecord
 from .stopping import StopStringFilter
+from .token_text import token_display_text
 
 END_OF_MESSAGE_TOKENS = ("<|eom_id|>",)
 
@@ -89,7 +90,7 @@ class LocalBackend:
     def piece(self, token_id: int) -> str:
         text = self._pieces.get(token_id)
         if text is None:
-            text = self._pieces[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
+            text = self._pieces[token_id] = token_display_text(self.tokenizer, token_id)  # partial bytes as ‹E3 81›
         return text
 
     # ---- request -> plan (every 4xx is raised here, before streaming) ----------------------
@@ -208,7 +209,7 @@ class LocalBackend:
                 yield delta
             # Bytes of a character that max_tokens cut short are dropped (they would decode as
             # U+FFFD), so the output is always exactly the join of its tokens' texts.
-        yield self._finished(plan, outcome, stops.stopped, first, last)
+        yield replace(self._finished(plan, outcome, stops.stopped, first, last), stop_string=stops.matched)
 
     def _finished(self, plan: _Plan, outcome: Outcome, stopped: bool, first, last) -> Finished:
         if stopped or outcome.reason == "grammar_complete":

@@ -46,6 +46,7 @@ class Finished:
     time_to_first_token: float | None = None  # seconds
     tokens_per_second: float | None = None
     cancelled: bool = False  # ended by a cancel event (stop_reason is then out_of_tokens)
+    stop_string: str | None = None  # the stop string that ended generation (stop_reason end_of_turn)
 
 
 @dataclass(frozen=True)

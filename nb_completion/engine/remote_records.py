@@ -77,14 +77,14 @@ def make_record(index: int, text: str, chosen: str | None, reported: dict[str, f
                        piece=chosen if chosen is not None else text)
 
 
-_REPLACEMENT = "\ufffd"
+_PARTIAL = re.compile("\ufffd|‹[0-9A-F]{2}(?: [0-9A-F]{2})*›")  # a broken character, or its bytes (engine/token_text.py)
 _NON_ASCII = "[^\\x00-\\x7f]*"
 
 
 def _relaxed(key: str) -> re.Pattern:
     """A reported text as it may appear in the output at a byte seam: any bytes an earlier token
     held back may come first, and its own replacement characters may be any non-ASCII text."""
-    parts = [re.escape(part) for part in key.split(_REPLACEMENT)]
+    parts = [re.escape(part) for part in _PARTIAL.split(key)]
     return re.compile(_NON_ASCII + _NON_ASCII.join(parts), re.DOTALL)
 
 

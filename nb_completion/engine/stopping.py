@@ -30,6 +30,7 @@ class StopStringFilter:
         self._pending: list[TokenRecord] = []  # tokens not yet (fully) delivered
         self._buffer = ""  # their text, not yet delivered
         self.stopped = False
+        self.matched: str | None = None  # the stop string found, once stopped
 
     def push(self, record: TokenRecord) -> Delta:
         """Add a token; return what can be delivered now. Sets ``stopped`` on a stop string."""
@@ -39,10 +40,11 @@ class StopStringFilter:
         self._buffer += record.text
         if not self._stops:
             return self._release(len(self._buffer))
-        hits = [i for i in (self._buffer.find(s) for s in self._stops) if i >= 0]
+        hits = [(i, s) for i, s in ((self._buffer.find(s), s) for s in self._stops) if i >= 0]
         if hits:
             self.stopped = True
-            delta = self._release(min(hits))
+            at, self.matched = min(hits, key=lambda hit: hit[0])
+            delta = self._release(at)
             self._pending, self._buffer = [], ""
             return delta
         return self._release(len(self._buffer) - _held_suffix(self._buffer, self._stops))

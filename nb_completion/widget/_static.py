@@ -22,6 +22,8 @@ def _summary(status: str, metrics: Mapping[str, Any]) -> str:
         parts.append(f"{metrics['tokens_per_second']:.1f} tokens/s")
     if metrics.get("cancelled"):
         parts.append("stopped, partial text kept")
+    elif metrics.get("stop_string") is not None:
+        parts.append(f"stop: stop string {metrics['stop_string']!r}")
     elif metrics.get("stop_reason"):
         parts.append(f"stop: {metrics['stop_reason']}")
     if metrics.get("incomplete"):
@@ -62,3 +64,15 @@ def static_html(
 
         err = error_html(Error(**error))
     return f'<div class="nbc-static" style="{_BOX}">{head}{prompt_html}{body}{err}</div>'
+
+
+COPY_CLASS = "nbc-static-copy"  # widget.css hides it wherever the live panel renders
+
+
+def static_copy_bundle(html_copy: str, svg: str | None, text: str) -> dict[str, str]:
+    """The static copy's display: ``text/plain`` (the text), ``text/html`` (the heatmap with
+    hover titles) and, once there are tokens, ``image/svg+xml`` (the colours as fill attributes)."""
+    bundle = {"text/plain": text, "text/html": f'<div class="{COPY_CLASS}">{html_copy}</div>'}
+    if svg is not None:
+        bundle["image/svg+xml"] = svg
+    return bundle

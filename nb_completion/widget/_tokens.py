@@ -7,6 +7,7 @@ import math
 from typing import Any, Sequence
 
 from ..engine.records import TokenRecord
+from ..engine.token_text import PARTIAL_BYTES
 
 
 def _finite(x: float, floor: float = -1e4) -> float:
@@ -24,6 +25,8 @@ def token_dict(record: TokenRecord, branch: bool = False) -> dict[str, Any]:
         "entropy": round(_finite(record.entropy, 0.0), 4),
         "forced": record.forced,
     }
+    if not record.text and record.piece:
+        out["piece"] = record.piece  # part of a character: its bytes, ‹E3 81›, are what it shows
     if branch:
         out["branch"] = True
     return out
@@ -36,6 +39,8 @@ def reindex(records: Sequence[TokenRecord], offset: int) -> list[TokenRecord]:
 
 def branch_record(parent: TokenRecord, text: str) -> TokenRecord:
     """The alternative ``text`` picked at ``parent``'s step, measured by ``parent``'s distribution."""
+    if PARTIAL_BYTES.search(text or ""):
+        raise ValueError(f"{text!r} is part of a multi-byte character; a text prompt cannot end in part of a character")
     for rank, (alt, logprob) in enumerate(parent.top, 1):
         if alt == text:
             return dataclasses.replace(parent, token_id=-1, text=text, logprob=logprob, rank=rank, forced=False)

@@ -8,8 +8,10 @@
 Every control is a synced traitlet you can set or ``observe``; ``w.result`` is the last
 ``CompletionResponse``; ``w.stop()`` cancels (the partial output is kept). Tokens stream to the
 browser as batched custom messages (at most ~30 a second); the final tokens land in the
-``tokens`` trait, so a re-opened view is complete. ``_repr_mimebundle_`` adds a static
-``text/html`` heatmap of the last result for nbconvert and GitHub.
+``tokens`` trait, so a re-opened view is complete. In a notebook a static copy of the shown
+completion (``text/html``, and ``image/svg+xml`` for viewers that strip styles, like GitHub)
+follows the panel, hidden where the panel renders and refreshed after every run, so a saved or
+exported notebook shows the last completion offline.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from ._controls import (
     schema_text,
 )
 from ._runner import Outcome, Runner
-from ._static import static_html
+from ..render_svg import heatmap_svg
+from ._static import static_copy_bundle, static_html
 from ._tokens import branch_record, live_metrics, reindex, token_dict
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -120,6 +123,7 @@ class CompletionWidget(anywidget.AnyWidget):
         self._prefix_len = 0
         self._branch_points: set[int] = set()
         self._constrained = False
+        self._copy_id: str | None = None  # display id of the static copy, once shown in a notebook
         self.result: CompletionResponse | None = None
         super().__init__(
             content=content,
@@ -199,14 +203,52 @@ class CompletionWidget(anywidget.AnyWidget):
             model=self.model_name,
         )
 
+    def to_svg(self) -> str:
+        """An SVG image of the shown result's heatmap (colours as fill attributes, no styles)."""
+        with self._lock:
+            records = list(self._records)
+        return heatmap_svg(records, color_by=self.color_by)
+
     def _repr_mimebundle_(self, **kwargs: Any):
         bundle = super()._repr_mimebundle_(**kwargs)
         data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
         try:
-            static = self.to_html()
+            static = {"text/html": self.to_html()}
+            if self._records:
+                static["image/svg+xml"] = self.to_svg()
         except Exception:  # the static copy is a bonus: never let it hide the live panel
             return data, meta
-        return {**data, "text/html": static}, meta
+        return {**data, **static}, meta
+
+    def _ipython_display_(self) -> None:
+        """In a notebook: the live panel, then a static copy of the shown completion (HTML and SVG)
+        as a display of its own, refreshed after every run. Where the panel renders, its stylesheet
+        hides the copy; a saved notebook, an export (``nbconvert --execute`` too) or GitHub shows
+        the copy: the last completion, without a kernel, a widget manager or a CDN script."""
+        from IPython.display import display
+
+        bundle = super()._repr_mimebundle_()
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
+        display({**data, "text/plain": f"CompletionWidget · {self.model_name}"}, metadata=meta, raw=True)
+        self._copy_id = f"nb_completion-copy-{self.model_id}"
+        display(self._static_copy(), raw=True, display_id=self._copy_id)
+
+    def _static_copy(self) -> dict[str, str]:
+        with self._lock:
+            records = list(self._records)
+        svg = heatmap_svg(records, color_by=self.color_by, header=[f"nb_completion · {self.model_name}", self.prompt_echo]) if records else None
+        return static_copy_bundle(self.to_html(), svg, self.prompt_echo + self.text)
+
+    def _refresh_static_copy(self) -> None:
+        """After a run: the displayed static copies show it (update_display by display id)."""
+        if self._copy_id is None:
+            return
+        try:
+            from IPython.display import update_display
+
+            update_display(self._static_copy(), raw=True, display_id=self._copy_id)
+        except Exception:  # the copy is a bonus: never let it break a run
+            pass
 
     # ---- running ---------------------------------------------------------------------------------
 
@@ -316,6 +358,10 @@ class CompletionWidget(anywidget.AnyWidget):
                     metrics["tokens_per_second"] = round(finished.tokens_per_second, 2)
                 if self._constrained and finished.stop_reason == "out_of_tokens" and not finished.cancelled:
                     metrics["incomplete"] = True  # max_tokens cut the JSON / grammar short: it may not parse
+                if finished.stop_string is not None:
+                    metrics["stop_string"] = finished.stop_string  # a stop string, not the model's end token
+                if self._runner is not None and self._runner.request.response_format is not None:
+                    metrics["grammar"] = True  # an end of turn means the structured output is complete
             self.result = outcome.response
             prefix_text = "".join(r.text for r in self._records[: self._prefix_len])
             body = outcome.response.content if outcome.response else "".join(r.text for r in generated)
@@ -332,6 +378,7 @@ class CompletionWidget(anywidget.AnyWidget):
                     self.status = "error"
                 else:
                     self.status = "stopped" if outcome.cancelled else "done"
+        self._refresh_static_copy()
 
     def _flag(self, exc: CompletionError) -> dict[str, str]:
         if exc.status != 400:

@@ -5,7 +5,10 @@ temporary folder holding a notebook, then with Playwright: runs the cell that cr
 clicks Generate, waits for streamed tokens, hovers a token and reads its alternatives in the
 ``role="tooltip"`` element, branches from an alternative, starts a long generation with
 Ctrl+Enter and clicks Stop, switches to the dark theme, and reloads the page to check a re-opened
-view is complete. Screenshots go to ``artifacts/screenshots/`` (git-ignored).
+view is complete, and that the saved notebook holds the static copy of the last completion (its
+colours those of the live heatmap). A second test generates Japanese (tokens that are parts of a
+character show their bytes) and checks that a narrow panel wraps between words, never inside
+one. Screenshots go to ``artifacts/screenshots/`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def lab(tmp_path_factory):
             proc.kill()
             pytest.fail("JupyterLab did not start:\n" + (work / "lab.log").read_text()[-3000:])
         time.sleep(0.5)
-    yield f"{base}/lab/tree/widget.ipynb?token={token}"
+    yield {"url": f"{base}/lab/tree/widget.ipynb?token={token}", "dir": work}
     proc.terminate()
     try:
         proc.wait(15)
@@ -109,7 +112,7 @@ def page(lab):
         pg = browser.new_page(viewport={"width": 1280, "height": 1000})
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.goto(lab)
+        pg.goto(lab["url"])
         pg.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
         pg.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
         pg.errors = errors  # type: ignore[attr-defined]
@@ -166,16 +169,74 @@ def _run_cell(pg) -> None:
     raise AssertionError("the widget did not render")
 
 
-def test_generate_hover_branch_and_stop_in_jupyterlab(page):
+# The live tokens' colours, and those of the static copy the kernel keeps next to the panel
+# (hidden in the page, saved with the notebook), as #rrggbb.
+COLOURS = """() => {
+  const hex = (c) => '#' + c.match(/\\d+/g).slice(0, 3).map((v) => Number(v).toString(16).padStart(2, '0')).join('');
+  const live = [...document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]')]
+    .map((e) => hex(getComputedStyle(e).backgroundColor));
+  const copy = [...document.querySelectorAll('.nbc-static-copy [data-token-index]')]
+    .map((e) => e.getAttribute('style').match(/background:(#[0-9a-f]{6})/)[1]);
+  return { live, copy };
+}"""
+
+# Words split across lines: each character's line (its top), words being what lies between the
+# visible-space marks; a word on two lines is a mid-word break.
+SPLIT_WORDS = """() => {
+  const box = document.querySelector('.nbc-widget .nbc-tokens');
+  const words = [[]];
+  const walker = document.createTreeWalker(box, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const mark = node.parentElement.classList.contains('nbc-ws');
+    for (let i = 0; i < node.length; i++) {
+      if (mark) { words.push([]); continue; }
+      const r = document.createRange();
+      r.setStart(node, i);
+      r.setEnd(node, i + 1);
+      words[words.length - 1].push([node.data[i], Math.round(r.getBoundingClientRect().top)]);
+    }
+  }
+  return words.filter((w) => new Set(w.map(([, top]) => top)).size > 1).map((w) => w.map(([c]) => c).join(''));
+}"""
+
+
+def test_generate_hover_branch_and_stop_in_jupyterlab(page, lab):
     pg = page
     try:
-        _scenario(pg)
+        _scenario(pg, lab["dir"])
     except BaseException:
         pg.screenshot(path=str(SHOTS / "failure.png"), full_page=True)
         raise
 
 
-def _scenario(pg):
+def _contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two CSS rgb() colours."""
+
+    def lum(css: str) -> float:
+        channels = [int(v) / 255 for v in re.findall(r"\d+", css)[:3]]
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _saved_copy(folder: Path) -> dict:
+    """The static copy's data in the notebook file as saved by JupyterLab."""
+    import nbformat
+
+    nb = nbformat.read(folder / "widget.ipynb", as_version=4)  # joins the multi-line strings
+    (copy,) = [o["data"] for o in nb.cells[0].outputs if "nbc-static-copy" in o.get("data", {}).get("text/html", "")]
+    return copy
+
+
+def _save(pg) -> None:
+    pg.get_by_role("menuitem", name="File", exact=True).click()
+    pg.locator(".lm-Menu").get_by_text("Save Notebook", exact=True).click()
+    pg.wait_for_selector(".jp-mod-dirty", state="detached", timeout=10_000)
+
+
+def _scenario(pg, folder: Path):
     _run_cell(pg)
     assert _status(pg).inner_text() == "Ready"
 
@@ -196,6 +257,13 @@ def _scenario(pg):
     assert "Paris" in words, words
     assert "tokens/s" in pg.locator(".nbc-widget .nbc-metrics").inner_text()
     _shot(pg, "1-generated")
+
+    # one palette: the live heatmap and the kernel's static copy of the same run colour each
+    # token alike; the copy is hidden while the live panel shows
+    pg.wait_for_function("document.querySelectorAll('.nbc-static-copy [data-token-index]').length === 16", timeout=30_000)
+    colours = pg.evaluate(COLOURS)
+    assert colours["live"] == colours["copy"] and len(set(colours["live"])) >= 3, colours
+    assert not pg.locator(".nbc-static-copy").is_visible()
 
     # hover a token: the tooltip lists its alternatives with probabilities and its rank
     second = _tokens(pg).nth(1)
@@ -273,12 +341,23 @@ def _scenario(pg):
     _tokens(pg).nth(2).hover()
     pg.get_by_role("tooltip").wait_for(state="visible", timeout=5_000)
     pg.screenshot(path=str(SHOTS / "5-dark-page.png"))
+    # the legend's "dashed" sample is drawn like a token: dark text on a pale colour, readable here
+    sample = pg.locator(".nbc-widget .nbc-legend .nbc-not-top")
+    fg, bg, style, dashes, panel = sample.evaluate(
+        "e => { const s = getComputedStyle(e); return [s.color, s.backgroundColor, s.borderBottomStyle,"
+        " s.borderBottomColor, getComputedStyle(e.closest('.nbc-widget')).backgroundColor]; }"
+    )
+    shown_on = panel if bg.startswith("rgba(") and bg.endswith(", 0)") else bg  # transparent: the panel shows through
+    assert style == "dashed", style
+    assert _contrast(fg, shown_on) >= 7 and _contrast(dashes, shown_on) >= 3, (fg, bg, dashes, panel)
 
     # a re-opened view is complete: save, reload the page, and the panel rebuilds from the traits
     texts = _tokens(pg).all_text_contents()
-    pg.get_by_role("menuitem", name="File", exact=True).click()
-    pg.locator(".lm-Menu").get_by_text("Save Notebook", exact=True).click()
-    pg.wait_for_selector(".jp-mod-dirty", state="detached", timeout=10_000)
+    _save(pg)
+    # the saved notebook shows the last completion without a kernel: its static copy
+    copy = _saved_copy(folder)
+    assert copy["text/html"].count("data-token-index=") == len(texts) and "no completion yet" not in copy["text/html"]
+    assert copy["text/plain"].startswith("1, 2, 3, 4, 5, 6, 7, 8, 9, 10,") and "fill=" in copy["image/svg+xml"]
     pg.reload()
     pg.locator(".nbc-widget").wait_for(timeout=60_000)
     pg.wait_for_function(
@@ -288,3 +367,53 @@ def _scenario(pg):
     assert _tokens(pg).all_text_contents() == texts
     assert _status(pg).inner_text() == "Stopped"
     _shot(pg, "6-reopened")
+
+
+def test_partial_characters_and_word_breaks_in_jupyterlab(page, lab):
+    pg = page
+    try:
+        _partial_and_breaks(pg, lab["dir"])
+    except BaseException:
+        pg.screenshot(path=str(SHOTS / "failure-partial.png"), full_page=True)
+        raise
+
+
+def _generate_and_wait(pg) -> None:
+    """Click Generate; wait until this run (not the previous one) is done."""
+    pg.get_by_role("button", name="Generate").click()
+    pg.wait_for_selector(".nbc-widget [role='status']:not([data-status='done'])", timeout=10_000)
+    pg.wait_for_selector(".nbc-widget [role='status'][data-status='done']", timeout=120_000)
+
+
+def _partial_and_breaks(pg, folder: Path):
+    if pg.locator(".nbc-widget").count() == 0:  # run alone (-k), without the first test
+        _run_cell(pg)
+    pg.locator(".nbc-widget").wait_for(timeout=60_000)
+    # Japanese: SmolLM2 writes katakana a byte or two per token
+    pg.get_by_label("Prompt").fill("Tokyo in Japanese is written")
+    pg.get_by_label("Max tokens").fill("10")
+    _generate_and_wait(pg)
+    partial = pg.locator(".nbc-widget .nbc-tokens .nbc-partial")
+    assert partial.count() >= 1
+    assert "⟨end⟩" not in pg.locator(".nbc-widget .nbc-tokens").inner_text()
+    assert re.fullmatch(r"‹[0-9A-F]{2}( [0-9A-F]{2})*›", partial.first.inner_text())
+    partial.first.hover()
+    tip = pg.get_by_role("tooltip")
+    tip.wait_for(state="visible", timeout=5_000)
+    assert "part of a character" in tip.inner_text()
+    alts = [tip.locator("button.nbc-alt").nth(i).get_attribute("data-alt-text") for i in range(tip.locator("button.nbc-alt").count())]
+    assert len(alts) == len(set(alts)) == 5 and "\ufffd" not in "".join(alts), alts  # top-k entries, none collapsed
+    assert "bytes of a partial character" in pg.locator(".nbc-widget .nbc-legend").inner_text()
+    _shot(pg, "7-partial-characters")
+
+    # Words never break mid-word with "show spaces" on: a narrow panel wraps between words
+    pg.get_by_label("Prompt").fill("Once upon a time, in a small village at the edge of the forest,")
+    pg.get_by_label("Max tokens").fill("60")
+    _generate_and_wait(pg)
+    assert pg.locator(".nbc-widget input[name='show_whitespace']").is_checked()
+    pg.locator(".nbc-widget .nbc-text").evaluate("e => { e.style.width = '260px'; }")
+    lines = pg.locator(".nbc-widget .nbc-tokens").evaluate("e => e.getClientRects().length")
+    assert lines >= 4, lines  # it does wrap
+    assert pg.evaluate(SPLIT_WORDS) == []
+    _shot(pg, "8-word-breaks")
+    pg.locator(".nbc-widget .nbc-text").evaluate("e => { e.style.width = ''; }")
