@@ -30,7 +30,7 @@ from .backend import Event
 from .batch_sampling import Chosen, RowParams
 from .detokenize import StreamingDetokenizer
 from .records import Delta, Finished, ModelInfo, TokenRecord
-from .scheduler import Engine, Work
+from .scheduler import Engine, Work, default_max_batch
 from .stopping import StopStringFilter
 
 END_OF_MESSAGE_TOKENS = ("<|eom_id|>",)
@@ -160,6 +160,11 @@ class LocalBackend:
         return compile_constraint(request.response_format, self.tokenizer, self.vocab_size)
 
     # ---- streaming ----------------------------------------------------------------------------
+
+    @property
+    def concurrency(self) -> int:
+        """How many requests run at once (the HTTP queue admits this many into the batch)."""
+        return int(self.engine_options.get("max_batch") or default_max_batch(self.device))
 
     @property
     def engine(self) -> Engine:

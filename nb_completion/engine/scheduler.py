@@ -37,6 +37,13 @@ from .kv import SlotStore, decode_mask, prefill_mask
 
 log = logging.getLogger("nb_completion.engine")
 
+DEFAULT_MAX_BATCH = 16  # sequences stepped together on the CPU
+DEFAULT_MAX_BATCH_CUDA = 64
+
+
+def default_max_batch(device: torch.device) -> int:
+    return DEFAULT_MAX_BATCH_CUDA if device.type == "cuda" else DEFAULT_MAX_BATCH
+
 
 class Sink(Protocol):
     def on_token(self, chosen: Chosen, now: float) -> bool:
@@ -82,6 +89,7 @@ class Stats:
     steps: int = 0
     decode_passes: int = 0
     decode_rows: int = 0
+    max_rows: int = 0  # the widest decode pass so far
     prefill_passes: int = 0
     prefill_tokens: int = 0
     reused_tokens: int = 0
@@ -99,9 +107,12 @@ def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
 class Engine:
     """Continuous batching over one model. ``submit`` from any thread; the engine thread does the rest."""
 
-    def __init__(self, model: Any, *, max_batch: int = 16, parked: int = 4, chunk: int = 128, max_len: Optional[int] = None):
+    def __init__(
+        self, model: Any, *, max_batch: Optional[int] = None, parked: int = 4, chunk: int = 128, max_len: Optional[int] = None
+    ):
         self.model = model
         self.device = next(model.parameters()).device
+        max_batch = max_batch or default_max_batch(self.device)
         dtype = model.get_input_embeddings().weight.dtype
         context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
         self.max_batch, self.parked_slots, self.chunk = max_batch, parked, chunk
@@ -328,6 +339,7 @@ class Engine:
         now = time.perf_counter()
         self.stats.decode_passes += 1
         self.stats.decode_rows += len(rows)
+        self.stats.max_rows = max(self.stats.max_rows, len(rows))
         ending: list[tuple[Sequence, str, Optional[int], Optional[BaseException]]] = []
         for seq, pick in zip(list(rows), chosen):
             seq.cached += 1
