@@ -151,9 +151,11 @@ def _prepare(model: Any, dtype: str, device: str) -> Any:
             raise BadRequest("dtype", "int8 dynamic quantization runs on the CPU only")
         import warnings
 
+        from .rowwise_int8 import quantize
+
         with warnings.catch_warnings():  # torch deprecates quantized tensors; the path still works
             warnings.simplefilter("ignore")
-            model = torch.ao.quantization.quantize_dynamic(model.float(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            model = quantize(model.float())  # per-row activation scales: batch-invariant
     else:
         model = model.to(getattr(torch, dtype))
     return model.to(device) if dtype != "int8" else model

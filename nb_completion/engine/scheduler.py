@@ -10,9 +10,10 @@ decode state (``Work``: sampling parameters and seed generator, repetition penal
    recomputed). A sequence with one uncached token left joins the decode batch at once; one with
    more is prefilled, one at a time, in chunks of ``chunk`` tokens.
 2. **Cancel**: sequences whose cancel event is set end now (waiting ones never start).
-3. **Prefill** one chunk of the prefilling sequence (its last prompt token is left for the decode
-   pass, which yields the first token). A long prompt therefore costs the others one chunk of
-   latency per step, and its cancel is honoured between chunks.
+3. **Prefill** at most ``chunk`` prompt tokens per step: a chunk of a long prompt, or several
+   short prompts one after another (the last prompt token is left for the decode pass, which
+   yields the first token). A long prompt therefore costs the others one chunk of latency per
+   step, and its cancel is honoured between chunks.
 4. **Decode**: every decoding sequence feeds its newest token in ONE forward pass ``[rows, 1]``
    with per-row positions; ``batch_sampling.choose_batch`` picks and measures all rows and reads
    back once. Finished sequences retire; the last decoding row moves into the hole, so the batch
@@ -189,8 +190,11 @@ class Engine:
         self.stats.steps += 1
         self._drop_cancelled()
         self._admit()
-        if self.prefilling is not None:
-            self._prefill_chunk(self.prefilling)
+        budget = self.chunk  # prompt tokens per step, over as many short prompts as fit
+        while self.prefilling is not None and budget > 0:
+            budget -= self._prefill_chunk(self.prefilling, budget)
+            if self.prefilling is None:
+                self._admit()
         if self.decoding:
             self._decode()
 
@@ -307,9 +311,10 @@ class Engine:
         )
         return out.logits[:, -1]
 
-    def _prefill_chunk(self, seq: Sequence) -> None:
+    def _prefill_chunk(self, seq: Sequence, budget: int) -> int:
+        """Prefill up to ``budget`` more prompt tokens of ``seq``; return how many (at least 1)."""
         start = seq.cached
-        n = min(self.chunk, len(seq.ids) - 1 - start)
+        n = min(budget, len(seq.ids) - 1 - start)
         if n > 0:
             ids = torch.tensor([seq.ids[start : start + n]], device=self.device)
             positions = torch.arange(start, start + n, device=self.device)
@@ -319,13 +324,14 @@ class Engine:
             except Exception as exc:
                 log.exception("prefill failed")
                 self._retire(seq, "error", error=exc)
-                return
+                return max(n, 1)
             seq.cached += n
             self.stats.prefill_passes += 1
             self.stats.prefill_tokens += n
         if len(seq.ids) - seq.cached == 1:
             self.prefilling = None
             self.decoding.append(seq)
+        return max(n, 1)
 
     def _decode(self) -> None:
         rows = self.decoding
