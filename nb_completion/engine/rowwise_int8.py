@@ -15,6 +15,7 @@ the model's ``nn.Linear`` layers in place and drops their float weights.
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence
 
 import torch
@@ -26,7 +27,9 @@ def _pack(weight: torch.Tensor) -> torch.ScriptObject:
     weight = weight.detach().float()
     scales = (weight.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
     zeros = torch.zeros(weight.shape[0], dtype=torch.long)
-    qweight = torch.quantize_per_channel(weight, scales, zeros, axis=0, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch deprecates quantized tensors; fbgemm's kernels still work
+        warnings.simplefilter("ignore")
+        qweight = torch.quantize_per_channel(weight, scales, zeros, axis=0, dtype=torch.qint8)
     return torch.ops.quantized.linear_prepack(qweight, None)
 
 
