@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import torch
 
-ZERO_AHEAD = 256
+ZERO_AHEAD = 32
 
 
 def model_shape(model: Any) -> tuple[int, int, int]:
