@@ -209,3 +209,17 @@ def test_compare_prefills_the_prompt_once(tiny_backend, tiny_model_id):
     assert engine.stats.reused_tokens - reused >= 3 * (n - 1)  # the other three forked from it
     solo = complete(prompt, model_id=tiny_model_id, sampling_params={"max_tokens": 12})
     assert result[0].text == solo.content
+
+
+def test_a_branch_from_text_reuses_the_finished_run(tiny_backend, tiny_model_id):
+    """What a widget branch sends: the prompt plus the shown tokens' text plus the alternative."""
+    prompt = "def add(a, b):\n    return a + b\n\nThe capital of Italy is"
+    first = complete(prompt, model_id=tiny_model_id, sampling_params={"max_tokens": 12}, logprobs=3)
+    pieces = [next(iter(lp.logprobs_by_token)) for lp in first.logprobs]
+    engine = tiny_backend.engine
+    reused, prefilled = engine.stats.reused_tokens, engine.stats.prefill_tokens
+    branch = prompt + "".join(pieces[:5]) + " Rome"
+    response = complete(branch, model_id=tiny_model_id, sampling_params={"max_tokens": 8})
+    assert response.stop_reason is not None
+    assert engine.stats.reused_tokens - reused >= len(tiny_backend.encode(prompt)) - 1
+    assert engine.stats.prefill_tokens - prefilled <= len(tiny_backend.encode(branch)) - len(tiny_backend.encode(prompt)) + 1
