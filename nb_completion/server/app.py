@@ -30,7 +30,7 @@ from ..engine import registry
 from ..engine.records import Delta, Finished, ModelInfo
 from ..service import to_chunks, to_response
 from . import sse
-from .openai_compat import Shaper, error_body, parse_openai
+from .openai_compat import Shaper, echo_tokens, error_body, parse_openai
 from .openapi import build_openapi
 from .queue import END, EngineQueue, Job
 
@@ -197,7 +197,10 @@ async def openai_completions(request: Request) -> Response:
     body = await _json_body(request)
     completion_request, options = parse_openai(body)
     state.check_model(completion_request.model_id)
-    shaper = Shaper(completion_request.model_id, options["logprobs"])
+    echo = await asyncio.to_thread(echo_tokens, completion_request) if options["echo"] else None
+    shaper = Shaper(completion_request.model_id, options["logprobs"], echo)
+    if options["echo_only"]:
+        return _json(shaper.echo_response(len(echo)))
     job = await _open(request, state, completion_request, options["seed"])
     if job is None:
         return Response(status_code=204)
