@@ -23,7 +23,7 @@ Semantics match ``sampling.py`` (the one-row reference processors), which the te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -42,6 +42,9 @@ class RowParams:
     repetition_penalty: float = 1.0
     top_logprobs: int = 5
     generator: Optional[torch.Generator] = None
+    # Called on the engine thread at every step with (raw logits, processed logits, Gumbel noise
+    # or None for greedy, chosen id): the teaching views' window into one step (``stepping.py``).
+    observe: Optional[Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor], int], None]] = None
 
 
 class RowTable:
@@ -164,6 +167,9 @@ def choose_batch(
         [chosen[:, None].double(), chosen_lp.double(), rank.double() + 1, entropy.double(), top_ids.double(), top_values.double()],
         dim=1,
     )
+    for b, p in enumerate(params):
+        if p.observe is not None:
+            p.observe(raw[b], x[b], noise[b] if not p.greedy else None, int(chosen[b]))
     if any(p.repetition_penalty != 1.0 for p in params):
         table.seen[torch.arange(first, first + rows, device=raw.device), chosen] = True
     host = packed.cpu().tolist()  # the one read-back of the step

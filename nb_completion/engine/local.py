@@ -64,6 +64,8 @@ class _Plan:
 class LocalBackend:
     """One loaded model and tokenizer; generates one request at a time."""
 
+    continues_generators = True  # open(generator=...) continues a sampling generator's state
+
     def __init__(self, model: Any, tokenizer: Any, model_id: str, *, source: str = "", dtype: str = "", device: str = ""):
         self.model = model
         self.tokenizer = tokenizer
@@ -110,10 +112,10 @@ class LocalBackend:
             ids = [self.tokenizer.bos_token_id]
         return list(ids)
 
-    def _plan(self, request: CompletionRequest, seed: Optional[int]) -> _Plan:
+    def _plan(self, request: CompletionRequest, seed: Optional[int], ids: Optional[list[int]] = None) -> _Plan:
         started = time.perf_counter()
-        text = content_text(request.content, self.info.identifier)
-        ids = self.encode(text)
+        if ids is None:
+            ids = self.encode(content_text(request.content, self.info.identifier))
         if not ids:
             raise BadRequest("content", "is empty and the model has no beginning-of-sequence token")
         params = request.sampling_params or SamplingParams()
@@ -175,9 +177,23 @@ class LocalBackend:
             return self._engine
 
     def open(
-        self, request: CompletionRequest, *, seed: Optional[int] = None, cancel: Optional[threading.Event] = None
+        self,
+        request: CompletionRequest,
+        *,
+        seed: Optional[int] = None,
+        cancel: Optional[threading.Event] = None,
+        ids: Optional[list[int]] = None,
+        generator: Optional[torch.Generator] = None,
+        observe: Any = None,
     ) -> "EventStream":
-        plan = self._plan(request, seed)
+        """Stream ``request``. The teaching views' hooks (``stepping.py``): ``ids`` continues
+        these exact token ids instead of the content's re-tokenized text; ``generator`` continues
+        this sampling generator's state instead of a fresh one from ``seed`` (Step after Step
+        draws what one longer run would); ``observe`` sees each step (``RowParams.observe``)."""
+        plan = self._plan(request, seed, ids)
+        if generator is not None and not plan.params.greedy:
+            plan.params.generator = generator
+        plan.params.observe = observe
         cancel = cancel if cancel is not None else threading.Event()
         shaper = _Shaper(self, plan)
         work = Work(
