@@ -145,10 +145,12 @@ def draw_of(backend: Any, processed: torch.Tensor, noise: Optional[torch.Tensor]
 
 
 def _one_token(request: CompletionRequest, greedy: bool = False) -> CompletionRequest:
-    params = request.sampling_params.model_copy(update={"max_tokens": 1, "stop": None})
+    body = request.sampling_params.model_dump(exclude_none=True)
+    body.update(max_tokens=1)
+    body.pop("stop", None)
     if greedy:
-        params = params.model_copy(update={"strategy": {"type": "greedy"}, "repetition_penalty": 1.0})
-        params = type(params).model_validate(params.model_dump())
+        body.update(strategy={"type": "greedy"}, repetition_penalty=1.0)
+    params = type(request.sampling_params).model_validate(body)
     return request.model_copy(update={"sampling_params": params, "response_format": None})
 
 
