@@ -93,3 +93,19 @@ def test_teaching_messages_from_the_browser(tiny_model_id):
     assert len(w.tree) == 2
     w._on_frontend_msg(w, {"type": "show_branch", "id": 7}, [])
     assert w.status == "error" and "branch" in w.error["detail"]
+
+
+def test_the_distribution_and_the_tree_are_exported_as_svg(tiny_model_id):
+    import xml.etree.ElementTree as ET
+
+    w = CompletionWidget(PROMPT, model_id=tiny_model_id, max_tokens=4, strategy="top_k", top_k=3)
+    w.generate(wait=True, timeout=60)
+    w.show_distribution(1)
+    w.force(1, w.distribution["ids"][2])  # a second path
+    svg = w._repr_mimebundle_()[0]["image/svg+xml"]
+    root = ET.fromstring(svg)  # well-formed
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = [g for g in root.iter(ns + "g") if g.get("data-token-id")]
+    assert len(bars) >= 20 and sum(g.get("data-excluded") == "false" for g in bars) == 3  # top-k 3
+    text = " ".join(t.text or "" for t in root.iter(ns + "text"))
+    assert "Next-token distribution" in text and "Branches" in text and "original run" in text and "at #1" in text

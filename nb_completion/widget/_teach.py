@@ -322,6 +322,18 @@ class TeachingMixin:
             self.prompt_tokens = prompt_token_dicts(backend, list(ids))
             self.perplexity = None
 
+    def teaching_svgs(self) -> list[str]:
+        """The distribution chart (under the current settings) and the branch tree, as SVG images."""
+        from ..render_teach_svg import distribution_svg, tree_svg
+
+        out = []
+        if self.distribution and self.distribution.get("ids"):
+            controls = {k: getattr(self, k) for k in ("strategy", "temperature", "top_p", "top_k", "repetition_penalty")}
+            out.append(distribution_svg(self.distribution, controls))
+        if self.tree:
+            out.append(tree_svg(self.tree))
+        return out
+
     def _teach_msg(self, kind: str, content: dict) -> bool:
         """Handle a teaching message from the browser; False if ``kind`` is not one."""
         if kind == "step":

@@ -42,6 +42,7 @@ from ._controls import (
 )
 from ._runner import Outcome, Runner
 from ..render_svg import heatmap_svg
+from ..render_teach_svg import stack_svg
 from ._static import static_copy_bundle, static_html
 from ._teach import TeachingMixin
 from ._tokens import branch_record, live_metrics, reindex, token_dict
@@ -228,8 +229,9 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
         try:
             static = {"text/html": self.to_html()}
-            if self._records:
-                static["image/svg+xml"] = self.to_svg()
+            parts = ([self.to_svg()] if self._records else []) + self.teaching_svgs()
+            if parts:
+                static["image/svg+xml"] = stack_svg(parts)
         except Exception:  # the static copy is a bonus: never let it hide the live panel
             return data, meta
         return {**data, **static}, meta
@@ -250,7 +252,12 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     def _static_copy(self) -> dict[str, str]:
         with self._lock:
             records = list(self._records)
-        svg = heatmap_svg(records, color_by=self.color_by, header=[f"nb_completion · {self.model_name}", self.prompt_echo]) if records else None
+        parts = [heatmap_svg(records, color_by=self.color_by, header=[f"nb_completion · {self.model_name}", self.prompt_echo])] if records else []
+        try:
+            parts += self.teaching_svgs()
+        except Exception:  # a bonus: never let it hide the heatmap
+            pass
+        svg = stack_svg(parts) if parts else None
         return static_copy_bundle(self.to_html(), svg, self.prompt_echo + self.text)
 
     def _refresh_static_copy(self) -> None:
