@@ -29,6 +29,7 @@ _LAZY = {
     "compare": ("nb_completion.comparison", "compare"),
     "heatmap_html": ("nb_completion.render", "heatmap_html"),
     "score": ("nb_completion.scoring", "score"),
+    "next_token_distribution": ("nb_completion.teaching", "next_token_distribution"),
 }
 
 __all__ = [

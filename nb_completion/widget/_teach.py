@@ -127,6 +127,7 @@ class TeachingMixin:
             self._current = path.id
             self._show(path, status="done")
         self._probe_end()
+        self._refresh_static_copy()
 
     def _show(self, path: Path, status: Optional[str] = None, new_run: bool = True) -> None:
         self._records = list(path.records)
@@ -210,6 +211,7 @@ class TeachingMixin:
                 if result.record is None:
                     break
             self._probe_end()
+            self._refresh_static_copy()
             return result
 
     def force(self, position: int, token_id: int) -> None:
@@ -242,6 +244,7 @@ class TeachingMixin:
             self._show(new, status="done")
             self.draw = None
         self._probe_end()
+        self._refresh_static_copy()
 
     def _distribution_for(self, backend: Any, path: Path, position: int) -> Any:
         from ..stepping import distribution_at
@@ -309,6 +312,7 @@ class TeachingMixin:
                 self._show(path, status="done")
             self.prompt_tokens = prompt_token_dicts(backend, ids, scored.tokens)
             self.perplexity = None if math.isnan(scored.perplexity) else round(scored.perplexity, 4)
+        self._refresh_static_copy()
         return scored
 
     def _refresh_prompt_tokens(self) -> None:
