@@ -55,7 +55,7 @@ export function tooltipContent(doc, token) {
     appendVisibleText(label, text);
     const value = doc.createElement("span");
     value.className = "nbc-alt-p";
-    value.textContent = percent(p) + (isChosen ? " (chosen)" : "");
+    value.textContent = percent(p) + (isChosen ? (token.prompt ? " (in the text)" : " (chosen)") : "");
     button.title = isChosen ? "Continue again from this token" : "Continue generation with this token instead";
     if (token.prompt) {
       button.disabled = true; // what the model expected in the prompt: nothing to continue from

@@ -306,10 +306,15 @@ class TeachingMixin:
         scored = Scored(self.content, backend.info.identifier, score_ids(backend, ids))
         with self._lock:
             path = self._path()
-            if path is None or path.prompt != self.content:
+            fresh = path is None or path.prompt != self.content
+            if fresh:  # another text: it starts a new tree, generating nothing
                 path = self._new_path("step", self.content, [], root=True)
                 path.prompt_ids = ids
                 self._show(path, status="done")
+                self.metrics, self.draw = {}, None
+        if fresh:
+            self._probe_end()  # the distribution of the token after the scored text
+        with self._lock:
             self.prompt_tokens = prompt_token_dicts(backend, ids, scored.tokens)
             self.perplexity = None if math.isnan(scored.perplexity) else round(scored.perplexity, 4)
         self._refresh_static_copy()

@@ -439,7 +439,7 @@ def _teaching_views(pg):
     pg.get_by_label("Prompt").fill("The capital of France is")
     pg.get_by_label("Max tokens").fill("6")
     pg.get_by_label("Strategy").select_option("top_p")
-    pg.get_by_label("Temperature").fill("0.9")
+    pg.get_by_role("spinbutton", name="Temperature", exact=True).fill("0.9")
     more = w.locator("details.nbc-more")
     if more.get_attribute("open") is None:
         more.locator("summary").click()
@@ -462,7 +462,7 @@ def _teaching_views(pg):
     assert bars.count() >= 20
     _shot(pg, "9-step-and-distribution")
     pg.get_by_label("Strategy").select_option("top_k")
-    pg.get_by_label("Top-k").fill("3")
+    pg.get_by_role("spinbutton", name="Top-k", exact=True).fill("3")
     pg.wait_for_function(f"() => document.querySelectorAll(\"{KEPT}\").length === 3", timeout=10_000)
     assert pg.locator(KEPT).count() == 3
     struck = fig.locator("[data-excluded='true']").first
@@ -470,8 +470,10 @@ def _teaching_views(pg):
     _shot(pg, "10-top-k-3")
     # top-p: the cut is marked
     pg.get_by_label("Strategy").select_option("top_p")
-    pg.get_by_label("Top-p").fill("0.5")
+    pg.get_by_role("spinbutton", name="Top-p", exact=True).fill("0.5")
     fig.locator(".nbc-dist-cut").wait_for(timeout=10_000)
+    fig.scroll_into_view_if_needed()
+    fig.screenshot(path=str(SHOTS / "10b-top-p-cut.png"))
     # force the second most likely token as the next one: a new branch in the tree
     forced_id = bars.nth(1).get_attribute("data-token-id")
     bars.nth(1).click()
@@ -482,6 +484,8 @@ def _teaching_views(pg):
     assert items.nth(1).get_attribute("aria-selected") == "true" and "(forced)" in items.nth(1).inner_text()
     assert _tokens(pg).count() == n + 2
     _shot(pg, "11-forced-branch-tree")
+    tree.scroll_into_view_if_needed()
+    tree.screenshot(path=str(SHOTS / "11b-tree.png"))
     # the tree by keyboard: back to the original run
     items.nth(1).focus()
     pg.keyboard.press("ArrowUp")
@@ -503,6 +507,9 @@ def _teaching_views(pg):
     tip.wait_for(state="visible", timeout=5_000)
     assert "rank" in tip.inner_text() and "id " in tip.inner_text() and "bytes" in tip.inner_text()
     _shot(pg, "12-score")
+    assert "(in the text)" in tip.inner_text()
+    assert w.locator(".nbc-tokens [data-token-index]").count() == 0 and "7 tokens" not in w.locator(".nbc-metrics").inner_text()
+    pg.mouse.move(5, 5)
     # the colour-blind-safe palette
     w.locator("select[name='palette']").select_option("colorblind")
     w.locator("input[name='show_tokens']").check()
