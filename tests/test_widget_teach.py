@@ -109,3 +109,16 @@ def test_the_distribution_and_the_tree_are_exported_as_svg(tiny_model_id):
     assert len(bars) >= 20 and sum(g.get("data-excluded") == "false" for g in bars) == 3  # top-k 3
     text = " ".join(t.text or "" for t in root.iter(ns + "text"))
     assert "Next-token distribution" in text and "Branches" in text and "original run" in text and "at #1" in text
+
+
+def test_step_and_distribution_after_a_branch_from_a_tooltip_alternative(tiny_model_id):
+    w = CompletionWidget(PROMPT, model_id=tiny_model_id, max_tokens=4)
+    w.generate(wait=True, timeout=60)
+    alt = next(t for t, _ in w.tokens[1]["top"][1:] if "‹" not in t)  # a whole-character alternative
+    w.continue_from(1, alt, wait=True)  # the alternative's record has no token id
+    before, n = w.text, len(w.tokens)
+    w.step()
+    assert w.text.startswith(before) and len(w.tokens) == n + 1
+    w.show_distribution(3)
+    assert w.distribution["chosen"] == w.tokens[3]["token_id"]
+    assert w.distribution["logits"][w.distribution["ids"].index(w.distribution["chosen"])] is not None

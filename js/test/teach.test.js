@@ -72,6 +72,25 @@ describe("the distribution figure", () => {
   });
 });
 
+describe("a token's distribution", () => {
+  it("clicking a generated or a prompt token asks for the distribution it was drawn from", () => {
+    const prompt_tokens = [
+      { index: 0, token_id: 5, text: "The", piece: "The", prompt: true },
+      { index: 1, token_id: 9, text: " cat", piece: " cat", prompt: true },
+    ];
+    const model = fakeModel({ prompt_echo: "The cat", prompt_tokens, tokens: [tok(0, " sat"), tok(1, " down")] });
+    mount(model);
+    el.querySelector('input[name="show_tokens"]').click();
+    el.querySelector('.nbc-tokens [data-token-index="1"]').click();
+    el.querySelector('[data-prompt="true"][data-token-index="1"]').click();
+    el.querySelector('[data-prompt="true"][data-token-index="0"]').click(); // nothing before it
+    expect(model.sent).toEqual([
+      { type: "distribution", index: 1, prompt: false },
+      { type: "distribution", index: 1, prompt: true },
+    ]);
+  });
+});
+
 describe("the branch tree", () => {
   const TREE = [
     { id: 0, parent: null, depth: 0, split: 0, kind: "generate", token: null, tokens: 6, logprob: -8.5, current: false },

@@ -96,7 +96,7 @@ class TeachingMixin:
     def _tree_start(self, prompt: str, prefix: list[TokenRecord], branch: Optional[dict], generator: Any) -> None:
         """A run starts (Generate or a branch): its path, and the generator a later Step continues."""
         if branch is None:
-            fresh = not self._paths or self.content != self._paths[0].source or self._paths[0].prompt != prompt
+            fresh = not self._paths or self.content != self._paths[0].source
             self._new_path("generate", prompt, prefix, root=fresh)
         else:
             self._new_path("branch", prompt, prefix, split=branch["index"])
@@ -168,10 +168,20 @@ class TeachingMixin:
             raise first_problem(bad)
         return build(values, prompt)
 
-    def _path_ids(self, backend: Any, path: Path) -> list[int]:
+    def _ids_before(self, backend: Any, path: Path, i: int) -> list[int]:
+        """The token ids before the path's token ``i``, as the engine saw them: a branch from a
+        tooltip alternative (token id -1) ran on the re-tokenized text up to it."""
         if path.prompt_ids is None:
             path.prompt_ids = backend.encode(path.prompt)
-        return path.prompt_ids + [r.token_id for r in path.records]
+        records = path.records[:i]
+        cut = max((k for k, r in enumerate(records) if r.token_id < 0), default=-1)
+        if cut < 0:
+            return path.prompt_ids + [r.token_id for r in records]
+        head = backend.encode(path.prompt + "".join(r.text for r in records[: cut + 1]))
+        return head + [r.token_id for r in records[cut + 1 :]]
+
+    def _path_ids(self, backend: Any, path: Path) -> list[int]:
+        return self._ids_before(backend, path, len(path.records))
 
     def step(self, n: int = 1) -> Any:
         """Generate exactly ``n`` tokens (default 1) one at a time with the current settings,
@@ -226,10 +236,10 @@ class TeachingMixin:
             raise BadRequest("position", "nothing is shown yet: Generate or Step first")
         if not isinstance(position, int) or not 0 <= position <= len(path.records):
             raise BadRequest("position", f"no token position {position!r} (the output has {len(path.records)} tokens)")
-        dist = self._distribution_for(backend, path, position)
+        prefix_ids = self._ids_before(backend, path, position)
+        dist = self._distribution_for(backend, path, prefix_ids)
         if token_id not in dist.ids:
             raise BadRequest("token_id", f"{token_id!r} is not among the {len(dist.ids)} tokens of this distribution")
-        prefix_ids = self._path_ids(backend, path)[: len(path.prompt_ids) + position]
         log_z = dist.log_z
         top = tuple((t, lp - log_z) for t, lp in zip(dist.texts[: max(self.logprobs_top_k, 5)], dist.logits))
         record = TokenRecord(
@@ -246,16 +256,14 @@ class TeachingMixin:
         self._probe_end()
         self._refresh_static_copy()
 
-    def _distribution_for(self, backend: Any, path: Path, position: int) -> Any:
+    def _distribution_for(self, backend: Any, path: Path, prefix: list[int]) -> Any:
         from ..stepping import distribution_at
 
-        ids = self._path_ids(backend, path)
-        at = len(path.prompt_ids) + position
-        if self._dist is not None and self._dist.position == at and self._dist_key == tuple(ids[:at]):
-            return self._dist
-        dist = distribution_at(backend, self._request(path.prompt), ids[:at])
-        self._dist, self._dist_key = dist, tuple(ids[:at])
-        return dist
+        key = (self.model_name, tuple(prefix))
+        if self._dist is None or self._dist_key != key:
+            self._dist = distribution_at(backend, self._request(path.prompt), prefix)
+            self._dist_key = key
+        return self._dist
 
     def show_distribution(self, index: Optional[int] = None, prompt: bool = False) -> None:
         """Show the next-token distribution before generated token ``index`` (None: after the
@@ -267,23 +275,21 @@ class TeachingMixin:
                 raise BadRequest("content", "write a prompt first")
             path = self._new_path("step", self.content, [], root=True)
             self._show(path, new_run=False)
-        ids = self._path_ids(backend, path)
-        n_prompt = len(path.prompt_ids)
+        self._ids_before(backend, path, 0)  # the prompt's ids
+        n = len(path.records)
         if prompt:
-            if not isinstance(index, int) or not 1 <= index < n_prompt:
-                raise BadRequest("index", f"prompt token {index!r} has no distribution (1..{n_prompt - 1})")
-            at = index
+            if not isinstance(index, int) or not 1 <= index < len(path.prompt_ids):
+                raise BadRequest("index", f"prompt token {index!r} has no distribution (1..{len(path.prompt_ids) - 1})")
+            prefix, chosen, end = path.prompt_ids[:index], path.prompt_ids[index], False
         else:
-            at = n_prompt + (len(path.records) if index is None else index)
-            if not n_prompt <= at <= len(ids):
-                raise BadRequest("index", f"no token #{index}")
-        position = at - n_prompt
-        dist = self._distribution_for(backend, path, position)
-        chosen = ids[at] if at < len(ids) else None
-        self.distribution = {
-            **dist.to_dict(), "index": (index if prompt else position), "prompt": bool(prompt), "chosen": chosen,
-            "end": at == len(ids),
-        }  # fmt: skip
+            i = n if index is None else index
+            if not isinstance(i, int) or not 0 <= i <= n:
+                raise BadRequest("index", f"no token #{index} (the output has {n} tokens)")
+            prefix, end = self._ids_before(backend, path, i), i == n
+            chosen = path.records[i].token_id if i < n and path.records[i].token_id >= 0 else None
+            index = i
+        dist = self._distribution_for(backend, path, prefix)
+        self.distribution = {**dist.to_dict(), "index": index, "prompt": bool(prompt), "chosen": chosen, "end": end}
 
     def _probe_end(self) -> None:
         """After a run or a step: the distribution of the next token (quietly skipped when remote)."""

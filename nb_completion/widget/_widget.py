@@ -412,7 +412,9 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
                 else:
                     self.status = "stopped" if outcome.cancelled else "done"
             self._tree_sync()
-        if outcome.error is None:
+        if outcome.error is None and outcome.cancelled:  # Stop returns at once; the probe follows
+            threading.Thread(target=self._probe_end, daemon=True).start()
+        elif outcome.error is None:
             self._probe_end()
         self._refresh_static_copy()
 
