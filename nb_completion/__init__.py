@@ -28,6 +28,8 @@ _LAZY = {
     "register_remote": ("nb_completion.engine.remote", "register_remote"),
     "compare": ("nb_completion.comparison", "compare"),
     "heatmap_html": ("nb_completion.render", "heatmap_html"),
+    "score": ("nb_completion.scoring", "score"),
+    "next_token_distribution": ("nb_completion.teaching", "next_token_distribution"),
 }
 
 __all__ = [

@@ -232,6 +232,8 @@ class CompletionMagics(Magics):
         if opts.models:
             _show_models()
             return None
+        if opts.score:
+            return self._score(opts, _content(opts, cell, namespace), namespace)
         request = build(opts, _content(opts, cell, namespace))
         if opts.chat:
             request = apply_chat(request)  # loads the model first: the template is its tokenizer's
@@ -262,6 +264,16 @@ class CompletionMagics(Magics):
             raise GenerationInterrupted(f"generation stopped after {len(drained.tokens)} tokens; the partial text is kept in `_`" + (f" and `{opts.out}`" if opts.out else ""))
         result.mark_shown()  # the live display already shows it: `Out[n]` stays quiet
         return result
+
+
+    def _score(self, opts: MagicOptions, text: str, namespace: dict):
+        """``%%complete --score``: the cell's text scored (nothing generated); shown as a heatmap."""
+        from .scoring import score
+
+        scored = score(text, model_id=opts.model)
+        if opts.out:
+            namespace[opts.out] = scored
+        return scored
 
 
 CompletionMagics.complete.__doc__ = PARSER.format_help()

@@ -57,6 +57,7 @@ def _make_parser() -> _Parser:
             "  %%complete --json-schema {Person} -o reply\n"
             "  %%complete --grammar '[0-9]{4}' --grammar-syntax regex\n"
             "  %complete -n 10 The capital of France is\n"
+            "  %%complete --score   (the cell's text scored: surprisal per token, perplexity)\n"
             "  %complete --models"
         ),
         add_help=True,
@@ -79,6 +80,7 @@ def _make_parser() -> _Parser:
     p.add_argument("--heatmap", nargs="?", const="probability", choices=("probability", "entropy"), help="show the tokens coloured by probability (or entropy) under the text")
     p.add_argument("-o", "--out", metavar="NAME", help="store the CompletionResponse in the variable NAME")
     p.add_argument("--models", action="store_true", help="list the registered models and exit")
+    p.add_argument("--score", action="store_true", help="score the cell's text instead of continuing it: each token coloured by its surprisal, its rank and the expected alternatives on hover, and the perplexity (-o stores the Scored result)")
     p.add_argument("prompt", nargs="*", help=argparse.SUPPRESS)
     return p
 
@@ -106,6 +108,7 @@ class MagicOptions:
     heatmap: str | None = None
     out: str | None = None
     models: bool = False
+    score: bool = False
     prompt: str = ""
 
 
@@ -207,6 +210,7 @@ def parse_line(line: str, namespace: Mapping[str, Any]) -> MagicOptions:
         heatmap=ns.heatmap,
         out=ns.out,
         models=ns.models,
+        score=ns.score,
         prompt=" ".join(ns.prompt),
     )
     max_tokens = _number(ns.max_tokens, namespace, "--max-tokens", int)

@@ -82,11 +82,15 @@ def open_events(
     seed: int | None = None,
     cancel: threading.Event | None = None,
     on_progress: ProgressCallback | None = None,
+    generator: Any = None,
 ) -> Iterator[Event]:
     """Validate eagerly (raising ``CompletionError``), then stream ``Delta``s and one ``Finished``.
-    A model that is not loaded yet loads first (``on_progress`` receives the steps)."""
+    A model that is not loaded yet loads first (``on_progress`` receives the steps). A local
+    model's sampling may continue a given ``torch.Generator`` (the widget's Step after Generate)."""
     backend = load_backend(request.model_id, on_progress)
     try:
+        if generator is not None and getattr(backend, "continues_generators", False):
+            return backend.open(request, seed=seed, cancel=cancel, generator=generator)
         return backend.open(request, seed=seed, cancel=cancel)
     except CompletionError:
         raise

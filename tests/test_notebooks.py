@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["quickstart.ipynb", "sampling_lab.ipynb", "structured_output.ipynb"]
+NAMES = ["quickstart.ipynb", "sampling_lab.ipynb", "structured_output.ipynb", "inside_a_step.ipynb"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -163,3 +163,29 @@ def test_structured_output(executed):
     yes_no = completion_text(cell(nb, "--grammar {yes_no}"))
     assert re.fullmatch(r"(yes|no) because [a-z ]+\.", yes_no)
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", completion_text(cell(nb, "--grammar-syntax regex")))
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_inside_a_step(executed):
+    nb = executed("inside_a_step.ipynb")
+    assert errors(nb) == []
+    raw = data(cell(nb, "d = nb_completion.next_token_distribution(PROMPT)"), "image/svg+xml")[0]
+    assert "Next-token distribution" in raw and raw.count('data-excluded="false"') >= 20
+    top_k = data(cell(nb, 'd.show(strategy="top_k", top_k=3)'), "image/svg+xml")[0]
+    assert top_k.count('data-excluded="false"') == 3
+    assert "top-p cut" in data(cell(nb, "top_p=0.5)"), "image/svg+xml")[0]
+    shifts = re.findall(r"T = ([\d.]+): .* ([\d.]+)% -> ([\d.]+)%", stdout(cell(nb, "for t in (0.5, 1.0, 1.5)")))
+    after = [float(a) for _, _, a in shifts]
+    assert len(after) == 3 and after[0] > after[1] > after[2]  # sharper below 1, flatter above
+    u, lo, hi = map(float, re.search(r"u = ([\d.]+) fell in .*: interval ([\d.]+) to ([\d.]+)", stdout(cell(nb, "step = w.step()"))).groups())
+    assert lo <= u <= hi
+    assert "same tokens: True" in stdout(cell(nb, "Step x 5 from the start"))
+    assert data(cell(nb, "\ngood"), "image/svg+xml") and data(cell(nb, "\nbad"), "image/svg+xml")
+    ppl = dict(re.findall(r"(sentence|scrambled) +perplexity ([\d.]+)", stdout(cell(nb, "scrambled perplexity"))))
+    assert float(ppl["scrambled"]) > 2 * float(ppl["sentence"])
+    tree = stdout(cell(nb, "for item in w.tree"))
+    assert tree.startswith("original run") and "  at #1 -> " in tree
+    shown = cell(nb, "w.show_branch(0)")
+    copy = [o["data"] for o in shown.outputs if "data" in o and "image/svg+xml" in o["data"]]
+    assert copy and "Branches" in copy[-1]["image/svg+xml"]

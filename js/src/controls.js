@@ -55,7 +55,7 @@ function select(doc, options) {
  * Build the controls bound to `model`. `onGenerate()` / `onStop()` are called by the buttons and
  * Ctrl/Cmd+Enter; `onModels()` when the model list is opened. Returns {el, flush, errors, refresh, destroy}.
  */
-export function createControls(model, { onGenerate, onStop, onModels, debounceMs = 150 } = {}) {
+export function createControls(model, { onGenerate, onStop, onModels, onStep, onScore, debounceMs = 150 } = {}) {
   const doc = globalThis.document;
   const root = el(doc, "div", { className: "nbc-controls" });
   const local = {}; // name -> message, for raw input that could not be written to the model
@@ -187,7 +187,19 @@ export function createControls(model, { onGenerate, onStop, onModels, debounceMs
   // -- buttons
   const generate = el(doc, "button", { type: "button", className: "nbc-generate", textContent: "Generate" });
   const stop = el(doc, "button", { type: "button", className: "nbc-stop-button", textContent: "Stop" });
+  const step = el(doc, "button", { type: "button", className: "nbc-step", textContent: "Step", title: "Exactly one token with the current settings; the draw is shown" });
+  const score = el(doc, "button", { type: "button", className: "nbc-score", textContent: "Score", title: "Score the prompt: each token's surprisal and rank, and the perplexity; generates nothing" });
   const hint = el(doc, "span", { className: "nbc-hint", textContent: "Ctrl/⌘+Enter" });
+  step.addEventListener("click", () => {
+    refresh();
+    if (step.disabled) return;
+    save(true);
+    if (onStep) onStep();
+  });
+  score.addEventListener("click", () => {
+    save(true);
+    if (onScore) onScore();
+  });
   generate.addEventListener("click", () => requestGenerate());
   stop.addEventListener("click", () => {
     if (onStop) onStop();
@@ -206,7 +218,7 @@ export function createControls(model, { onGenerate, onStop, onModels, debounceMs
     schema.wrap,
     grammar.wrap,
   ]);
-  root.append(prompt.wrap, main, more, el(doc, "div", { className: "nbc-actions" }, [generate, stop, hint]));
+  root.append(prompt.wrap, main, more, el(doc, "div", { className: "nbc-actions" }, [generate, step, stop, score, hint]));
 
   function relevant(name) {
     const spec = ALL_NUMBERS.find((s) => s.name === name);
@@ -285,6 +297,8 @@ export function createControls(model, { onGenerate, onStop, onModels, debounceMs
     generate.disabled = busy || Object.keys(bad).length > 0;
     generate.title = Object.keys(bad).length ? `Fix: ${Object.keys(bad).join(", ")}` : "";
     stop.disabled = !busy;
+    step.disabled = generate.disabled;
+    score.disabled = busy;
   }
 
   function requestGenerate() {
@@ -322,7 +336,7 @@ export function createControls(model, { onGenerate, onStop, onModels, debounceMs
 
   return {
     el: root,
-    buttons: { generate, stop },
+    buttons: { generate, stop, step, score },
     fields,
     errors,
     refresh,

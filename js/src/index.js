@@ -3,8 +3,22 @@
 
 import "./widget.css";
 import { createControls } from "./controls.js";
+import { createDistributionView } from "./distribution.js";
 import { createOutput } from "./output.js";
-import { branchMsg, generateMsg, modelsMsg, snapshotMsg, stopMsg } from "./protocol.js";
+import {
+  branchMsg,
+  distributionMsg,
+  forceMsg,
+  generateMsg,
+  modelsMsg,
+  scoreMsg,
+  showBranchMsg,
+  snapshotMsg,
+  stepMsg,
+  stopMsg,
+} from "./protocol.js";
+import { createDrawView } from "./step.js";
+import { createTreeView } from "./tree.js";
 
 function render({ model, el }) {
   const root = document.createElement("div");
@@ -21,6 +35,8 @@ function render({ model, el }) {
       if (output) output.markStopping();
     },
     onModels: () => send(modelsMsg()),
+    onStep: () => send(stepMsg()),
+    onScore: () => send(scoreMsg()),
   });
   output = createOutput(model, {
     onBranch: (index, text) => {
@@ -28,7 +44,21 @@ function render({ model, el }) {
       send(branchMsg(index, text));
     },
     onGap: () => send(snapshotMsg()),
+    onDistribution: (index, prompt) => send(distributionMsg(index, prompt)),
   });
+  // the teaching views live inside the output area: the draw, the distribution, the tree
+  const draw = createDrawView(model);
+  const distribution = createDistributionView(model, {
+    onForce: (index, tokenId) => {
+      controls.flush();
+      send(forceMsg(index, tokenId));
+    },
+  });
+  const tree = createTreeView(model, { onShow: (id) => send(showBranchMsg(id)) });
+  const teach = document.createElement("div");
+  teach.className = "nbc-teach";
+  teach.append(draw.el, distribution.el, tree.el);
+  output.el.append(teach);
   const onCustom = (msg) => output.onMessage(msg);
   model.on("msg:custom", onCustom);
   root.append(controls.el, output.el);
@@ -42,6 +72,9 @@ function render({ model, el }) {
     model.off("msg:custom", onCustom);
     controls.destroy();
     output.destroy();
+    draw.destroy();
+    distribution.destroy();
+    tree.destroy();
   };
 }
 

@@ -3,6 +3,8 @@
 
 import { metricsLine, stopText } from "./format.js";
 import { legendElement, legendKeys, recolor, tokenFragment } from "./heatmap.js";
+import { usePalette } from "./palette.js";
+import { promptFragment } from "./prompt.js";
 import { applyDelta, applySnapshot, createState, sameTokens } from "./protocol.js";
 import { createTooltip } from "./tooltip.js";
 
@@ -26,7 +28,7 @@ function el(doc, tag, className, text) {
  * Build the output bound to `model`. `onBranch(index, text)` is called when an alternative is
  * clicked; `onGap()` when a delta was missed (ask the kernel for a snapshot).
  */
-export function createOutput(model, { onBranch, onGap } = {}) {
+export function createOutput(model, { onBranch, onGap, onDistribution } = {}) {
   const doc = globalThis.document;
   const root = el(doc, "div", "nbc-output");
   const statusLine = el(doc, "div", "nbc-statusline");
@@ -55,8 +57,27 @@ export function createOutput(model, { onBranch, onGap } = {}) {
   showWs.checked = true;
   showWs.name = "show_whitespace";
   wsLabel.append(showWs, " show spaces");
+  const tokLabel = el(doc, "label", "nbc-toggle");
+  const showTok = doc.createElement("input");
+  showTok.type = "checkbox";
+  showTok.name = "show_tokens";
+  tokLabel.append(showTok, " show tokens");
+  const palLabel = el(doc, "label", "nbc-toggle");
+  const palette = doc.createElement("select");
+  palette.name = "palette";
+  for (const [value, label] of [
+    ["default", "default"],
+    ["colorblind", "colour-blind safe"],
+  ]) {
+    const o = el(doc, "option", "", label);
+    o.value = value;
+    palette.append(o);
+  }
+  palLabel.append("Palette ", palette);
   const legendSlot = el(doc, "span", "nbc-legend-slot");
-  view.append(colorLabel, wsLabel, legendSlot);
+  view.append(colorLabel, wsLabel, tokLabel, palLabel, legendSlot);
+  const scoreLine = el(doc, "div", "nbc-score-line");
+  scoreLine.setAttribute("aria-live", "polite");
 
   const banner = el(doc, "div", "nbc-branch-banner");
   const error = el(doc, "div", "nbc-error");
@@ -66,7 +87,7 @@ export function createOutput(model, { onBranch, onGap } = {}) {
   const promptEcho = el(doc, "span", "nbc-prompt-echo");
   const tokensBox = el(doc, "span", "nbc-tokens");
   text.append(promptEcho, tokensBox);
-  root.append(statusLine, view, banner, error, text);
+  root.append(statusLine, view, banner, error, scoreLine, text);
 
   // After a pick the tooltip hides and the tokens are redrawn under a still pointer: hovering
   // stays quiet until the pointer really moves, so no tooltip pops up on another token.
@@ -121,8 +142,32 @@ export function createOutput(model, { onBranch, onGap } = {}) {
       banner.textContent = `Branch: at token #${b.index} the model chose ${JSON.stringify(b.original)}; continuing from ${JSON.stringify(b.chosen)} instead.`;
     }
   }
+  function promptTokens() {
+    const tokens = model.get("prompt_tokens") || [];
+    const echo = model.get("prompt_echo") || "";
+    const scored = tokens.some((t) => typeof t.logprob === "number");
+    const matches = tokens.map((t) => t.text).join("") === echo || tokens.some((t) => t.special);
+    return (showTok.checked || scored) && matches ? tokens : null;
+  }
   function renderPrompt() {
-    promptEcho.textContent = model.get("prompt_echo") || "";
+    const tokens = promptTokens();
+    if (tokens) promptEcho.replaceChildren(promptFragment(doc, tokens, opts()));
+    else promptEcho.textContent = model.get("prompt_echo") || "";
+    const ppl = model.get("perplexity");
+    scoreLine.hidden = ppl === null || ppl === undefined;
+    if (!scoreLine.hidden) {
+      const n = (model.get("prompt_tokens") || []).filter((t) => typeof t.logprob === "number").length;
+      scoreLine.textContent = `Score: perplexity ${ppl.toFixed(2)} over ${n} prompt tokens (exp of the mean surprisal; hover a prompt token for its rank and the alternatives the model expected)`;
+    }
+  }
+  function renderPalette() {
+    const name = model.get("palette") || "default";
+    palette.value = name;
+    usePalette(name);
+    keys = "";
+    renderLegend();
+    recolor(tokensBox, state.tokens, model.get("color_by"));
+    renderPrompt();
   }
   function renderLegend() {
     // the marks explained follow the shown tokens (italic only when a grammar forced a token)
@@ -167,7 +212,12 @@ export function createOutput(model, { onBranch, onGap } = {}) {
   // hover / focus a token -> tooltip
   const tokenOf = (target) => {
     const t = target.closest && target.closest("[data-token-index]");
-    return t && tokensBox.contains(t) ? [t, state.tokens[Number(t.dataset.tokenIndex)]] : [null, null];
+    if (t && tokensBox.contains(t)) return [t, state.tokens[Number(t.dataset.tokenIndex)]];
+    if (t && promptEcho.contains(t)) {
+      const token = (model.get("prompt_tokens") || [])[Number(t.dataset.tokenIndex)];
+      return token ? [t, { ...token, prompt: true, top: token.top || [] }] : [null, null];
+    }
+    return [null, null];
   };
   const over = (e) => {
     if (quietAt && e.type === "mouseover") return;
@@ -178,17 +228,24 @@ export function createOutput(model, { onBranch, onGap } = {}) {
     const [t] = tokenOf(e.target);
     if (t && !t.contains(e.relatedTarget) && !tooltip.el.contains(e.relatedTarget)) tooltip.scheduleHide();
   };
-  tokensBox.addEventListener("mouseover", over);
+  // a click on a token shows the distribution it was drawn from (prompt tokens: the one before it)
+  text.addEventListener("click", (e) => {
+    const [, token] = tokenOf(e.target);
+    if (token && onDistribution && !(token.prompt && token.index === 0)) onDistribution(token.index, Boolean(token.prompt));
+  });
+  for (const box of [tokensBox, promptEcho]) {
+    box.addEventListener("mouseover", over);
+    box.addEventListener("focusin", over);
+    box.addEventListener("mouseout", out);
+    box.addEventListener("focusout", out);
+  }
   tokensBox.addEventListener("mousemove", (e) => {
     if (quietAt && Math.hypot(e.clientX - quietAt[0], e.clientY - quietAt[1]) > 3) {
       quietAt = null;
       over(e);
     }
   });
-  tokensBox.addEventListener("focusin", over);
-  tokensBox.addEventListener("mouseout", out);
-  tokensBox.addEventListener("focusout", out);
-  tokensBox.addEventListener("keydown", (e) => {
+  text.addEventListener("keydown", (e) => {
     const [t, token] = tokenOf(e.target);
     if (!token) return;
     if (e.key === "Escape") tooltip.hide();
@@ -197,7 +254,8 @@ export function createOutput(model, { onBranch, onGap } = {}) {
       tooltip.show(t, token);
       tooltip.focusFirst();
     } else if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
-      const next = tokensBox.querySelector(`[data-token-index="${token.index + (e.key === "ArrowRight" ? 1 : -1)}"]`);
+      const box = token.prompt ? promptEcho : tokensBox;
+      const next = box.querySelector(`[data-token-index="${token.index + (e.key === "ArrowRight" ? 1 : -1)}"]`);
       if (next) {
         e.preventDefault();
         next.focus();
@@ -209,7 +267,19 @@ export function createOutput(model, { onBranch, onGap } = {}) {
     model.set("color_by", colorBy.value);
     model.save_changes();
   });
-  showWs.addEventListener("change", renderTokens);
+  showWs.addEventListener("change", () => {
+    renderTokens();
+    renderPrompt();
+  });
+  showTok.addEventListener("change", () => {
+    root.classList.toggle("nbc-show-tokens", showTok.checked);
+    renderPrompt();
+  });
+  palette.addEventListener("change", () => {
+    model.set("palette", palette.value);
+    model.save_changes();
+    renderPalette();
+  });
 
   const handlers = {
     "change:status": () => {
@@ -224,6 +294,9 @@ export function createOutput(model, { onBranch, onGap } = {}) {
     "change:error": renderError,
     "change:branch": renderBanner,
     "change:prompt_echo": renderPrompt,
+    "change:prompt_tokens": renderPrompt,
+    "change:perplexity": renderPrompt,
+    "change:palette": renderPalette,
     "change:run": syncFromTraits,
     "change:tokens": syncFromTraits,
     "change:color_by": () => {
@@ -233,6 +306,8 @@ export function createOutput(model, { onBranch, onGap } = {}) {
   };
   for (const [event, fn] of Object.entries(handlers)) model.on(event, fn);
 
+  usePalette(model.get("palette") || "default");
+  palette.value = model.get("palette") || "default";
   renderStatus();
   renderMetrics();
   renderError();

@@ -11,7 +11,23 @@ export { PALETTE };
 export const MAX_NATS = PALETTE.max_nats;
 
 const rgb = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
-const STOPS = { probability: PALETTE.probability.stops.map(rgb), entropy: PALETTE.entropy.stops.map(rgb) };
+const DEFAULT = { probability: PALETTE.probability.stops.map(rgb), entropy: PALETTE.entropy.stops.map(rgb) };
+const COLORBLIND = {
+  probability: PALETTE.colorblind.probability.stops.map(rgb),
+  entropy: PALETTE.colorblind.entropy.stops.map(rgb),
+};
+let STOPS = DEFAULT;
+let current = "default";
+
+/** The chart colours (Okabe-Ito: kept, raw, chosen, cut, excluded), the same in both palettes. */
+export const CHART = PALETTE.chart;
+
+/** Switch the heatmap ramps: "default" or "colorblind" (the page's widgets share the choice). */
+export function usePalette(name) {
+  current = name === "colorblind" ? "colorblind" : "default";
+  STOPS = current === "colorblind" ? COLORBLIND : DEFAULT;
+}
+export const paletteName = () => current;
 
 /** `x` in [0, 1] along the colour stops, as "#rrggbb" (the same arithmetic as palette.py). */
 export function ramp(stops, x) {
@@ -34,6 +50,8 @@ export function entropyColor(h) {
 
 /** [colour, label] pairs of the legend: the palette's stops with their values. */
 export function legendColors(colorBy) {
-  const spec = PALETTE[colorBy === "entropy" ? "entropy" : "probability"];
-  return spec.stops.map((c, i) => [c, spec.labels[i]]);
+  const key = colorBy === "entropy" ? "entropy" : "probability";
+  const spec = PALETTE[key];
+  const stops = current === "colorblind" ? PALETTE.colorblind[key].stops : spec.stops;
+  return stops.map((c, i) => [c, spec.labels[i]]);
 }

@@ -6,6 +6,8 @@
 // View -> kernel:
 //   {type: "generate"} | {type: "stop"} | {type: "branch", index, text} | {type: "snapshot"}
 //   | {type: "models"} (refresh the list of registered models)
+//   | {type: "step"} | {type: "score"} | {type: "force", position, token_id}
+//   | {type: "distribution", index, prompt} | {type: "show_branch", id}
 // A token is {index, text, logprob, rank, top: [[text, logprob]...], entropy, forced, branch?}.
 
 export const generateMsg = () => ({ type: "generate" });
@@ -13,6 +15,12 @@ export const stopMsg = () => ({ type: "stop" });
 export const snapshotMsg = () => ({ type: "snapshot" });
 export const branchMsg = (index, text) => ({ type: "branch", index, text });
 export const modelsMsg = () => ({ type: "models" });
+// the teaching views (nb_completion/widget/_teach.py)
+export const stepMsg = () => ({ type: "step" });
+export const scoreMsg = () => ({ type: "score" });
+export const forceMsg = (position, tokenId) => ({ type: "force", position, token_id: tokenId });
+export const distributionMsg = (index, prompt = false) => ({ type: "distribution", index, prompt });
+export const showBranchMsg = (id) => ({ type: "show_branch", id });
 
 /** A view's token state: which run it shows and the tokens it holds. */
 export function createState(run = 0, tokens = []) {

@@ -3,6 +3,7 @@
 
 import { percent, prob } from "./format.js";
 import { appendVisibleText, hasPartialBytes, shownText } from "./heatmap.js";
+import { idAndBytes } from "./prompt.js";
 
 let counter = 0;
 
@@ -12,12 +13,23 @@ export function tooltipContent(doc, token) {
   const head = doc.createElement("div");
   head.className = "nbc-tip-head";
   const chosen = doc.createElement("code");
-  appendVisibleText(chosen, shownText(token));
+  appendVisibleText(chosen, token.special ? token.piece : shownText(token));
+  const where = token.prompt ? `prompt #${token.index} ` : `#${token.index} `;
+  const ids = idAndBytes(token);
+  if (typeof token.logprob !== "number") {
+    // a prompt token that is not scored (or the first one: nothing before it)
+    const note = token.index === 0 ? "the first token: nothing before it to score" : "press Score for its surprisal";
+    head.append(where, chosen, ` ${[ids, token.special ? "special token" : "", note].filter(Boolean).join(" · ")}`);
+    frag.append(head);
+    return frag;
+  }
   const facts = [`${percent(prob(token.logprob))}`, `rank ${token.rank}`, `entropy ${token.entropy.toFixed(2)} nats`];
   if (token.forced) facts.push("forced by the grammar");
   if (!token.text && shownText(token)) facts.push("part of a character: the next token completes it");
   if (token.branch) facts.push("picked by you");
-  head.append(`#${token.index} `, chosen, ` ${facts.join(" · ")}`);
+  if (ids) facts.push(ids);
+  if (token.prompt) facts.push(`surprisal ${(-token.logprob).toFixed(2)} nats`);
+  head.append(where, chosen, ` ${facts.join(" · ")}`);
   frag.append(head);
 
   const list = doc.createElement("ol");
@@ -43,9 +55,12 @@ export function tooltipContent(doc, token) {
     appendVisibleText(label, text);
     const value = doc.createElement("span");
     value.className = "nbc-alt-p";
-    value.textContent = percent(p) + (isChosen ? " (chosen)" : "");
+    value.textContent = percent(p) + (isChosen ? (token.prompt ? " (in the text)" : " (chosen)") : "");
     button.title = isChosen ? "Continue again from this token" : "Continue generation with this token instead";
-    if (hasPartialBytes(text)) {
+    if (token.prompt) {
+      button.disabled = true; // what the model expected in the prompt: nothing to continue from
+      button.title = "What the model expected here";
+    } else if (hasPartialBytes(text)) {
       // a prompt is text: it cannot end in part of a character
       button.disabled = true;
       button.title = "Part of a multi-byte character: generation cannot continue from part of a character";
@@ -66,7 +81,7 @@ export function tooltipContent(doc, token) {
     list.append(item);
   }
   frag.append(list);
-  if (token.top.length) {
+  if (token.top.length && !token.prompt) {
     const hint = doc.createElement("div");
     hint.className = "nbc-tip-hint";
     hint.textContent = "Click an alternative to continue from it.";

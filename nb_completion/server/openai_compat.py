@@ -5,7 +5,9 @@ Request: ``model``, ``prompt`` (a string, or a list holding one string), ``max_t
 (default 1; 0 is greedy), ``top_p`` (default 1), ``stop`` (a string or up to 4), ``logprobs``
 (an int, 0-20), ``stream``, ``stream_options.include_usage``, ``seed``; and vLLM's extensions
 ``top_k``, ``repetition_penalty``, ``guided_json``, ``guided_regex``, ``guided_grammar`` (GBNF).
-``n``, ``best_of``, ``echo``, ``suffix``, the penalties and ``logit_bias`` are accepted only at
+``echo`` with ``logprobs`` returns the prompt's tokens first, scored as OpenAI does (the first
+token's logprob is ``null``; ``max_tokens: 0`` then only scores, generating nothing).
+``n``, ``best_of``, ``suffix``, the penalties and ``logit_bias`` are accepted only at
 their neutral values; any other field is a 400 naming it.
 
 Errors carry the spec's ``Error`` fields and, for OpenAI clients, ``error.message``/``type``/
@@ -33,7 +35,6 @@ FLOOR = -9999.0
 _NEUTRAL = {
     "n": (None, 1),
     "best_of": (None, 1),
-    "echo": (None, False),
     "suffix": (None, ""),
     "frequency_penalty": (None, 0, 0.0),
     "presence_penalty": (None, 0, 0.0),
@@ -43,7 +44,7 @@ _NEUTRAL = {
 _FIELDS = {
     "model", "prompt", "max_tokens", "temperature", "top_p", "stop", "logprobs", "stream",
     "stream_options", "seed", "top_k", "repetition_penalty", "guided_json", "guided_regex",
-    "guided_grammar", *_NEUTRAL,
+    "guided_grammar", "echo", *_NEUTRAL,
 }
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
 
@@ -140,6 +141,9 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
     if not isinstance(options, dict) or set(options) - {"include_usage", "continuous_usage_stats"}:
         raise BadRequest("stream_options", "only {'include_usage': bool} is supported")
     seed = check_seed(body.get("seed"))
+    echo = body.get("echo") or False
+    if not isinstance(echo, bool):
+        raise BadRequest("echo", "must be a boolean")
     params: dict[str, Any] = {"strategy": _strategy(body), "max_tokens": max_tokens}
     if stop:
         params["stop"] = stop
@@ -159,6 +163,8 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
         "seed": seed,
         "logprobs": logprobs,
         "include_usage": bool(options.get("include_usage")),
+        "echo": echo,
+        "echo_only": echo and body.get("max_tokens") == 0,  # OpenAI: score the prompt, generate nothing
     }
 
 
@@ -206,6 +212,16 @@ def openai_names(body: Any) -> Iterator[None]:
         raise BadRequest(renamed, exc.message) from None
 
 
+def echo_tokens(request: CompletionRequest) -> list:
+    """The prompt's tokens scored (``scoring.score``) for ``echo``; blocking (a forward pass)."""
+    from ..scoring import score
+
+    try:
+        return score(request.content, request.model_id).tokens
+    except BadRequest as exc:
+        raise BadRequest("echo", exc.detail.split(": ", 1)[-1]) from None
+
+
 def error_body(error: CompletionError) -> dict:
     """The spec's ``Error`` fields plus OpenAI's ``error`` object, so both kinds of client read it."""
     body = error.error.model_dump(exclude_none=True)
@@ -225,7 +241,8 @@ def _finite(value: float) -> float:
 class Shaper:
     """Turns the engine's events into OpenAI ``text_completion`` objects (one choice)."""
 
-    def __init__(self, model: str, logprobs: int | None):
+    def __init__(self, model: str, logprobs: int | None, echo: list | None = None):
+        self.echo = echo  # the prompt's scored tokens, sent before the first generated text
         self.id = f"cmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.model = model
@@ -251,6 +268,43 @@ class Shaper:
             self._offset += len(token.text)
         return block
 
+    def _echo_block(self) -> tuple[str, dict | None]:
+        """The prompt's text and logprobs (first token: null), once; then ("", None)."""
+        tokens, self.echo = self.echo, None
+        if not tokens:
+            return "", None
+        text = "".join(t.text for t in tokens)
+        if self.n_logprobs is None:
+            self._offset += len(text)
+            return text, None
+        block: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for token in tokens:
+            top: dict[str, float] | None = None
+            if token.logprob is not None:
+                top = {}
+                for alt, logprob in token.top[: self.n_logprobs] if self.n_logprobs > 0 else ((token.text, token.logprob),):
+                    top[alt] = max(top.get(alt, FLOOR), _finite(logprob))
+            block["tokens"].append(token.text)
+            block["token_logprobs"].append(None if token.logprob is None else _finite(token.logprob))
+            block["top_logprobs"].append(top)
+            block["text_offset"].append(self._offset)
+            self._offset += len(token.text)
+        return text, block
+
+    def _with_echo(self, text: str, tokens: Iterable[TokenRecord]) -> tuple[str, dict | None]:
+        """The echoed prompt (once, first) and ``tokens``' logprobs block, offsets running on."""
+        echoed, head = self._echo_block() if self.echo is not None else ("", None)
+        block = self._logprobs(tokens)
+        if head is not None and block is not None:
+            block = {key: head[key] + block[key] for key in head}
+        return echoed + text, head if block is None else block
+
+    def echo_response(self, prompt_tokens: int) -> dict:
+        """``echo`` with ``max_tokens: 0``: the prompt scored, nothing generated."""
+        text, block = self._echo_block()
+        choice = {"index": 0, "text": text, "logprobs": block, "finish_reason": "length"}
+        return self._frame([choice], usage={"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens})
+
     @staticmethod
     def finish_reason(finished: Finished) -> str:
         return "length" if finished.stop_reason == "out_of_tokens" else "stop"
@@ -268,9 +322,11 @@ class Shaper:
         if isinstance(event, Delta):
             if not event.text and not event.tokens:
                 return None
-            choice = {"index": 0, "text": event.text, "logprobs": self._logprobs(event.tokens), "finish_reason": None}
+            text, logprobs = self._with_echo(event.text, event.tokens)
+            choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": None}
             return self._frame([choice])
-        choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": self.finish_reason(event)}
+        text, logprobs = self._with_echo("", ()) if self.echo is not None else ("", None)
+        choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": self.finish_reason(event)}
         return self._frame([choice])
 
     def usage_chunk(self, finished: Finished) -> dict:
@@ -288,10 +344,11 @@ class Shaper:
                 finished = event
         if finished is None:
             raise CompletionError(500, "The engine ended without a stop reason.")
+        content, logprobs = self._with_echo("".join(text), tokens)
         choice = {
             "index": 0,
-            "text": "".join(text),
-            "logprobs": self._logprobs(tokens),
+            "text": content,
+            "logprobs": logprobs,
             "finish_reason": self.finish_reason(finished),
         }
         return self._frame([choice], usage=self.usage(finished))

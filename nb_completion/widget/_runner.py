@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from ..api.errors import CompletionError, EngineFailure
 from ..api.types import CompletionRequest, CompletionResponse
@@ -48,6 +48,7 @@ class Runner:
         request: CompletionRequest,
         *,
         seed: int | None,
+        generator: Any = None,
         on_batch: Callable[[list[TokenRecord]], None],
         on_done: Callable[[Outcome], None],
         on_loading: Callable[[str], None] | None = None,
@@ -59,6 +60,7 @@ class Runner:
         self.chat = chat
         self._on_prompt = on_prompt
         self.seed = seed
+        self.generator = generator  # a local model's sampling generator, continued by Step
         self.cancel_event = threading.Event()
         self.done = threading.Event()
         self.outcome = Outcome()
@@ -92,7 +94,7 @@ class Runner:
                     self._on_prompt(self.request.content)
             events = []
             top_k = self.request.logprobs.top_k or 0 if self.request.logprobs else None
-            for event in open_events(self.request, seed=self.seed, cancel=self.cancel_event, on_progress=progress):
+            for event in open_events(self.request, seed=self.seed, cancel=self.cancel_event, on_progress=progress, generator=self.generator):
                 events.append(event)
                 if isinstance(event, Delta):
                     outcome.records.extend(event.tokens)

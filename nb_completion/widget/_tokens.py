@@ -18,6 +18,7 @@ def _finite(x: float, floor: float = -1e4) -> float:
 def token_dict(record: TokenRecord, branch: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "index": record.index,
+        "token_id": record.token_id,
         "text": record.text,
         "logprob": round(_finite(record.logprob), 5),
         "rank": record.rank,
@@ -25,7 +26,7 @@ def token_dict(record: TokenRecord, branch: bool = False) -> dict[str, Any]:
         "entropy": round(_finite(record.entropy, 0.0), 4),
         "forced": record.forced,
     }
-    if not record.text and record.piece:
+    if record.piece:
         out["piece"] = record.piece  # part of a character: its bytes, ‹E3 81›, are what it shows
     if branch:
         out["branch"] = True

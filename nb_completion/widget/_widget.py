@@ -42,7 +42,9 @@ from ._controls import (
 )
 from ._runner import Outcome, Runner
 from ..render_svg import heatmap_svg
+from ..render_teach_svg import stack_svg
 from ._static import static_copy_bundle, static_html
+from ._teach import TeachingMixin
 from ._tokens import branch_record, live_metrics, reindex, token_dict
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -64,7 +66,7 @@ _DIRECT = {
 }  # fmt: skip
 
 
-class CompletionWidget(anywidget.AnyWidget):
+class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     """A prompt, sampling controls, Generate / Stop, and the streamed completion as a heatmap.
 
     ``CompletionWidget(content="", model_id=None, **sampling)``; ``sampling`` takes the control
@@ -76,6 +78,10 @@ class CompletionWidget(anywidget.AnyWidget):
     a ``.gguf`` path or a cached hub id: it loads on the first Generate, with the status
     "loading". Setting ``temperature``/``top_p`` implies the top-p strategy and
     ``top_k`` the top-k strategy unless ``strategy`` is given. Unknown names raise ``TypeError``.
+
+    Teaching views (``_teach.py``): ``step()`` (the "Step" button), ``force(position, token_id)``,
+    ``show_distribution(index)``, ``score_prompt()`` ("Score"), ``show_branch(id)``; the traits
+    ``distribution``, ``draw``, ``tree``, ``prompt_tokens``, ``perplexity``.
     """
 
     _esm = _asset("widget.js", _NOT_BUILT)
@@ -100,6 +106,8 @@ class CompletionWidget(anywidget.AnyWidget):
     seed = t.Int(None, allow_none=True).tag(sync=True)
     chat = t.Bool(False).tag(sync=True)  # wrap the prompt in the model's chat template (one user turn)
     color_by = t.Enum(("probability", "entropy"), "probability").tag(sync=True)
+    palette = t.Enum(("default", "colorblind"), "default").tag(sync=True)  # colour-blind-safe option
+    show_tokens = t.Bool(False).tag(sync=True)  # outline token boundaries in the prompt too
 
     # ---- state (what the panel shows) ----
     status = t.Enum(STATUSES, "idle").tag(sync=True)
@@ -114,10 +122,17 @@ class CompletionWidget(anywidget.AnyWidget):
     # The run whose result the front end has received: set by the browser, so reactive hosts
     # (marimo's mo.ui.anywidget) re-run the cells that read the widget once a generation ends.
     completed_run = t.Int(0).tag(sync=True)
+    # ---- teaching views (``_teach.py``) ----
+    distribution = t.Dict(default_value=None, allow_none=True).tag(sync=True)  # raw logits at a position
+    draw = t.Dict(default_value=None, allow_none=True).tag(sync=True)  # the last Step's draw
+    tree = t.List(t.Dict()).tag(sync=True)  # the branch tree: one item per path, the original first
+    prompt_tokens = t.List(t.Dict()).tag(sync=True)  # the prompt's tokens (scored after Score)
+    perplexity = t.Float(None, allow_none=True).tag(sync=True)
 
     def __init__(self, content: str = "", model_id: str | None = None, **sampling: Any):
         values = _trait_values(sampling)
         self._lock = threading.RLock()
+        self._teach_init()
         self._runner: Runner | None = None
         self._records: list[TokenRecord] = []  # shown tokens: a branch's prefix + generated
         self._prefix_len = 0
@@ -214,8 +229,9 @@ class CompletionWidget(anywidget.AnyWidget):
         data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
         try:
             static = {"text/html": self.to_html()}
-            if self._records:
-                static["image/svg+xml"] = self.to_svg()
+            parts = ([self.to_svg()] if self._records else []) + self.teaching_svgs()
+            if parts:
+                static["image/svg+xml"] = stack_svg(parts)
         except Exception:  # the static copy is a bonus: never let it hide the live panel
             return data, meta
         return {**data, **static}, meta
@@ -236,7 +252,12 @@ class CompletionWidget(anywidget.AnyWidget):
     def _static_copy(self) -> dict[str, str]:
         with self._lock:
             records = list(self._records)
-        svg = heatmap_svg(records, color_by=self.color_by, header=[f"nb_completion · {self.model_name}", self.prompt_echo]) if records else None
+        parts = [heatmap_svg(records, color_by=self.color_by, header=[f"nb_completion · {self.model_name}", self.prompt_echo])] if records else []
+        try:
+            parts += self.teaching_svgs()
+        except Exception:  # a bonus: never let it hide the heatmap
+            pass
+        svg = stack_svg(parts) if parts else None
         return static_copy_bundle(self.to_html(), svg, self.prompt_echo + self.text)
 
     def _refresh_static_copy(self) -> None:
@@ -277,8 +298,10 @@ class CompletionWidget(anywidget.AnyWidget):
             self.invalid = bad or self._flag(exc)
             self._show_error(exc)
             return False
+        generator = self._run_generator(values)
         with self._lock:
             run = self.run + 1
+            self._tree_start(prompt, prefix, branch, generator)
             self._records = list(prefix)
             self._prefix_len = len(prefix)
             self._branch_points = set(points)
@@ -287,6 +310,7 @@ class CompletionWidget(anywidget.AnyWidget):
             self._runner = Runner(
                 request,
                 seed=values["seed"],
+                generator=generator,
                 on_batch=lambda records: self._on_batch(run, records),
                 on_done=lambda outcome: self._on_done(run, outcome),
                 on_loading=lambda message: self._set_status(run, "loading"),
@@ -305,6 +329,15 @@ class CompletionWidget(anywidget.AnyWidget):
                 self.model_ids = registry.registered_ids()
         self._runner.start()
         return True
+
+    def _run_generator(self, values: dict) -> Any:
+        """A local model's sampling generator for a run, kept so that Step continues it."""
+        backend = registry.registered(values["model_name"] or registry.DEFAULT_MODEL_ID)
+        if backend is None or not getattr(backend, "continues_generators", False) or values["strategy"] == "greedy":
+            return None
+        from ..engine.sampling import make_generator
+
+        return make_generator(values["seed"], backend.device)
 
     def _dicts(self, records: list[TokenRecord]) -> list[dict]:
         return [token_dict(r, branch=r.index in self._branch_points) for r in records]
@@ -378,6 +411,11 @@ class CompletionWidget(anywidget.AnyWidget):
                     self.status = "error"
                 else:
                     self.status = "stopped" if outcome.cancelled else "done"
+            self._tree_sync()
+        if outcome.error is None and outcome.cancelled:  # Stop returns at once; the probe follows
+            threading.Thread(target=self._probe_end, daemon=True).start()
+        elif outcome.error is None:
+            self._probe_end()
         self._refresh_static_copy()
 
     def _flag(self, exc: CompletionError) -> dict[str, str]:
@@ -406,6 +444,8 @@ class CompletionWidget(anywidget.AnyWidget):
                 self._send_snapshot()
             elif kind == "models":
                 self.model_ids = registry.registered_ids()
+            else:
+                self._teach_msg(kind, content)
         except CompletionError as exc:
             self._show_error(exc)
         except Exception as exc:  # the panel must keep working

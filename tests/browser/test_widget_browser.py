@@ -417,3 +417,101 @@ def _partial_and_breaks(pg, folder: Path):
     assert pg.evaluate(SPLIT_WORDS) == []
     _shot(pg, "8-word-breaks")
     pg.locator(".nbc-widget .nbc-text").evaluate("e => { e.style.width = ''; }")
+
+
+def test_step_distribution_score_and_tree_in_jupyterlab(page, lab):
+    pg = page
+    try:
+        _teaching_views(pg)
+    except BaseException:
+        pg.screenshot(path=str(SHOTS / "failure-teach.png"), full_page=True)
+        raise
+
+
+KEPT = ".nbc-widget [role='figure'] [data-token-id][data-excluded='false']"
+
+
+def _teaching_views(pg):
+    if pg.locator(".nbc-widget").count() == 0:  # run alone (-k)
+        _run_cell(pg)
+    w = pg.locator(".nbc-widget")
+    w.wait_for(timeout=60_000)
+    pg.get_by_label("Prompt").fill("The capital of France is")
+    pg.get_by_label("Max tokens").fill("6")
+    pg.get_by_label("Strategy").select_option("top_p")
+    pg.get_by_role("spinbutton", name="Temperature", exact=True).fill("0.9")
+    more = w.locator("details.nbc-more")
+    if more.get_attribute("open") is None:
+        more.locator("summary").click()
+    pg.get_by_label("Seed (blank: random)").fill("3")
+    _generate_and_wait(pg)
+    n = _tokens(pg).count()
+    assert n >= 1
+    # Step: exactly one more token, the draw shown on its cumulative bar
+    pg.get_by_role("button", name="Step").click()
+    pg.wait_for_function(f"() => document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length === {n + 1}", timeout=60_000)
+    draw = w.locator(".nbc-draw")
+    draw.wait_for(state="visible", timeout=10_000)
+    assert "Step drew u = " in draw.inner_text()
+    assert w.locator(".nbc-draw-u").count() == 1
+    # the distribution figure, inside the widget's output area, reshaped in the browser
+    fig = w.locator(".nbc-output [role='figure']")
+    fig.wait_for(state="visible", timeout=30_000)
+    assert fig.get_attribute("aria-label").startswith("Next-token distribution")
+    bars = fig.locator("[data-token-id]")
+    assert bars.count() >= 20
+    _shot(pg, "9-step-and-distribution")
+    pg.get_by_label("Strategy").select_option("top_k")
+    pg.get_by_role("spinbutton", name="Top-k", exact=True).fill("3")
+    pg.wait_for_function(f"() => document.querySelectorAll(\"{KEPT}\").length === 3", timeout=10_000)
+    assert pg.locator(KEPT).count() == 3
+    struck = fig.locator("[data-excluded='true']").first
+    assert "line-through" in struck.locator(".nbc-dist-label").evaluate("e => getComputedStyle(e).textDecorationLine")
+    _shot(pg, "10-top-k-3")
+    # top-p: the cut is marked
+    pg.get_by_label("Strategy").select_option("top_p")
+    pg.get_by_role("spinbutton", name="Top-p", exact=True).fill("0.5")
+    fig.locator(".nbc-dist-cut").wait_for(timeout=10_000)
+    fig.scroll_into_view_if_needed()
+    fig.screenshot(path=str(SHOTS / "10b-top-p-cut.png"))
+    # force the second most likely token as the next one: a new branch in the tree
+    forced_id = bars.nth(1).get_attribute("data-token-id")
+    bars.nth(1).click()
+    tree = w.locator(".nbc-output [role='tree']")
+    pg.wait_for_function("() => document.querySelectorAll(\".nbc-widget [role='treeitem']\").length === 2", timeout=30_000)
+    items = tree.locator("[role='treeitem']")
+    assert items.nth(0).inner_text().startswith("original run")
+    assert items.nth(1).get_attribute("aria-selected") == "true" and "(forced)" in items.nth(1).inner_text()
+    assert _tokens(pg).count() == n + 2
+    _shot(pg, "11-forced-branch-tree")
+    tree.scroll_into_view_if_needed()
+    tree.screenshot(path=str(SHOTS / "11b-tree.png"))
+    # the tree by keyboard: back to the original run
+    items.nth(1).focus()
+    pg.keyboard.press("ArrowUp")
+    pg.keyboard.press("Enter")
+    pg.wait_for_function("() => document.querySelector(\".nbc-widget [role='treeitem']\").getAttribute('aria-selected') === 'true'", timeout=30_000)
+    assert _tokens(pg).count() == n + 1
+    assert forced_id is not None
+    # Score: the prompt's tokens coloured by surprisal, the perplexity, nothing generated
+    pg.get_by_label("Prompt").fill("The capital of France is Paris, and the capital of Italy is Rome.")
+    pg.get_by_role("button", name="Score").click()
+    line = w.locator(".nbc-score-line")
+    line.wait_for(state="visible", timeout=60_000)
+    assert re.search(r"perplexity \d+\.\d\d", line.inner_text())
+    prompt = w.locator("[data-token-index][data-prompt='true']")
+    assert prompt.count() >= 10
+    assert _tokens(pg).count() == 0
+    prompt.nth(5).hover()
+    tip = pg.get_by_role("tooltip")
+    tip.wait_for(state="visible", timeout=5_000)
+    assert "rank" in tip.inner_text() and "id " in tip.inner_text() and "bytes" in tip.inner_text()
+    _shot(pg, "12-score")
+    assert "(in the text)" in tip.inner_text()
+    assert w.locator(".nbc-tokens [data-token-index]").count() == 0 and "7 tokens" not in w.locator(".nbc-metrics").inner_text()
+    pg.mouse.move(5, 5)
+    # the colour-blind-safe palette
+    w.locator("select[name='palette']").select_option("colorblind")
+    w.locator("input[name='show_tokens']").check()
+    _shot(pg, "13-colorblind-palette")
+    assert pg.errors == []  # type: ignore[attr-defined]

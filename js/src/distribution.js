@@ -1,0 +1,141 @@
+// The next-token distribution view (role="figure", aria-label "Next-token distribution ..."): for
+// the current position, a bar per top token under the raw distribution and after the sampling
+// settings (reshape.js, recomputed in the browser whenever a setting changes: no forward pass),
+// the rest's mass, excluded tokens struck out, the top-p cut marked. Each bar is a button
+// (data-token-id, data-excluded): clicking it forces that token at this position.
+
+import { percent } from "./format.js";
+import { appendVisibleText } from "./heatmap.js";
+import { CHART } from "./palette.js";
+import { reshape } from "./reshape.js";
+
+export const BARS = 24; // tokens shown (N >= 20), plus the rest
+const SETTINGS = ["strategy", "temperature", "top_p", "top_k", "repetition_penalty"];
+export { SETTINGS as DISTRIBUTION_SETTINGS };
+
+function el(doc, tag, className, text) {
+  const node = doc.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** What the settings do, in words: "temperature 0.8, top-p 0.95". */
+export function settingsText(c) {
+  if (c.strategy === "top_k") return `top-k ${c.top_k}`;
+  if (c.strategy === "top_p") return `temperature ${c.temperature}, top-p ${c.top_p}`;
+  return "greedy (the most likely token)";
+}
+
+/** Where the distribution is: "the next token", "before token #3", "before prompt token #2". */
+export function positionText(dist) {
+  if (dist.prompt) return `before prompt token #${dist.index}`;
+  return dist.end ? "the next token" : `before token #${dist.index}`;
+}
+
+/** The figure's content for `dist` under `controls` (pure DOM building, unit-tested). */
+export function distributionContent(doc, dist, controls) {
+  const r = reshape(dist, controls);
+  const frag = doc.createDocumentFragment();
+  const caption = el(doc, "figcaption", "nbc-dist-caption");
+  caption.append(
+    el(doc, "strong", "", `Next-token distribution, ${positionText(dist)}`),
+    ` · grey: raw · blue: after ${settingsText(controls)}` + (controls.repetition_penalty !== 1 ? `, repetition penalty ${controls.repetition_penalty}` : ""),
+  );
+  frag.append(caption);
+  const list = el(doc, "ol", "nbc-dist-bars");
+  const n = Math.min(BARS, dist.ids.length);
+  const top = Math.max(...r.raw.slice(0, n), ...r.processed.slice(0, n), 1e-9);
+  const forcing = !dist.prompt;
+  for (let i = 0; i < n; i++) {
+    const item = el(doc, "li", "nbc-dist-item");
+    const bar = el(doc, "button", "nbc-dist-bar");
+    bar.type = "button";
+    bar.dataset.tokenId = String(dist.ids[i]);
+    bar.dataset.excluded = String(r.excluded[i]);
+    bar.dataset.rank = String(i + 1);
+    if (r.excluded[i]) bar.classList.add("nbc-excluded");
+    const chosen = dist.chosen === dist.ids[i];
+    if (chosen) bar.classList.add("nbc-dist-chosen");
+    const label = el(doc, "code", "nbc-dist-label");
+    appendVisibleText(label, dist.texts[i]);
+    const bars = el(doc, "span", "nbc-dist-track");
+    const raw = el(doc, "span", "nbc-dist-raw");
+    raw.style.width = `${(100 * r.raw[i]) / top}%`;
+    raw.style.background = CHART.raw;
+    const proc = el(doc, "span", "nbc-dist-proc");
+    proc.style.width = `${(100 * r.processed[i]) / top}%`;
+    proc.style.background = chosen ? CHART.chosen : CHART.kept;
+    bars.append(raw, proc);
+    const value = el(doc, "span", "nbc-dist-value", `${percent(r.raw[i])} → ${r.excluded[i] ? "excluded" : percent(r.processed[i])}`);
+    bar.append(label, bars, value);
+    const what = `${JSON.stringify(dist.texts[i])} (id ${dist.ids[i]}): raw ${percent(r.raw[i])}, ${r.excluded[i] ? "excluded by the settings" : `after the settings ${percent(r.processed[i])}`}${chosen ? ", the chosen token" : ""}`;
+    bar.setAttribute("aria-label", what);
+    if (forcing) bar.title = `${what}. Click to force it as the token here (a new branch).`;
+    else {
+      bar.disabled = true;
+      bar.title = what;
+    }
+    item.append(bar);
+    list.append(item);
+    if (r.cut !== null && i + 1 === r.cut && i + 1 < n) {
+      const cut = el(doc, "li", "nbc-dist-cut", `top-p cut: the ${r.cut} token${r.cut === 1 ? "" : "s"} above reach ${controls.top_p}; the rest are excluded`);
+      cut.setAttribute("role", "separator");
+      cut.style.borderTopColor = CHART.cut;
+      list.append(cut);
+    }
+  }
+  const others = dist.ids.length - n + (dist.rest || []).reduce((a, [k]) => a + k, 0);
+  const restRaw = r.raw.slice(n).reduce((a, b) => a + b, 0) + r.rawRest;
+  const restProc = r.processed.slice(n).reduce((a, b) => a + b, 0) + r.rest;
+  const rest = el(doc, "li", "nbc-dist-rest", `the other ${others.toLocaleString("en")} tokens: ${percent(restRaw)} → ${percent(restProc)}`);
+  list.append(rest);
+  frag.append(list);
+  if (r.nucleusBeyond) frag.append(el(doc, "div", "nbc-dist-note", "The top-p nucleus reaches past the tokens sent; their share is approximate."));
+  if (forcing) frag.append(el(doc, "div", "nbc-dist-note", "Click a token to force it here (a new branch)."));
+  return { frag, result: r };
+}
+
+/**
+ * The figure bound to `model` (traits `distribution` and the sampling controls).
+ * `onForce(index, tokenId)` is called when a bar is clicked.
+ */
+export function createDistributionView(model, { onForce } = {}) {
+  const doc = globalThis.document;
+  const root = el(doc, "figure", "nbc-dist");
+  root.setAttribute("role", "figure");
+  const controls = () => Object.fromEntries(SETTINGS.map((s) => [s, model.get(s)]));
+  let result = null;
+  function render() {
+    const dist = model.get("distribution");
+    root.hidden = !dist || !dist.ids || dist.ids.length === 0;
+    if (root.hidden) {
+      root.setAttribute("aria-label", "Next-token distribution (none yet)");
+      root.replaceChildren();
+      return;
+    }
+    root.setAttribute("aria-label", `Next-token distribution, ${positionText(dist)}, after ${settingsText(controls())}`);
+    const built = distributionContent(doc, dist, controls());
+    result = built.result;
+    root.replaceChildren(built.frag);
+  }
+  root.addEventListener("click", (e) => {
+    const bar = e.target.closest && e.target.closest("button[data-token-id]");
+    const dist = model.get("distribution");
+    if (!bar || bar.disabled || !dist || !onForce) return;
+    onForce(dist.index, Number(bar.dataset.tokenId));
+  });
+  const events = ["change:distribution", ...SETTINGS.map((s) => `change:${s}`)];
+  for (const ev of events) model.on(ev, render);
+  render();
+  return {
+    el: root,
+    render,
+    get result() {
+      return result;
+    },
+    destroy() {
+      for (const ev of events) model.off(ev, render);
+    },
+  };
+}

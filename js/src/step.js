@@ -1,0 +1,86 @@
+// The draw of the last Step: the processed distribution as a cumulative bar (one segment per token,
+// most likely first, the chosen one highlighted), the uniform random number u and where it fell.
+// Greedy draws nothing: the argmax takes the whole bar. The kernel computes u from the engine's
+// own draw (stepping.py: the Gumbel-max winner's value), so the picture is the real draw.
+
+import { percent } from "./format.js";
+import { appendVisibleText } from "./heatmap.js";
+import { CHART } from "./palette.js";
+
+function el(doc, tag, className, text) {
+  const node = doc.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** The draw's content (pure DOM building). */
+export function drawContent(doc, draw) {
+  const frag = doc.createDocumentFragment();
+  const chosen = draw.bar.find(([id]) => id === draw.token_id);
+  const text = chosen ? chosen[1] : `id ${draw.token_id}`;
+  const caption = el(doc, "div", "nbc-draw-caption");
+  const code = el(doc, "code");
+  appendVisibleText(code, text);
+  const at = draw.index === null || draw.index === undefined ? "the end token" : `token #${draw.index}`;
+  if (draw.greedy) caption.append(`Step (greedy): the argmax `, code, ` is ${at}; nothing is drawn.`);
+  else {
+    caption.append(
+      `Step drew u = ${draw.u.toFixed(3)}: it fell in `,
+      code,
+      `'s interval ${draw.before.toFixed(3)}–${(draw.before + draw.p).toFixed(3)} (${percent(draw.p)}) of the cumulative distribution → ${at}.`,
+    );
+  }
+  frag.append(caption);
+  const bar = el(doc, "div", "nbc-draw-bar");
+  bar.setAttribute("role", "img");
+  bar.setAttribute(
+    "aria-label",
+    draw.greedy ? `greedy: ${JSON.stringify(text)} takes the whole bar` : `cumulative bar, u = ${draw.u.toFixed(3)} in ${JSON.stringify(text)}`,
+  );
+  let x = 0;
+  for (const [id, t, p] of draw.bar) {
+    if (p <= 0) continue;
+    const seg = el(doc, "span", "nbc-draw-seg");
+    seg.style.left = `${100 * x}%`;
+    seg.style.width = `${100 * p}%`;
+    seg.style.background = id === draw.token_id ? CHART.chosen : CHART.kept;
+    seg.dataset.tokenId = String(id);
+    seg.title = `${JSON.stringify(t)} ${percent(p)} (${x.toFixed(3)}–${(x + p).toFixed(3)})`;
+    if (p > 0.06) seg.textContent = t;
+    bar.append(seg);
+    x += p;
+  }
+  if (draw.rest > 0) {
+    const seg = el(doc, "span", "nbc-draw-seg nbc-draw-rest");
+    seg.style.left = `${100 * x}%`;
+    seg.style.width = `${100 * draw.rest}%`;
+    seg.title = `other tokens ${percent(draw.rest)}`;
+    bar.append(seg);
+  }
+  if (!draw.greedy) {
+    const u = el(doc, "span", "nbc-draw-u");
+    u.style.left = `${100 * draw.u}%`;
+    u.style.borderColor = CHART.cut;
+    u.title = `u = ${draw.u.toFixed(4)}`;
+    bar.append(u);
+  }
+  frag.append(bar);
+  return frag;
+}
+
+/** The draw view bound to the `draw` trait. */
+export function createDrawView(model) {
+  const doc = globalThis.document;
+  const root = el(doc, "div", "nbc-draw");
+  root.setAttribute("role", "group");
+  root.setAttribute("aria-label", "The last Step's draw");
+  function render() {
+    const draw = model.get("draw");
+    root.hidden = !draw;
+    root.replaceChildren(draw ? drawContent(doc, draw) : "");
+  }
+  model.on("change:draw", render);
+  render();
+  return { el: root, render, destroy: () => model.off("change:draw", render) };
+}

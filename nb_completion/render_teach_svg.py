@@ -1,0 +1,153 @@
+"""Static SVG of the teaching views, for the widget's mime bundle (saved notebooks, GitHub): the
+next-token distribution chart (raw and processed bars, excluded tokens struck out, the top-p cut)
+and the branch tree; ``stack_svg`` puts several SVGs one under the other.
+
+The processed distribution is computed by the engine's own processors
+(``batch_sampling.choose_batch``) on the logits the widget holds: the top tokens, and each bin of
+the rest as tokens of equal logit (exact at temperature 1, as in the browser's ``reshape.js``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Mapping, Sequence
+
+from .palette import PALETTE
+from .render_svg import _xml_text
+
+__all__ = ["processed_probabilities", "distribution_svg", "tree_svg", "stack_svg"]
+
+CHART = PALETTE["chart"]
+BARS = 24
+ROW = 18
+MUTED = "#666666"
+
+
+def processed_probabilities(dist: Mapping[str, Any], controls: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+    """(raw, processed) probabilities of ``dist``'s top tokens under the controls' settings."""
+    import torch
+
+    from .engine.batch_sampling import RowParams, RowTable, choose_batch
+
+    logits = list(dist["logits"])
+    seen = [i for i, s in enumerate(dist.get("seen") or []) if s]
+    for n, lse in dist.get("rest") or []:
+        logits += [lse - math.log(n)] * int(n)
+    x = torch.tensor(logits, dtype=torch.float32)
+    strategy = controls.get("strategy", "greedy")
+    row = RowParams(repetition_penalty=float(controls.get("repetition_penalty", 1.0)), generator=torch.Generator().manual_seed(0))
+    if strategy == "top_k":
+        row.greedy, row.top_k = False, min(int(controls["top_k"]), x.numel())
+    elif strategy == "top_p":
+        row.greedy, row.temperature, row.top_p = False, float(controls["temperature"]), float(controls["top_p"])
+    else:
+        row.greedy, row.generator = True, None
+    out: dict = {}
+    row.observe = lambda raw, processed, noise, chosen: out.update(x=processed.clone(), chosen=chosen)
+    table = RowTable(1, x.numel(), torch.device("cpu"))
+    table.set(0, row, seen)
+    choose_batch(x[None], table, 0, [None], 1)
+    n = len(dist["logits"])
+    raw = torch.softmax(x.double(), -1)[:n].tolist()
+    if row.greedy:
+        processed = [1.0 if i == out["chosen"] else 0.0 for i in range(n)]
+    else:
+        processed = torch.softmax(out["x"].double(), -1)[:n].tolist()
+    return raw, processed
+
+
+def _pct(p: float) -> str:
+    return f"{100 * p:.1f}%" if p >= 0.001 else ("0%" if p == 0 else f"{100 * p:.2g}%")
+
+
+def _settings(c: Mapping[str, Any]) -> str:
+    if c.get("strategy") == "top_k":
+        return f"top-k {c['top_k']}"
+    if c.get("strategy") == "top_p":
+        return f"temperature {c['temperature']}, top-p {c['top_p']}"
+    return "greedy"
+
+
+def distribution_svg(dist: Mapping[str, Any], controls: Mapping[str, Any], width: int = 640) -> str:
+    """The chart: per top token a grey raw bar and a blue processed bar; excluded tokens struck out."""
+    raw, processed = processed_probabilities(dist, controls)
+    n = min(BARS, len(raw))
+    top = max(raw[:n] + processed[:n] + [1e-9])
+    where = "the next token" if dist.get("end") else (f"before prompt token #{dist['index']}" if dist.get("prompt") else f"before token #{dist['index']}")
+    body = [f'<text x="8" y="18" font-weight="bold">{_xml_text(f"Next-token distribution, {where}")}</text>',
+            f'<text x="8" y="34" fill="{MUTED}" font-size="11">{_xml_text(f"grey: raw · blue: after {_settings(controls)} · struck out: excluded")}</text>']
+    label_w, bar_x, bar_w = 150, 160, width - 160 - 130
+    y = 44
+    cut_drawn = False
+    for i in range(n):
+        excluded = processed[i] == 0.0
+        chosen = dist.get("chosen") == dist["ids"][i]
+        text = _xml_text(str(dist["texts"][i]).replace("\n", "↵").replace(" ", "·"))
+        colour = CHART["chosen"] if chosen else CHART["kept"]
+        body.append(f'<g data-token-id="{dist["ids"][i]}" data-excluded="{str(excluded).lower()}">')
+        body.append(f'<text x="8" y="{y + 13}" font-size="12"{f" fill={chr(34)}{MUTED}{chr(34)}" if excluded else ""}>{text}</text>')
+        if excluded:
+            body.append(f'<line x1="8" y1="{y + 9}" x2="{min(8 + 7.2 * len(dist["texts"][i]), label_w)}" y2="{y + 9}" stroke="{MUTED}"/>')
+        body.append(f'<rect x="{bar_x}" y="{y + 2}" width="{bar_w * raw[i] / top:.1f}" height="6" fill="{CHART["raw"]}"/>')
+        body.append(f'<rect x="{bar_x}" y="{y + 9}" width="{bar_w * processed[i] / top:.1f}" height="6" fill="{colour}"/>')
+        value = f"{_pct(raw[i])} → {'excluded' if excluded else _pct(processed[i])}"
+        body.append(f'<text x="{width - 125}" y="{y + 13}" font-size="11" fill="{MUTED}">{_xml_text(value)}</text></g>')
+        y += ROW
+        if controls.get("strategy") == "top_p" and float(controls.get("top_p", 1)) < 1 and not cut_drawn:
+            following = processed[i + 1] if i + 1 < n else 0.0
+            if not excluded and following == 0.0 and i + 1 < n:
+                body.append(f'<line x1="8" y1="{y + 1}" x2="{width - 8}" y2="{y + 1}" stroke="{CHART["cut"]}" stroke-width="2" stroke-dasharray="5 3"/>')
+                body.append(f'<text x="{width - 8}" y="{y - 2}" font-size="10" text-anchor="end" fill="{CHART["cut"]}">top-p cut</text>')
+                cut_drawn = True
+                y += 4
+    others = len(dist["ids"]) - n + sum(k for k, _ in dist.get("rest") or [])
+    rest = f"the other {others:,} tokens: {_pct(max(0.0, 1 - sum(raw[:n])))} → {_pct(max(0.0, 1 - sum(processed[:n])))}"
+    body.append(f'<text x="8" y="{y + 14}" font-size="11" fill="{MUTED}">{_xml_text(rest)}</text>')
+    return _wrap(width, y + 24, body, "Next-token distribution")
+
+
+def tree_svg(items: Sequence[Mapping[str, Any]], width: int = 640) -> str:
+    """The branch tree: one line per path, indented by depth, the shown one in bold."""
+    body = ['<text x="8" y="18" font-weight="bold">Branches</text>']
+    y = 24
+    for item in items:
+        tail = f"{item['tokens']} tokens · Σ log p {item['logprob']:.2f}"
+        if item.get("parent") is None:
+            label = f"original run ({item['kind']}) · {tail}"
+        else:
+            token = "" if item.get("token") is None else f" → {item['token']!r}"
+            label = f"at #{item['split']}{token} ({item['kind']}) · {tail}"
+        weight = ' font-weight="bold"' if item.get("current") else ""
+        x = 12 + 18 * int(item.get("depth", 0))
+        if item.get("parent") is not None:
+            body.append(f'<path d="M{x - 12} {y + 2} v8 h8" fill="none" stroke="{MUTED}"/>')
+        body.append(f'<text x="{x}" y="{y + 14}" font-size="12"{weight}>{_xml_text(label)}</text>')
+        y += ROW
+    return _wrap(width, y + 10, body, "Branch tree")
+
+
+def _wrap(width: float, height: float, body: list[str], label: str) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
+        f'role="img" aria-label="{_xml_text(label)}" font-family="ui-monospace,SFMono-Regular,Menlo,Consolas,monospace" '
+        f'font-size="13" fill="{PALETTE["text"]}"><rect width="100%" height="100%" rx="6" fill="#ffffff"/>' + "".join(body) + "</svg>"
+    )
+
+
+_SIZE = re.compile(r'^<svg[^>]*?\swidth="([\d.]+)"[^>]*?\sheight="([\d.]+)"')
+
+
+def stack_svg(parts: Sequence[str], gap: int = 8) -> str:
+    """Several SVG images one under the other, as one SVG (nested ``<svg>`` elements)."""
+    sizes = [tuple(float(v) for v in _SIZE.match(p).groups()) for p in parts]
+    width = max(w for w, _ in sizes)
+    y, body = 0.0, []
+    for part, (w, h) in zip(parts, sizes):
+        body.append(part.replace("<svg ", f'<svg x="0" y="{y:.0f}" ', 1))
+        y += h + gap
+    height = y - gap
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}">'
+        + "".join(body) + "</svg>"
+    )

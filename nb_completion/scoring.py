@@ -1,0 +1,138 @@
+"""``score(text)``: how surprised the model is by each token of a given text, and its perplexity.
+
+    >>> s = nb_completion.score("The capital of France is Paris.")  # doctest: +SKIP
+    >>> s.perplexity, s.tokens[3].text, s.tokens[3].logprob, s.tokens[3].rank  # doctest: +SKIP
+    >>> s                     # a heatmap: each token coloured by its surprisal  # doctest: +SKIP
+
+One plain forward pass over the text's ids (no sampling, nothing generated): the logits at
+position i-1 give token i's log-probability (``log_softmax``, the raw distribution, like every
+``TokenRecord``), its rank and the alternatives the model expected. The first token has nothing
+before it, so its ``logprob`` and ``rank`` are ``None`` and it is left out of the perplexity,
+``exp(-mean logprob)`` over the scored tokens. Needs a model in this kernel (a remote model's
+route has no prompt logprobs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from .api.errors import BadRequest
+from .engine.records import TokenRecord
+
+__all__ = ["score", "Scored", "ScoredToken", "score_ids"]
+
+TOP = 5  # alternatives kept per token
+
+
+@dataclass(frozen=True)
+class ScoredToken:
+    index: int  # position in the text's ids (0 = the first token)
+    token_id: int
+    text: str  # what this token contributes to the text (special tokens as written: "<s>")
+    logprob: Optional[float]  # None for a first token with nothing before it
+    rank: Optional[int]  # 1 = what the model expected most
+    top: tuple[tuple[str, float], ...] = ()  # the alternatives the model expected, most likely first
+    entropy: Optional[float] = None
+    piece: str = ""  # the token decoded alone (partial characters as ‹E3 81›)
+    special: bool = False
+
+    @property
+    def surprisal(self) -> Optional[float]:
+        """-logprob in nats (None for the first token)."""
+        return None if self.logprob is None else -self.logprob
+
+
+@dataclass
+class Scored:
+    """The scored tokens of ``text`` and its perplexity; displays as a heatmap (HTML + SVG)."""
+
+    text: str
+    model_id: str
+    tokens: list[ScoredToken] = field(default_factory=list)
+
+    @property
+    def perplexity(self) -> float:
+        lps = [t.logprob for t in self.tokens if t.logprob is not None]
+        return math.exp(-sum(lps) / len(lps)) if lps else float("nan")
+
+    @property
+    def total_logprob(self) -> float:
+        return sum(t.logprob for t in self.tokens if t.logprob is not None)
+
+    def records(self) -> list[TokenRecord]:
+        """The scored tokens (all but a first one with nothing before it) as heatmap records."""
+        return [
+            TokenRecord(
+                index=t.index, token_id=t.token_id, text=t.text, logprob=t.logprob, rank=t.rank or 1,
+                top=t.top, entropy=t.entropy or 0.0, piece=t.piece,
+            )
+            for t in self.tokens
+            if t.logprob is not None
+        ]
+
+    def summary(self) -> str:
+        n = sum(t.logprob is not None for t in self.tokens)
+        return f"perplexity {self.perplexity:.2f} over {n} scored tokens · total logprob {self.total_logprob:.2f} · {self.model_id}"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from .render_scored import scored_html, scored_svg
+
+        return {"text/plain": self.summary(), "text/html": scored_html(self), "image/svg+xml": scored_svg(self)}
+
+
+def _local_backend(model_id: Optional[str]) -> Any:
+    from .service import load_backend
+
+    backend = load_backend(model_id)
+    if not hasattr(backend, "model") or not hasattr(backend, "tokenizer"):
+        raise BadRequest("model_id", f"scoring needs a model in this kernel; '{backend.info.identifier}' is remote")
+    return backend
+
+
+def score(text: str, model_id: Optional[str] = None) -> Scored:
+    """Score ``text`` under ``model_id`` (the default model if None; loaded on first use)."""
+    if not isinstance(text, str):
+        raise BadRequest("text", f"must be a string, got {type(text).__name__}")
+    backend = _local_backend(model_id)
+    ids = backend.encode(text)
+    if len(ids) > backend.context_length:
+        raise BadRequest("text", f"has {len(ids)} tokens; the context length of '{backend.info.identifier}' is {backend.context_length}")
+    return Scored(text=text, model_id=backend.info.identifier, tokens=score_ids(backend, ids))
+
+
+def score_ids(backend: Any, ids: Sequence[int], top: int = TOP) -> list[ScoredToken]:
+    """Each of ``ids`` scored by one forward pass of ``backend.model`` (see the module docstring)."""
+    import torch
+
+    from .engine.detokenize import StreamingDetokenizer
+
+    ids = [int(i) for i in ids]
+    if not ids:
+        return []
+    model = backend.model
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids], device=backend.device), use_cache=False).logits[0].float()
+        logprobs = torch.log_softmax(logits[:-1], dim=-1)  # row i-1 predicts token i
+        target = torch.tensor(ids[1:], device=logprobs.device)
+        chosen = logprobs.gather(1, target[:, None])[:, 0]
+        ranks = (logprobs > chosen[:, None]).sum(-1) + 1
+        entropy = -(logprobs.exp() * torch.nan_to_num(logprobs, neginf=0.0)).sum(-1)
+        top_lp, top_ids = torch.topk(logprobs, min(top, logprobs.shape[-1]), dim=-1)
+    chosen, ranks, entropy = chosen.tolist(), ranks.tolist(), entropy.tolist()
+    top_lp, top_ids = top_lp.tolist(), top_ids.tolist()
+    specials = set(getattr(backend.tokenizer, "all_special_ids", []) or [])
+    detok = StreamingDetokenizer(backend.tokenizer)
+    out: list[ScoredToken] = []
+    for i, token_id in enumerate(ids):
+        text = detok.add_token(token_id)
+        piece = backend.piece(token_id)
+        if i == 0:
+            out.append(ScoredToken(0, token_id, text, None, None, (), None, piece, token_id in specials))
+            continue
+        alts = tuple((backend.piece(a), lp) for a, lp in zip(top_ids[i - 1], top_lp[i - 1]))
+        out.append(
+            ScoredToken(i, token_id, text, chosen[i - 1], int(ranks[i - 1]), alts, entropy[i - 1], piece, token_id in specials)
+        )
+    return out
