@@ -8,7 +8,10 @@ their solo runs. Here each row is divided by its own max-abs and a constant anch
 and zero point are constants, each row is quantized on its own scale, fbgemm's int8 matmul
 accumulates exactly in int32, and the row is multiplied back by its max-abs (bias added after).
 
-Weights are quantized per output channel (symmetric int8). Projections that read the same input
+Activations use all 8 bits (``reduce_range=False``): with 7 bits, teacher-forced on three texts,
+the default model agreed with float32 on the top token 79% of the time (mean KL 0.22); with 8 bits
+93% (KL 0.05), where torch's per-tensor dynamic quantization gets 45% (KL 1.36) on the same
+batched positions. Weights are quantized per output channel (symmetric int8). Projections that read the same input
 (q/k/v, gate/up) are fused into one matmul, which also saves calls: ``quantize(model)`` replaces
 the model's ``nn.Linear`` layers in place and drops their float weights.
 """
@@ -49,7 +52,7 @@ class RowwiseInt8Linear(torch.nn.Module):
         shape = x.shape
         rows = x.reshape(-1, self.in_features).float()
         scale = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
-        y = torch.ops.quantized.linear_dynamic(torch.cat([rows / scale, self.anchor]), self._packed, True)
+        y = torch.ops.quantized.linear_dynamic(torch.cat([rows / scale, self.anchor]), self._packed, False)
         y = y[:-1].mul_(scale)
         if self.bias is not None:
             y.add_(self.bias)

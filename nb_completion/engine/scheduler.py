@@ -34,7 +34,7 @@ import torch
 
 from .batch_sampling import Chosen, RowParams, RowTable, choose_batch
 from .generate import _cache_kwarg
-from .kv import SlotStore, decode_mask, prefill_mask
+from .kv import SlotStore, aligned, decode_mask, prefill_mask
 
 log = logging.getLogger("nb_completion.engine")
 
@@ -318,9 +318,10 @@ class Engine:
         if n > 0:
             ids = torch.tensor([seq.ids[start : start + n]], device=self.device)
             positions = torch.arange(start, start + n, device=self.device)
-            view = self.store.view(seq.slot, 1, positions[:1], n, start + n)
+            kv_len = aligned(start + n, self.store.max_len)
+            view = self.store.view(seq.slot, 1, positions[:1], n, kv_len, start)
             try:
-                self._forward(ids, positions[None], prefill_mask(start, n, self.dtype, self.device), view)
+                self._forward(ids, positions[None], prefill_mask(start, n, kv_len, self.dtype, self.device), view)
             except Exception as exc:
                 log.exception("prefill failed")
                 self._retire(seq, "error", error=exc)
@@ -337,7 +338,7 @@ class Engine:
         rows = self.decoding
         positions = torch.tensor([s.cached for s in rows], device=self.device)
         ids = torch.tensor([[s.ids[s.cached]] for s in rows], device=self.device)
-        kv_len = max(s.cached for s in rows) + 1
+        kv_len = aligned(max(s.cached for s in rows) + 1, self.store.max_len)
         view = self.store.view(0, len(rows), positions, 1, kv_len)
         logits = self._forward(ids, positions[:, None], decode_mask(positions, kv_len, self.dtype), view)
         top_n = max(max(s.work.params.top_logprobs for s in rows), 1)
