@@ -19,11 +19,26 @@ the model's ``nn.Linear`` layers in place and drops their float weights.
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Optional, Sequence
 
 import torch
 
 FUSE = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+# fbgemm's packed weights are TorchScript objects that torch.compile cannot trace; under
+# compilation each layer calls an opaque custom op that finds its weights here by key.
+_LAYERS: "weakref.WeakValueDictionary[int, RowwiseInt8Linear]" = weakref.WeakValueDictionary()
+
+
+@torch.library.custom_op("nb_completion::rowwise_int8_linear", mutates_args=())
+def _rowwise_op(rows: torch.Tensor, key: int) -> torch.Tensor:
+    return _LAYERS[key]._matmul(rows)
+
+
+@_rowwise_op.register_fake
+def _(rows: torch.Tensor, key: int) -> torch.Tensor:
+    return rows.new_empty(rows.shape[0], _LAYERS[key].out_features)
 
 
 def _pack(weight: torch.Tensor) -> torch.ScriptObject:
@@ -47,16 +62,22 @@ class RowwiseInt8Linear(torch.nn.Module):
         anchor = torch.zeros(1, self.in_features)
         anchor[0, 0], anchor[0, 1 % self.in_features] = 1.0, -1.0
         self.register_buffer("anchor", anchor, persistent=False)
+        self._key = id(self)
+        _LAYERS[self._key] = self
+
+    def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
+        y = torch.ops.quantized.linear_dynamic(torch.cat([rows / scale, self.anchor]), self._packed, False)
+        return y[:-1].mul_(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).float()
-        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
-        y = torch.ops.quantized.linear_dynamic(torch.cat([rows / scale, self.anchor]), self._packed, False)
-        y = y[:-1].mul_(scale)
+        y = _rowwise_op(rows, self._key) if torch.compiler.is_compiling() else self._matmul(rows)
         if self.bias is not None:
-            y.add_(self.bias)
+            y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features)
+
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per row"

@@ -109,9 +109,13 @@ class Engine:
     """Continuous batching over one model. ``submit`` from any thread; the engine thread does the rest."""
 
     def __init__(
-        self, model: Any, *, max_batch: Optional[int] = None, parked: int = 4, chunk: int = 128, max_len: Optional[int] = None
+        self, model: Any, *, max_batch: Optional[int] = None, parked: int = 4, chunk: int = 128, max_len: Optional[int] = None,
+        compile: bool = False,
     ):
         self.model = model
+        # torch.compile of the model's forward (dynamic shapes): opt-in, its first passes compile
+        # for minutes on a small CPU; eager stays the reference (docs/engine.md has the ladder).
+        self._call = torch.compile(model.forward, dynamic=True) if compile else model
         self.device = next(model.parameters()).device
         max_batch = max_batch or default_max_batch(self.device)
         dtype = model.get_input_embeddings().weight.dtype
@@ -305,7 +309,7 @@ class Engine:
     # ---- the passes ----------------------------------------------------------------------------
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any) -> torch.Tensor:
-        out = self.model(
+        out = self._call(
             input_ids=ids, position_ids=positions, attention_mask=mask, use_cache=True, logits_to_keep=1,
             **{self.cache_name: view},
         )
