@@ -223,3 +223,16 @@ def test_a_branch_from_text_reuses_the_finished_run(tiny_backend, tiny_model_id)
     assert response.stop_reason is not None
     assert engine.stats.reused_tokens - reused >= len(tiny_backend.encode(prompt)) - 1
     assert engine.stats.prefill_tokens - prefilled <= len(tiny_backend.encode(branch)) - len(tiny_backend.encode(prompt)) + 1
+
+
+@pytest.mark.slow
+def test_the_compiled_decode_pass_equals_eager(tiny_backend):
+    ids_list = [tiny_backend.encode(p) for p in PROMPTS]
+    eager, compiled = Engine(tiny_backend.model, max_batch=8), Engine(tiny_backend.model, max_batch=8, compile=True)
+    try:
+        expected = [[c.token_id for c in s.tokens] for s in run_engine(eager, tiny_backend, ids_list, 24)]
+        got = [[c.token_id for c in s.tokens] for s in run_engine(compiled, tiny_backend, ids_list, 24)]
+    finally:
+        eager.close()
+        compiled.close()
+    assert got == expected

@@ -113,9 +113,9 @@ class Engine:
         compile: bool = False,
     ):
         self.model = model
-        # torch.compile of the model's forward (dynamic shapes): opt-in, its first passes compile
-        # for minutes on a small CPU; eager stays the reference (docs/engine.md has the ladder).
-        self._call = torch.compile(model.forward, dynamic=True) if compile else model
+        # torch.compile of the decode pass (dynamic shapes; prefill stays eager): opt-in, its first
+        # passes compile for minutes on a small CPU; eager is the reference (docs/engine.md).
+        self._decode_call = torch.compile(model.forward, dynamic=True) if compile else model
         self.device = next(model.parameters()).device
         max_batch = max_batch or default_max_batch(self.device)
         dtype = model.get_input_embeddings().weight.dtype
@@ -308,8 +308,8 @@ class Engine:
 
     # ---- the passes ----------------------------------------------------------------------------
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any) -> torch.Tensor:
-        out = self._call(
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any, decode: bool = False) -> torch.Tensor:
+        out = (self._decode_call if decode else self.model)(
             input_ids=ids, position_ids=positions, attention_mask=mask, use_cache=True, logits_to_keep=1,
             **{self.cache_name: view},
         )
@@ -344,7 +344,7 @@ class Engine:
         ids = torch.tensor([[s.ids[s.cached]] for s in rows], device=self.device)
         kv_len = aligned(max(s.cached for s in rows) + 1, self.store.max_len)
         view = self.store.view(0, len(rows), positions, 1, kv_len)
-        logits = self._forward(ids, positions[:, None], decode_mask(positions, kv_len, self.dtype), view)
+        logits = self._forward(ids, positions[:, None], decode_mask(positions, kv_len, self.dtype), view, decode=True)
         top_n = max(max(s.work.params.top_logprobs for s in rows), 1)
         chosen = choose_batch(logits, self.table, 0, [s.work.constraint for s in rows], top_n)
         now = time.perf_counter()
