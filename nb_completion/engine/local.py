@@ -8,6 +8,7 @@ half-read never holds the engine.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -76,7 +77,8 @@ class LocalBackend:
             loaded=True,
         )
         self.device = next(model.parameters()).device
-        self.engine_options: dict[str, Any] = {}  # Engine(...) keywords, read when it starts
+        # Engine(...) keywords, read when it starts; NB_COMPLETION_COMPILE=1 compiles the decode pass
+        self.engine_options: dict[str, Any] = {"compile": True} if os.environ.get("NB_COMPLETION_COMPILE") == "1" else {}
         self._engine: Optional[Engine] = None
         self._engine_lock = threading.Lock()
         self._pieces: dict[int, str] = {}

@@ -95,17 +95,17 @@ class _Fused(torch.nn.Module):
             bias = torch.cat([b.detach().float() if b is not None else torch.zeros(m.out_features) for b, m in zip(biases, linears)])
         self.linear = RowwiseInt8Linear(weight, bias)
         self.sizes = [m.out_features for m in linears]
-        self._input: Optional[torch.Tensor] = None
-        self._parts: list[Optional[torch.Tensor]] = []
+        # [input, parts]: a plain list, so updating it skips nn.Module.__setattr__ (per layer, per step)
+        self._last: list = [None, []]
 
     def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        if self._input is not x or self._parts[index] is None:
-            self._input = x
-            self._parts = list(self.linear(x).split(self.sizes, dim=-1))
-        out = self._parts[index]
-        self._parts[index] = None
-        if all(p is None for p in self._parts):  # every part handed out: let go of the input
-            self._input = None
+        last = self._last
+        if last[0] is not x or last[1][index] is None:
+            last[0], last[1] = x, list(self.linear(x).split(self.sizes, dim=-1))
+        parts = last[1]
+        out, parts[index] = parts[index], None
+        if all(p is None for p in parts):  # every part handed out: let go of the input
+            last[0] = None
         return out
 
 
