@@ -236,3 +236,28 @@ def test_the_compiled_decode_pass_equals_eager(tiny_backend):
         eager.close()
         compiled.close()
     assert got == expected
+
+
+def test_a_failing_forward_pass_ends_its_sequences_with_an_error_and_the_engine_goes_on(tiny_backend):
+    from nb_completion.api.errors import EngineFailure
+    from nb_completion.engine.local import LocalBackend
+    from nb_completion.engine.tiny import build_model
+
+    model = build_model(len(tiny_backend.tokenizer))
+    backend = LocalBackend(model, tiny_backend.tokenizer, "tiny-failing-once")
+    assert backend.engine.cache_name  # the engine reads the forward's signature before the patch
+    real_forward, calls = model.forward, []
+
+    def forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return real_forward(*args, **kwargs)
+
+    model.forward = forward
+    request = build_request("Once upon a time", model_id="tiny-llama", sampling_params={"max_tokens": 10})
+    with pytest.raises(EngineFailure):
+        list(backend.open(request))
+    events = list(backend.open(request))
+    assert isinstance(events[-1], Finished) and events[-1].completion_tokens == 10
+    backend.engine.close()
