@@ -11,7 +11,8 @@ additive mask that hides everything past its own length. Forking a sequence copi
 On the CPU the tensors are allocated with ``torch.empty``: pages the OS has never handed out cost
 no memory, so resident memory follows the tokens actually cached, not ``slots * max_len``.
 Positions a row has never written are zeroed just before a pass can read them (masked keys must
-still be finite: ``0 * nan`` would poison the softmax), in strides of ``ZERO_AHEAD`` positions.
+still be finite: ``0 * nan`` would poison the softmax); passes read lengths aligned to ``ALIGN``,
+so this happens once per ``ALIGN`` positions.
 
 Works with decoder-only models whose layers all use full attention (Llama, SmolLM2, Qwen2, ...)
 and whose attention calls ``cache.update(keys, values, layer_idx, ...)``: transformers 5.17+.
@@ -23,7 +24,6 @@ from typing import Any
 
 import torch
 
-ZERO_AHEAD = 32
 ALIGN = 64  # passes read a multiple of this many positions (see ``aligned``)
 
 
@@ -62,10 +62,9 @@ class SlotStore:
             done = self._finite[slot]
             if done >= kv_len:
                 continue
-            upto = min(self.max_len, kv_len + ZERO_AHEAD)
             for tensor in (*self.keys, *self.values):
-                tensor[slot, :, done:upto].zero_()
-            self._finite[slot] = upto
+                tensor[slot, :, done:kv_len].zero_()
+            self._finite[slot] = kv_len
 
     def copy(self, source: int, target: int, length: int) -> None:
         """Slot ``target`` gets positions ``[0, length)`` of slot ``source`` (a fork, or a move)."""
