@@ -261,3 +261,17 @@ def test_a_failing_forward_pass_ends_its_sequences_with_an_error_and_the_engine_
     events = list(backend.open(request))
     assert isinstance(events[-1], Finished) and events[-1].completion_tokens == 10
     backend.engine.close()
+
+
+def test_closing_a_backend_ends_its_engine_thread_and_a_new_open_starts_another(tiny_backend):
+    from nb_completion.engine.local import LocalBackend
+
+    backend = LocalBackend(tiny_backend.model, tiny_backend.tokenizer, "tiny-closing")
+    request = build_request("Once", model_id="tiny-llama", sampling_params={"max_tokens": 3})
+    list(backend.open(request))
+    thread = backend.engine._thread
+    backend.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert isinstance(list(backend.open(request))[-1], Finished)
+    backend.close()

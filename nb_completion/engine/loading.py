@@ -255,4 +255,6 @@ def load_model(
         backend = LocalBackend(model, tokenizer, name, source=str(source), dtype=dtype, device=device)
         _warm_up(backend)
         registry.register(backend)
+        if isinstance(existing, LocalBackend):
+            existing.close()  # replaced (another dtype or device): its engine thread lets the model go
         return backend

@@ -192,6 +192,13 @@ class LocalBackend:
             raise EngineFailure(f"The engine could not take the request ({type(exc).__name__}).") from exc
         return EventStream(shaper.inbox, cancel, engine)
 
+    def close(self) -> None:
+        """End the engine thread (streams still open end with an error); ``open`` starts a new one."""
+        with self._engine_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
     def finish_reason(self, reason: str, stop_token_id: Optional[int]) -> str:
         if reason in ("stop_string", "grammar_complete"):
             return "end_of_turn"
