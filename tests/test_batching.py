@@ -161,11 +161,17 @@ def test_seeded_sampling_does_not_depend_on_the_batch(tiny_model_id):
 
 
 def test_a_second_complete_runs_while_a_stream_is_open_in_the_same_thread(tiny_model_id):
+    import faulthandler
+
     stream = complete("Once upon a time", model_id=tiny_model_id, stream=True, sampling_params={"max_tokens": 40})
-    first = next(stream)
-    assert first.delta or first.logprobs is None
-    # before the engine owned sequences, this call waited forever for the open stream's lock
-    response = complete("The capital of", model_id=tiny_model_id, sampling_params={"max_tokens": 5})
+    next(stream)
+    # before the engine owned sequences, this call waited forever for the open stream's lock:
+    # a deadline turns that hang into a failure with the stacks printed
+    faulthandler.dump_traceback_later(120, exit=True)
+    try:
+        response = complete("The capital of", model_id=tiny_model_id, sampling_params={"max_tokens": 5})
+    finally:
+        faulthandler.cancel_dump_traceback_later()
     assert response.stop_reason is not None
     rest = list(stream)
     assert rest[-1].stop_reason is not None
