@@ -5,7 +5,6 @@ dropped half-read."""
 from __future__ import annotations
 
 import gc
-import queue
 import threading
 import time
 

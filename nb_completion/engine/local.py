@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Optional
 
-import torch
 
 from ..api.errors import BadRequest, CompletionError, EngineFailure
 from ..api.types import (
@@ -30,7 +29,7 @@ from . import sampling
 from .backend import Event
 from .batch_sampling import Chosen, RowParams
 from .detokenize import StreamingDetokenizer
-from .records import Delta, Finished, ModelInfo, TokenRecord
+from .records import Finished, ModelInfo, TokenRecord
 from .scheduler import Engine, Work, default_max_batch
 from .stopping import StopStringFilter
 
