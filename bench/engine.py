@@ -1,7 +1,7 @@
 """The engine's figures from one run: single stream vs HF generate vs llama.cpp, 16 concurrent HTTP
 streams vs one, compare() of 4 settings vs one run, and the server's RSS.
 
-    python bench/engine.py [--repeats 3] [--skip-http] [--skip-llama]
+    python bench/engine.py [--repeats 3] [--skip-http] [--skip-llama] [--compile]
 
 Same machine, same thread count for every engine (the project's policy, ``NB_COMPLETION_THREADS``
 or all cores but one); llama.cpp's ``llama-bench`` runs on the very GGUF the default model is
@@ -79,6 +79,26 @@ def single_stream(backend, repeats: int, skip_llama: bool) -> None:
     if "llama-bench tg128" in median:
         print(f"engine / llama.cpp: {median['engine'] / median['llama-bench tg128']:.2f}x   ({load()})")
     print(f"engine / HF generate (same dtype): {median['engine'] / median['HF generate']:.2f}x")
+
+
+def compiled_rung(repeats: int) -> None:
+    """The ladder's last CPU rung: the same engine with the model's forward under torch.compile."""
+    print("\n== rung: engine with torch.compile(model.forward, dynamic=True) ==")
+    from nb_completion.engine.local import LocalBackend
+
+    base = load_model()
+    backend = LocalBackend(base.model, base.tokenizer, "bench-compiled", dtype="int8", device="cpu")
+    backend.engine_options["compile"] = True
+    start = time.perf_counter()
+    for tokens in (4, 80, 140):  # compile, then recompile as lengths grow past the aligned buckets
+        ours(backend, tokens)
+    print(f"warm-up (compiling): {time.perf_counter() - start:.0f} s")
+    runs = []
+    for _ in range(repeats):
+        runs.append(ours(backend, 128))
+        eager = ours(base, 128)
+        print(f"compiled {runs[-1]:.1f} tok/s vs eager {eager:.1f} tok/s   ({load()})")
+    print(f"compiled median {statistics.median(runs):.1f} tok/s")
 
 
 def compare_vs_one(backend) -> None:
@@ -165,11 +185,14 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=16)
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-llama", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="also measure the torch.compile rung (minutes to compile)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {cpu_threads()}, {load()}")
     backend = load_model()
     single_stream(backend, args.repeats, args.skip_llama)
     compare_vs_one(backend)
+    if args.compile:
+        compiled_rung(args.repeats)
     if not args.skip_http:
         http(args.streams, 64)
 

@@ -5,7 +5,6 @@ dropped half-read."""
 from __future__ import annotations
 
 import gc
-import queue
 import threading
 import time
 
@@ -161,11 +160,17 @@ def test_seeded_sampling_does_not_depend_on_the_batch(tiny_model_id):
 
 
 def test_a_second_complete_runs_while_a_stream_is_open_in_the_same_thread(tiny_model_id):
+    import faulthandler
+
     stream = complete("Once upon a time", model_id=tiny_model_id, stream=True, sampling_params={"max_tokens": 40})
-    first = next(stream)
-    assert first.delta or first.logprobs is None
-    # before the engine owned sequences, this call waited forever for the open stream's lock
-    response = complete("The capital of", model_id=tiny_model_id, sampling_params={"max_tokens": 5})
+    next(stream)
+    # before the engine owned sequences, this call waited forever for the open stream's lock:
+    # a deadline turns that hang into a failure with the stacks printed
+    faulthandler.dump_traceback_later(120, exit=True)
+    try:
+        response = complete("The capital of", model_id=tiny_model_id, sampling_params={"max_tokens": 5})
+    finally:
+        faulthandler.cancel_dump_traceback_later()
     assert response.stop_reason is not None
     rest = list(stream)
     assert rest[-1].stop_reason is not None
@@ -223,3 +228,55 @@ def test_a_branch_from_text_reuses_the_finished_run(tiny_backend, tiny_model_id)
     assert response.stop_reason is not None
     assert engine.stats.reused_tokens - reused >= len(tiny_backend.encode(prompt)) - 1
     assert engine.stats.prefill_tokens - prefilled <= len(tiny_backend.encode(branch)) - len(tiny_backend.encode(prompt)) + 1
+
+
+@pytest.mark.slow
+def test_the_compiled_decode_pass_equals_eager(tiny_backend):
+    ids_list = [tiny_backend.encode(p) for p in PROMPTS]
+    eager, compiled = Engine(tiny_backend.model, max_batch=8), Engine(tiny_backend.model, max_batch=8, compile=True)
+    try:
+        expected = [[c.token_id for c in s.tokens] for s in run_engine(eager, tiny_backend, ids_list, 24)]
+        got = [[c.token_id for c in s.tokens] for s in run_engine(compiled, tiny_backend, ids_list, 24)]
+    finally:
+        eager.close()
+        compiled.close()
+    assert got == expected
+
+
+def test_a_failing_forward_pass_ends_its_sequences_with_an_error_and_the_engine_goes_on(tiny_backend):
+    from nb_completion.api.errors import EngineFailure
+    from nb_completion.engine.local import LocalBackend
+    from nb_completion.engine.tiny import build_model
+
+    model = build_model(len(tiny_backend.tokenizer))
+    backend = LocalBackend(model, tiny_backend.tokenizer, "tiny-failing-once")
+    assert backend.engine.cache_name  # the engine reads the forward's signature before the patch
+    real_forward, calls = model.forward, []
+
+    def forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return real_forward(*args, **kwargs)
+
+    model.forward = forward
+    request = build_request("Once upon a time", model_id="tiny-llama", sampling_params={"max_tokens": 10})
+    with pytest.raises(EngineFailure):
+        list(backend.open(request))
+    events = list(backend.open(request))
+    assert isinstance(events[-1], Finished) and events[-1].completion_tokens == 10
+    backend.engine.close()
+
+
+def test_closing_a_backend_ends_its_engine_thread_and_a_new_open_starts_another(tiny_backend):
+    from nb_completion.engine.local import LocalBackend
+
+    backend = LocalBackend(tiny_backend.model, tiny_backend.tokenizer, "tiny-closing")
+    request = build_request("Once", model_id="tiny-llama", sampling_params={"max_tokens": 3})
+    list(backend.open(request))
+    thread = backend.engine._thread
+    backend.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert isinstance(list(backend.open(request))[-1], Finished)
+    backend.close()

@@ -10,7 +10,7 @@ from nb_completion.service import build_request, open_events
 pytestmark = pytest.mark.real_model
 
 WORDS = "Apple Banana Cherry Delta Eagle Falcon Garden Harbor Island Jungle Kettle Lemon Mountain Needle Ocean Piano".split()
-PROMPTS = [f"{w} is a word." + " Write a sentence about it." * (i % 4) for i, w in enumerate(WORDS)]
+PROMPTS = [f"{w} is a word." + " Write a sentence about it, please, with care." * (i * 2) for i, w in enumerate(WORDS)]
 
 
 def tokens(stream):
@@ -40,15 +40,13 @@ def test_sixteen_concurrent_float32_requests_each_equal_hf_generate_alone(real_b
             assert [lp for _, lp in record.top[:5]] == pytest.approx(torch.topk(reference, 5).values.tolist(), abs=1e-4)
 
 
-def test_batch_invariance_of_the_default_dtype(real_backend, real_model_id, record_property):
-    """int8 rows are quantized on their own scales, so what remains is float rounding in attention
-    over differently padded lengths (amplified by int8 rounding): counted and reported, not hidden."""
+def test_the_default_dtype_is_batch_invariant(real_backend, real_model_id):
+    """int8 rows are quantized on their own scales and attention reads aligned lengths, so a
+    request's output does not depend on what else is in the batch (prompts of 6 to 330 tokens)."""
     request = lambda p: build_request(p, model_id=real_model_id, sampling_params={"max_tokens": 32})  # noqa: E731
     solo = [[r.token_id for r in tokens(open_events(request(p)))] for p in PROMPTS]
     streams = [open_events(request(p)) for p in PROMPTS]
     together = [[r.token_id for r in tokens(s)] for s in streams]
     equal = sum(a == b for a, b in zip(solo, together))
-    record_property("int8_batch_invariant_of_16", equal)
-    print(f"int8: {equal} of 16 concurrent greedy requests equal their solo runs")
-    # every output starts the same way: divergence, where any, comes late and from rounding
-    assert all(a[:2] == b[:2] for a, b in zip(solo, together))
+    assert equal == 16, f"int8: {equal} of 16 concurrent greedy requests equal their solo runs"
+    assert real_backend.engine.stats.max_rows > 8

@@ -1,7 +1,8 @@
-"""The streaming core: prefill, then decode one token at a time with a KV cache.
+"""The one-sequence reference loop: prefill, then decode one token at a time with transformers'
+own growing KV cache.
 
-It knows token ids, tensors and processors, nothing of text, HTTP, widgets or pydantic.
-``generate_steps`` is a generator; every frontend drains it (through ``local.py``). Each step
+Requests are served by the batched engine (``scheduler.py``); this loop stays as the eager
+reference the engine is measured against (``bench/engine.py``: rung 0). Each step
 measures the chosen token under the model's *raw* distribution (log-softmax of the logits before
 penalty, grammar mask, temperature or truncation), then applies the processors and chooses.
 """

@@ -11,7 +11,8 @@ additive mask that hides everything past its own length. Forking a sequence copi
 On the CPU the tensors are allocated with ``torch.empty``: pages the OS has never handed out cost
 no memory, so resident memory follows the tokens actually cached, not ``slots * max_len``.
 Positions a row has never written are zeroed just before a pass can read them (masked keys must
-still be finite: ``0 * nan`` would poison the softmax), in strides of ``ZERO_AHEAD`` positions.
+still be finite: ``0 * nan`` would poison the softmax); passes read lengths aligned to ``ALIGN``,
+so this happens once per ``ALIGN`` positions.
 
 Works with decoder-only models whose layers all use full attention (Llama, SmolLM2, Qwen2, ...)
 and whose attention calls ``cache.update(keys, values, layer_idx, ...)``: transformers 5.17+.
@@ -19,11 +20,22 @@ and whose attention calls ``cache.update(keys, values, layer_idx, ...)``: transf
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
-ZERO_AHEAD = 32
+ALIGN = 64  # passes read a multiple of this many positions (see ``aligned``)
+
+
+def aligned(length: int, max_len: int) -> int:
+    """The length a pass reads for ``length`` live positions: rounded up to ``ALIGN``.
+
+    Masked positions get weight exactly 0, and a vectorized sum over whole blocks of padding
+    adds exact zeros to each lane; over a ragged tail the lanes would be filled differently and
+    round differently. With aligned lengths a row's attention rounds the same way alone as in a
+    batch whose longest row is longer: measured, 16 of 16 concurrent greedy requests equal their
+    solo runs in int8 (prompts of 6 to 330 tokens), against 8 of 16 with unaligned lengths."""
+    return min(max_len, -(-length // ALIGN) * ALIGN)
 
 
 def model_shape(model: Any) -> tuple[int, int, int]:
@@ -50,10 +62,9 @@ class SlotStore:
             done = self._finite[slot]
             if done >= kv_len:
                 continue
-            upto = min(self.max_len, kv_len + ZERO_AHEAD)
             for tensor in (*self.keys, *self.values):
-                tensor[slot, :, done:upto].zero_()
-            self._finite[slot] = upto
+                tensor[slot, :, done:kv_len].zero_()
+            self._finite[slot] = kv_len
 
     def copy(self, source: int, target: int, length: int) -> None:
         """Slot ``target`` gets positions ``[0, length)`` of slot ``source`` (a fork, or a move)."""
@@ -63,9 +74,11 @@ class SlotStore:
             tensor[target, :, :length].copy_(tensor[source, :, :length])
         self._finite[target] = max(self._finite[target], length)
 
-    def view(self, first: int, rows: int, positions: torch.Tensor, q_len: int, kv_len: int) -> "BatchView":
+    def view(self, first: int, rows: int, positions: torch.Tensor, q_len: int, kv_len: int, start: int = 0) -> "BatchView":
+        """A decode pass (``q_len == 1``: row b writes at ``positions[b]``) or one sequence's chunk
+        (``rows == 1``: it writes ``q_len`` positions from ``start``); both read ``[0, kv_len)``."""
         self.make_finite(first, rows, kv_len)
-        return BatchView(self, first, rows, positions, q_len, kv_len)
+        return BatchView(self, first, rows, positions, q_len, kv_len, start)
 
     def nbytes_per_token(self) -> int:
         k = self.keys[0]
@@ -78,16 +91,11 @@ class BatchView:
 
     is_compileable = False
 
-    def __init__(self, store: SlotStore, first: int, rows: int, positions: torch.Tensor, q_len: int, kv_len: int):
+    def __init__(self, store: SlotStore, first: int, rows: int, positions: torch.Tensor, q_len: int, kv_len: int, start: int = 0):
         self.store, self.first, self.rows, self.q_len, self.kv_len = store, first, rows, q_len, kv_len
         self.positions = positions  # LongTensor [rows] on the store's device
         self._row_index = torch.arange(first, first + rows, device=store.device) if q_len == 1 else None
-        self._start: Optional[int] = None
-
-    def start(self) -> int:
-        if self._start is None:
-            self._start = int(self.positions[0])
-        return self._start
+        self._start = start  # a chunk's first position (a Python int: no device sync)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
         keys, values = self.store.keys[layer_idx], self.store.values[layer_idx]
@@ -95,7 +103,7 @@ class BatchView:
             keys[self._row_index, :, self.positions] = key_states[:, :, 0].to(keys.dtype)
             values[self._row_index, :, self.positions] = value_states[:, :, 0].to(values.dtype)
         else:
-            start = self.start()
+            start = self._start
             keys[self.first, :, start : start + self.q_len] = key_states[0].to(keys.dtype)
             values[self.first, :, start : start + self.q_len] = value_states[0].to(values.dtype)
         rows = slice(self.first, self.first + self.rows)
@@ -103,7 +111,7 @@ class BatchView:
 
     # what transformers may ask of a cache besides update()
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.kv_len - self.q_len
+        return self._start if self.q_len > 1 else self.kv_len - 1
 
     def get_max_cache_shape(self, layer_idx: int = 0) -> int:
         return self.store.max_len
@@ -119,9 +127,9 @@ def decode_mask(positions: torch.Tensor, kv_len: int, dtype: torch.dtype) -> tor
     return torch.where(seen, zero, torch.finfo(dtype).min)[:, None, None, :]
 
 
-def prefill_mask(start: int, q_len: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Additive causal mask ``[1, 1, q_len, start + q_len]`` for a chunk that starts at ``start``."""
-    kv = torch.arange(start + q_len, device=device).unsqueeze(0)
+def prefill_mask(start: int, q_len: int, kv_len: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Additive causal mask ``[1, 1, q_len, kv_len]`` for a chunk that starts at ``start``."""
+    kv = torch.arange(kv_len, device=device).unsqueeze(0)
     q = torch.arange(start, start + q_len, device=device).unsqueeze(1)
     zero = torch.zeros((), dtype=dtype, device=device)
     return torch.where(kv <= q, zero, torch.finfo(dtype).min)[None, None]

@@ -335,6 +335,8 @@ def load_model(
         else:
             progress(f"Ready ({dtype}, {device})")
         registry.register(backend)
+        if isinstance(existing, LocalBackend):
+            existing.close()  # replaced (another dtype or device): its engine thread lets the model go
         return backend
 
 

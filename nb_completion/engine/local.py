@@ -8,13 +8,13 @@ half-read never holds the engine.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Optional
 
-import torch
 
 from ..api.errors import BadRequest, CompletionError, EngineFailure
 from ..api.types import (
@@ -29,7 +29,7 @@ from . import sampling
 from .backend import Event
 from .batch_sampling import Chosen, RowParams
 from .detokenize import StreamingDetokenizer
-from .records import Delta, Finished, ModelInfo, TokenRecord
+from .records import Finished, ModelInfo, TokenRecord
 from .scheduler import Engine, Work, default_max_batch
 from .stopping import StopStringFilter
 from .token_text import token_display_text
@@ -79,7 +79,8 @@ class LocalBackend:
             loaded=True,
         )
         self.device = next(model.parameters()).device
-        self.engine_options: dict[str, Any] = {}  # Engine(...) keywords, read when it starts
+        # Engine(...) keywords, read when it starts; NB_COMPLETION_COMPILE=1 compiles the decode pass
+        self.engine_options: dict[str, Any] = {"compile": True} if os.environ.get("NB_COMPLETION_COMPILE") == "1" else {}
         self._engine: Optional[Engine] = None
         self._engine_lock = threading.Lock()
         self._pieces: dict[int, str] = {}
@@ -206,6 +207,13 @@ class LocalBackend:
         except Exception as exc:
             raise EngineFailure(f"The engine could not take the request ({type(exc).__name__}).") from exc
         return EventStream(shaper.inbox, cancel, engine)
+
+    def close(self) -> None:
+        """End the engine thread (streams still open end with an error); ``open`` starts a new one."""
+        with self._engine_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
 
     def finish_reason(self, reason: str, stop_token_id: Optional[int]) -> str:
         if reason in ("stop_string", "grammar_complete"):

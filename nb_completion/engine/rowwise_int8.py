@@ -8,7 +8,10 @@ their solo runs. Here each row is divided by its own max-abs and a constant anch
 and zero point are constants, each row is quantized on its own scale, fbgemm's int8 matmul
 accumulates exactly in int32, and the row is multiplied back by its max-abs (bias added after).
 
-Weights are quantized per output channel (symmetric int8). Projections that read the same input
+Activations use all 8 bits (``reduce_range=False``): with 7 bits, teacher-forced on three texts,
+the default model agreed with float32 on the top token 79% of the time (mean KL 0.22); with 8 bits
+93% (KL 0.05), where torch's per-tensor dynamic quantization gets 45% (KL 1.36) on the same
+batched positions. Weights are quantized per output channel (symmetric int8). Projections that read the same input
 (q/k/v, gate/up) are fused into one matmul, which also saves calls: ``quantize(model)`` replaces
 the model's ``nn.Linear`` layers in place and drops their float weights.
 """
@@ -16,11 +19,26 @@ the model's ``nn.Linear`` layers in place and drops their float weights.
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Optional, Sequence
 
 import torch
 
 FUSE = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+# fbgemm's packed weights are TorchScript objects that torch.compile cannot trace; under
+# compilation each layer calls an opaque custom op that finds its weights here by key.
+_LAYERS: "weakref.WeakValueDictionary[int, RowwiseInt8Linear]" = weakref.WeakValueDictionary()
+
+
+@torch.library.custom_op("nb_completion::rowwise_int8_linear", mutates_args=())
+def _rowwise_op(rows: torch.Tensor, key: int) -> torch.Tensor:
+    return _LAYERS[key]._matmul(rows)
+
+
+@_rowwise_op.register_fake
+def _(rows: torch.Tensor, key: int) -> torch.Tensor:
+    return rows.new_empty(rows.shape[0], _LAYERS[key].out_features)
 
 
 def _pack(weight: torch.Tensor) -> torch.ScriptObject:
@@ -44,16 +62,22 @@ class RowwiseInt8Linear(torch.nn.Module):
         anchor = torch.zeros(1, self.in_features)
         anchor[0, 0], anchor[0, 1 % self.in_features] = 1.0, -1.0
         self.register_buffer("anchor", anchor, persistent=False)
+        self._key = id(self)
+        _LAYERS[self._key] = self
+
+    def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
+        y = torch.ops.quantized.linear_dynamic(torch.cat([rows / scale, self.anchor]), self._packed, False)
+        return y[:-1].mul_(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).float()
-        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
-        y = torch.ops.quantized.linear_dynamic(torch.cat([rows / scale, self.anchor]), self._packed, True)
-        y = y[:-1].mul_(scale)
+        y = _rowwise_op(rows, self._key) if torch.compiler.is_compiling() else self._matmul(rows)
         if self.bias is not None:
-            y.add_(self.bias)
+            y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features)
+
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per row"
@@ -71,17 +95,17 @@ class _Fused(torch.nn.Module):
             bias = torch.cat([b.detach().float() if b is not None else torch.zeros(m.out_features) for b, m in zip(biases, linears)])
         self.linear = RowwiseInt8Linear(weight, bias)
         self.sizes = [m.out_features for m in linears]
-        self._input: Optional[torch.Tensor] = None
-        self._parts: list[Optional[torch.Tensor]] = []
+        # [input, parts]: a plain list, so updating it skips nn.Module.__setattr__ (per layer, per step)
+        self._last: list = [None, []]
 
     def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        if self._input is not x or self._parts[index] is None:
-            self._input = x
-            self._parts = list(self.linear(x).split(self.sizes, dim=-1))
-        out = self._parts[index]
-        self._parts[index] = None
-        if all(p is None for p in self._parts):  # every part handed out: let go of the input
-            self._input = None
+        last = self._last
+        if last[0] is not x or last[1][index] is None:
+            last[0], last[1] = x, list(self.linear(x).split(self.sizes, dim=-1))
+        parts = last[1]
+        out, parts[index] = parts[index], None
+        if all(p is None for p in parts):  # every part handed out: let go of the input
+            last[0] = None
         return out
 
 

@@ -34,7 +34,7 @@ import torch
 
 from .batch_sampling import Chosen, RowParams, RowTable, choose_batch
 from .generate import _cache_kwarg
-from .kv import SlotStore, decode_mask, prefill_mask
+from .kv import SlotStore, aligned, decode_mask, prefill_mask
 
 log = logging.getLogger("nb_completion.engine")
 
@@ -109,9 +109,13 @@ class Engine:
     """Continuous batching over one model. ``submit`` from any thread; the engine thread does the rest."""
 
     def __init__(
-        self, model: Any, *, max_batch: Optional[int] = None, parked: int = 4, chunk: int = 128, max_len: Optional[int] = None
+        self, model: Any, *, max_batch: Optional[int] = None, parked: int = 4, chunk: int = 128, max_len: Optional[int] = None,
+        compile: bool = False,
     ):
         self.model = model
+        # torch.compile of the decode pass (dynamic shapes; prefill stays eager): opt-in, its first
+        # passes compile for minutes on a small CPU; eager is the reference (docs/engine.md).
+        self._decode_call = torch.compile(model.forward, dynamic=True) if compile else model
         self.device = next(model.parameters()).device
         max_batch = max_batch or default_max_batch(self.device)
         dtype = model.get_input_embeddings().weight.dtype
@@ -304,8 +308,8 @@ class Engine:
 
     # ---- the passes ----------------------------------------------------------------------------
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any) -> torch.Tensor:
-        out = self.model(
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any, decode: bool = False) -> torch.Tensor:
+        out = (self._decode_call if decode else self.model)(
             input_ids=ids, position_ids=positions, attention_mask=mask, use_cache=True, logits_to_keep=1,
             **{self.cache_name: view},
         )
@@ -318,9 +322,10 @@ class Engine:
         if n > 0:
             ids = torch.tensor([seq.ids[start : start + n]], device=self.device)
             positions = torch.arange(start, start + n, device=self.device)
-            view = self.store.view(seq.slot, 1, positions[:1], n, start + n)
+            kv_len = aligned(start + n, self.store.max_len)
+            view = self.store.view(seq.slot, 1, positions[:1], n, kv_len, start)
             try:
-                self._forward(ids, positions[None], prefill_mask(start, n, self.dtype, self.device), view)
+                self._forward(ids, positions[None], prefill_mask(start, n, kv_len, self.dtype, self.device), view)
             except Exception as exc:
                 log.exception("prefill failed")
                 self._retire(seq, "error", error=exc)
@@ -337,9 +342,9 @@ class Engine:
         rows = self.decoding
         positions = torch.tensor([s.cached for s in rows], device=self.device)
         ids = torch.tensor([[s.ids[s.cached]] for s in rows], device=self.device)
-        kv_len = max(s.cached for s in rows) + 1
+        kv_len = aligned(max(s.cached for s in rows) + 1, self.store.max_len)
         view = self.store.view(0, len(rows), positions, 1, kv_len)
-        logits = self._forward(ids, positions[:, None], decode_mask(positions, kv_len, self.dtype), view)
+        logits = self._forward(ids, positions[:, None], decode_mask(positions, kv_len, self.dtype), view, decode=True)
         top_n = max(max(s.work.params.top_logprobs for s in rows), 1)
         chosen = choose_batch(logits, self.table, 0, [s.work.constraint for s in rows], top_n)
         now = time.perf_counter()
