@@ -280,3 +280,19 @@ def test_closing_a_backend_ends_its_engine_thread_and_a_new_open_starts_another(
     assert not thread.is_alive()
     assert isinstance(list(backend.open(request))[-1], Finished)
     backend.close()
+
+
+def test_a_script_that_used_the_engine_exits_cleanly():
+    """The engine thread is ended at exit: frozen inside torch it aborted the process (about 2 runs in 5)."""
+    import subprocess
+    import sys
+
+    script = (
+        "from nb_completion import complete\n"
+        "from nb_completion.engine.tiny import register_tiny_model\n"
+        "model = register_tiny_model().info.identifier\n"
+        "print(complete('hello', model_id=model, sampling_params={'max_tokens': 5}).content)\n"
+    )
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]

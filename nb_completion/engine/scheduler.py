@@ -23,8 +23,10 @@ decode state (``Work``: sampling parameters and seed generator, repetition penal
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
+import weakref
 import threading
 import time
 from dataclasses import dataclass, field
@@ -105,6 +107,18 @@ def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
     return n
 
 
+_live_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_engines() -> None:
+    """End every engine thread before the interpreter freezes daemon threads: one frozen inside
+    torch while its thread pools are torn down aborts the process ("terminate called without an
+    active exception")."""
+    for engine in list(_live_engines):
+        engine.close(timeout=2.0)
+
+
 class Engine:
     """Continuous batching over one model. ``submit`` from any thread; the engine thread does the rest."""
 
@@ -135,6 +149,7 @@ class Engine:
         self._cond = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._closed = False
+        _live_engines.add(self)
 
     # ---- any thread ----------------------------------------------------------------------------
 
