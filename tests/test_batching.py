@@ -296,3 +296,35 @@ def test_a_script_that_used_the_engine_exits_cleanly():
     for _ in range(3):
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_request_whose_admission_fails_gets_the_error_and_the_engine_serves_on(tiny_model_id, monkeypatch):
+    """A failure while admitting a sequence (here its row parameters) reaches that request as an
+    error; before, the sequence was in no list and its caller waited forever."""
+    from nb_completion.api.errors import CompletionError
+    from nb_completion.engine.batch_sampling import RowTable
+
+    original = RowTable.set
+    calls = {"n": 0}
+
+    def failing_once(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("row parameters refused")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RowTable, "set", failing_once)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            complete("Hello there", model_id=tiny_model_id, sampling_params={"max_tokens": 3})
+        except CompletionError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive() and outcome["error"].status == 500
+    after = complete("Hello there", model_id=tiny_model_id, sampling_params={"max_tokens": 3})
+    assert {m.metric: m.value for m in after.metrics}["completion_tokens"] == 3

@@ -47,6 +47,9 @@ class RowParams:
     observe: Optional[Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor], int], None]] = None
 
 
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 class RowTable:
     """Per-slot parameter tensors on the device, so a step slices ``[:rows]`` instead of building."""
 
@@ -61,7 +64,8 @@ class RowTable:
 
     def set(self, slot: int, params: RowParams, ids: Sequence[int]) -> None:
         self.params[slot] = params
-        self.temperature[slot] = params.temperature
+        # float32 holds temperatures up to ~3.4e38; beyond that the distribution is uniform anyway
+        self.temperature[slot] = min(params.temperature, _FLOAT32_MAX)
         self.top_k[slot] = params.top_k
         self.top_p[slot] = params.top_p
         self.penalty[slot] = params.repetition_penalty

@@ -149,6 +149,7 @@ class Engine:
         self._cond = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._closed = False
+        self._admitting: Optional[Sequence] = None
         _live_engines.add(self)
 
     # ---- any thread ----------------------------------------------------------------------------
@@ -242,6 +243,7 @@ class Engine:
             if not direct and self.prefilling is not None:
                 break  # one prompt prefills at a time, in order
             self.waiting.popleft()
+            self._admitting = seq  # failed by _fail_all if admission itself raises
             target = len(self.decoding)
             if direct and self.prefilling is not None:
                 self._move(self.prefilling, target + 1)
@@ -258,6 +260,7 @@ class Engine:
                 self.decoding.append(seq)
             else:
                 self.prefilling = seq
+            self._admitting = None
 
     def _move(self, seq: Sequence, target: int) -> None:
         self.store.copy(seq.slot, target, seq.cached)
@@ -311,7 +314,8 @@ class Engine:
         with self._cond:
             self.waiting.extend(self._inbox)
             self._inbox.clear()
-        for seq in [*self.waiting, *self.decoding, *( [self.prefilling] if self.prefilling else [])]:
+        admitting, self._admitting = self._admitting, None
+        for seq in [*self.waiting, *self.decoding, *([self.prefilling] if self.prefilling else []), *([admitting] if admitting else [])]:
             seq.done = True
             try:
                 seq.work.sink.on_error(exc)
