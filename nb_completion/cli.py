@@ -34,6 +34,7 @@ def _add_complete(sub: Any) -> None:
     p.add_argument("--grammar", default=None, help="constrain output to a grammar file (.gbnf, .lark or .regex)")
     p.add_argument("--grammar-syntax", choices=["gbnf", "lark", "regex"], default=None)
     p.add_argument("--seed", type=int, default=None, help="seed for sampling strategies")
+    p.add_argument("--chat", action="store_true", help="wrap TEXT in the model's chat template as one user turn (the templated prompt goes to stderr)")
     p.add_argument("--json", action="store_true", help="print the raw CompletionResponse JSON")
     p.add_argument("--no-stream", action="store_true", help="print the text once it is complete")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"])
@@ -56,12 +57,16 @@ def _request(args: argparse.Namespace):
 
 
 def _ensure_model(args: argparse.Namespace) -> None:
-    from .engine import registry
-    from .engine.loading import load_model
+    from .engine.loading import ensure_loaded
 
-    model_id = args.model or registry.DEFAULT_MODEL_ID
-    if registry.registered(model_id) is None:
-        load_model(model_id, dtype=args.dtype, device=args.device)
+    ensure_loaded(args.model, dtype=args.dtype, device=args.device)
+
+
+INCOMPLETE = "incomplete: --max-tokens ended the constrained output before it was complete; it may not parse (raise -n)"
+
+
+def _dim(text: str, stream: Any) -> str:
+    return f"\x1b[2m{text}\x1b[0m" if getattr(stream, "isatty", lambda: False)() else text
 
 
 def _token_line(record: Any, k: int) -> str:
@@ -73,17 +78,23 @@ def _token_line(record: Any, k: int) -> str:
 
 def cmd_complete(args: argparse.Namespace) -> int:
     from .engine.records import Delta
-    from .service import open_events, to_response
+    from .service import apply_chat, open_events, to_response
 
     request = _request(args)
     _ensure_model(args)
+    out, err = sys.stdout, sys.stderr
+    if args.chat:
+        request = apply_chat(request)
+        print(_dim(request.content, err), file=err, flush=True)
+    constrained = request.response_format is not None
     top_k = None if args.logprobs is None else args.logprobs
     events = open_events(request, seed=args.seed)
     if args.json or args.no_stream:
         response = to_response(events, top_k)
         print(response.model_dump_json(indent=2, exclude_none=True) if args.json else response.content)
+        if constrained and response.stop_reason == "out_of_tokens":
+            print(f"[{INCOMPLETE}]", file=err)
         return 0
-    out, err = sys.stdout, sys.stderr
     text: list[str] = []
     finished = None
     for event in events:
@@ -104,7 +115,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
     if finished is not None:
         rate = f", {finished.tokens_per_second:.1f} tokens/s" if finished.tokens_per_second else ""
         ttft = f", first token {finished.time_to_first_token * 1000:.0f} ms" if finished.time_to_first_token else ""
-        print(f"[{finished.stop_reason}: {finished.completion_tokens} tokens{ttft}{rate}]", file=err)
+        note = f" · {INCOMPLETE}" if constrained and finished.stop_reason == "out_of_tokens" and not finished.cancelled else ""
+        print(f"[{finished.stop_reason}: {finished.completion_tokens} tokens{ttft}{rate}{note}]", file=err)
     return 0
 
 
@@ -118,6 +130,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    if args.if_needed:
+        from .engine.loading import conversion_cached
+
+        folder = conversion_cached(args.model)
+        if folder is not None:
+            print(f"{args.model or 'the default model'}: converted and cached in {folder}; nothing to do")
+            return 0
     from .engine.loading import load_model
 
     start = time.perf_counter()
@@ -149,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the registered models")
     load = sub.add_parser("load", help="load (and on first use convert and cache) a model")
     load.add_argument("model", nargs="?", default=None)
+    load.add_argument("--if-needed", action="store_true", help="only when a GGUF's conversion is not cached yet (checks without loading)")
     load.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"])
     load.add_argument("--device", default="auto")
     _add_serve(sub)
