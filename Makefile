@@ -54,6 +54,7 @@ test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not real_model and not browser and not slow"
 
 bench: model
+	$(PY) bench/engine.py
 	$(PY) bench/decode.py
 	$(PY) bench/structured.py
 

@@ -203,6 +203,16 @@ def compare(
         planned.append((request, words if label is None else str(label), words, run_seed))
     result = Comparison(content, [], seed, planned[0][0].model_id, color_by)
     view = LiveDisplay() if live and notebook_shell() is not None else None
+    # Every run is opened at once: a local engine prefills the prompt once, forks one sequence
+    # per setting from its cache and steps them together; the runs are then read in order.
+    cancel = threading.Event()
+    streams = []
+    try:
+        for request, _, _, run_seed in planned:
+            streams.append(open_events(request, seed=run_seed, cancel=cancel))
+    except BaseException:
+        cancel.set()
+        raise
     for i, (request, label, words, run_seed) in enumerate(planned):
         waiting = [(later_label, later_words) for _, later_label, later_words, _ in planned[i + 1 :]]
         show = None
@@ -211,9 +221,9 @@ def compare(
             show = lambda drained, label=label, words=words: view.show(  # noqa: E731
                 result._progress_bundle((label, words, drained), waiting)
             )
-        cancel = threading.Event()
-        drained = drain(open_events(request, seed=run_seed, cancel=cancel), cancel, show)
+        drained = drain(streams[i], cancel, show)
         if drained.error is not None:
+            cancel.set()  # the other runs end too
             raise drained.error
         if drained.interrupted:
             raise KeyboardInterrupt(f"compare() interrupted during run {i + 1} of {len(planned)}")

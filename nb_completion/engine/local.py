@@ -1,10 +1,14 @@
-"""A transformers model in this process, as a ``Backend``: turns a ``CompletionRequest`` into a
-``DecodeConfig``, drains ``generate_steps`` and shapes each step into a ``TokenRecord`` with its
-text (incremental detokenizer), holding back text that may start a stop string.
+"""A transformers model in this process, as a ``Backend``: turns a ``CompletionRequest`` into the
+engine's ``Work`` (``scheduler.py`` batches every open request into one forward pass per step) and
+shapes each token into a ``TokenRecord`` with its text (incremental detokenizer), holding back
+text that may start a stop string. ``open()`` returns an ``EventStream``: iterate it for the
+``Delta``/``Finished`` events; closing it, or dropping it, cancels the sequence, so a stream left
+half-read never holds the engine.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -23,9 +27,10 @@ from ..api.types import (
 )
 from . import sampling
 from .backend import Event
+from .batch_sampling import Chosen, RowParams
 from .detokenize import StreamingDetokenizer
-from .generate import DecodeConfig, Outcome, generate_steps
-from .records import Finished, ModelInfo, TokenRecord
+from .records import Delta, Finished, ModelInfo, TokenRecord
+from .scheduler import Engine, Work, default_max_batch
 from .stopping import StopStringFilter
 from .token_text import token_display_text
 
@@ -48,8 +53,10 @@ def content_text(content: Any, model_id: str) -> str:
 
 @dataclass
 class _Plan:
-    prompt_ids: torch.Tensor
-    config: DecodeConfig
+    ids: list[int]
+    params: RowParams
+    max_new: int
+    constraint: Any
     stops: list[str]
     started: float
 
@@ -70,7 +77,9 @@ class LocalBackend:
             loaded=True,
         )
         self.device = next(model.parameters()).device
-        self._lock = threading.Lock()
+        self.engine_options: dict[str, Any] = {}  # Engine(...) keywords, read when it starts
+        self._engine: Optional[Engine] = None
+        self._engine_lock = threading.Lock()
         self._pieces: dict[int, str] = {}
         self.stop_token_ids, self.end_of_message_ids = self._end_tokens()
 
@@ -121,32 +130,26 @@ class LocalBackend:
                 f"length of '{self.info.identifier}' ({self.context_length})",
             )
         strategy = params.strategy
+        penalty = params.repetition_penalty or 1.0
+        top = request.logprobs.top_k or 0 if request.logprobs is not None else 0
+        row = RowParams(repetition_penalty=penalty, top_logprobs=max(top, 5))  # >= 5 for the heatmap
         try:
-            processors = sampling.chain(sampling.repetition_penalty(params.repetition_penalty or 1.0))
-            generator = None
-            samplers: list = []
+            sampling.repetition_penalty(penalty)  # validates
             if isinstance(strategy, TopPSamplingStrategy):
-                temperature = 1.0 if strategy.temperature is None else strategy.temperature
-                top_p = 0.95 if strategy.top_p is None else strategy.top_p
-                samplers = sampling.chain(sampling.temperature(temperature), sampling.top_p(top_p))
-                generator = sampling.make_generator(seed)
+                row.temperature = 1.0 if strategy.temperature is None else strategy.temperature
+                row.top_p = 0.95 if strategy.top_p is None else strategy.top_p
+                sampling.temperature(row.temperature), sampling.top_p(row.top_p)
+                row.greedy, row.generator = False, sampling.make_generator(seed, self.device)
             elif isinstance(strategy, TopKSamplingStrategy):
-                samplers = sampling.chain(sampling.top_k(strategy.top_k))
-                generator = sampling.make_generator(seed)
+                sampling.top_k(strategy.top_k)
+                row.top_k = min(int(strategy.top_k), self.vocab_size)
+                row.greedy, row.generator = False, sampling.make_generator(seed, self.device)
         except ValueError as exc:
             raise BadRequest("sampling_params", str(exc)) from None
-        top = request.logprobs.top_k or 0 if request.logprobs is not None else 0
-        config = DecodeConfig(
-            max_new_tokens=max_tokens or room,
-            processors=processors,
-            samplers=samplers,
-            generator=generator,
-            top_logprobs=max(top, 5),  # always keep a few alternatives for the heatmap
-            stop_token_ids=self.stop_token_ids,
-            constraint=self._constraint(request),
+        return _Plan(
+            ids=ids, params=row, max_new=max_tokens or room, constraint=self._constraint(request),
+            stops=list(params.stop or []), started=started,
         )
-        prompt = torch.tensor(ids, dtype=torch.long, device=self.device)
-        return _Plan(prompt_ids=prompt, config=config, stops=list(params.stop or []), started=started)
 
     def _constraint(self, request: CompletionRequest) -> Any:
         if request.response_format is None:
@@ -159,74 +162,153 @@ class LocalBackend:
 
     # ---- streaming ----------------------------------------------------------------------------
 
+    @property
+    def concurrency(self) -> int:
+        """How many requests run at once (the HTTP queue admits this many into the batch)."""
+        return int(self.engine_options.get("max_batch") or default_max_batch(self.device))
+
+    @property
+    def engine(self) -> Engine:
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = Engine(self.model, **self.engine_options)
+            return self._engine
+
     def open(
         self, request: CompletionRequest, *, seed: Optional[int] = None, cancel: Optional[threading.Event] = None
-    ) -> Iterator[Event]:
+    ) -> "EventStream":
         plan = self._plan(request, seed)
-        return self._run(plan, cancel)
+        cancel = cancel if cancel is not None else threading.Event()
+        shaper = _Shaper(self, plan)
+        work = Work(
+            ids=plan.ids, params=plan.params, max_new=plan.max_new, sink=shaper,
+            stop_ids=self.stop_token_ids, constraint=plan.constraint, cancel=cancel,
+        )
+        engine = self.engine
+        try:
+            engine.submit(work)
+        except Exception as exc:
+            raise EngineFailure(f"The engine could not take the request ({type(exc).__name__}).") from exc
+        return EventStream(shaper.inbox, cancel, engine)
 
-    def _run(self, plan: _Plan, cancel: Optional[threading.Event]) -> Iterator[Event]:
-        with self._lock:
-            try:
-                yield from self._events(plan, cancel)
-            except CompletionError:
-                raise
-            except Exception as exc:
-                raise EngineFailure(f"The engine failed while generating ({type(exc).__name__}).") from exc
+    def finish_reason(self, reason: str, stop_token_id: Optional[int]) -> str:
+        if reason in ("stop_string", "grammar_complete"):
+            return "end_of_turn"
+        if reason == "stop_token":
+            return "end_of_message" if stop_token_id in self.end_of_message_ids else "end_of_turn"
+        return "out_of_tokens"
 
-    def _events(self, plan: _Plan, cancel: Optional[threading.Event]) -> Iterator[Event]:
-        outcome = Outcome()
-        detok = StreamingDetokenizer(self.tokenizer, plan.prompt_ids.tolist())
-        stops = StopStringFilter(plan.stops)
-        first = last = None
-        index = 0
-        for step in generate_steps(self.model, plan.prompt_ids, plan.config, outcome, cancel):
-            first = first or step.time
-            last = step.time
-            if step.token_id in self.stop_token_ids:
-                continue  # the end token carries no text; the core returns after it
-            record = TokenRecord(
-                index=index,
-                token_id=step.token_id,
-                text=detok.add_token(step.token_id),
-                logprob=step.logprob,
-                rank=step.rank,
-                top=tuple((self.piece(i), lp) for i, lp in zip(step.top_ids, step.top_logprobs)),
-                entropy=step.entropy,
-                forced=step.forced,
-                elapsed=step.time - plan.started,
-                piece=self.piece(step.token_id),
-            )
-            index += 1
-            delta = stops.push(record)
-            if delta.text or delta.tokens:
-                yield delta
-            if stops.stopped:
-                break
-        if not stops.stopped:
-            delta = stops.flush()
-            if delta.text or delta.tokens:
-                yield delta
+
+class _Shaper:
+    """The engine's side of one stream (runs on the engine thread): token -> record -> Delta."""
+
+    def __init__(self, backend: LocalBackend, plan: _Plan):
+        self.backend, self.plan = backend, plan
+        self.inbox: "queue.SimpleQueue[object]" = queue.SimpleQueue()
+        self.detok = StreamingDetokenizer(backend.tokenizer, plan.ids)
+        self.stops = StopStringFilter(plan.stops)
+        self.index = 0
+        self.first: Optional[float] = None
+        self.last: Optional[float] = None
+
+    def on_token(self, chosen: Chosen, now: float) -> bool:
+        self.first = self.first or now
+        self.last = now
+        backend = self.backend
+        if chosen.token_id in backend.stop_token_ids:
+            return False  # the end token carries no text; the engine ends the sequence after it
+        record = TokenRecord(
+            index=self.index,
+            token_id=chosen.token_id,
+            text=self.detok.add_token(chosen.token_id),
+            logprob=chosen.logprob,
+            rank=chosen.rank,
+            top=tuple((backend.piece(i), lp) for i, lp in zip(chosen.top_ids, chosen.top_logprobs)),
+            entropy=chosen.entropy,
+            forced=chosen.forced,
+            elapsed=now - self.plan.started,
+            piece=backend.piece(chosen.token_id),
+        )
+        self.index += 1
+        delta = self.stops.push(record)
+        if delta.text or delta.tokens:
+            self.inbox.put(delta)
+        return self.stops.stopped
+
+    def on_end(self, reason: str, stop_token_id: Optional[int], steps: int) -> None:
+        if not self.stops.stopped:
             # Bytes of a character that max_tokens cut short are dropped (they would decode as
             # U+FFFD), so the output is always exactly the join of its tokens' texts.
-        yield replace(self._finished(plan, outcome, stops.stopped, first, last), stop_string=stops.matched)
-
-    def _finished(self, plan: _Plan, outcome: Outcome, stopped: bool, first, last) -> Finished:
-        if stopped or outcome.reason == "grammar_complete":
-            reason = "end_of_turn"
-        elif outcome.reason == "stop_token":
-            reason = "end_of_message" if outcome.stop_token_id in self.end_of_message_ids else "end_of_turn"
-        else:
-            reason = "out_of_tokens"
-        ttft = (first - plan.started) if first is not None else None
-        rate = None
-        if first is not None and last is not None and outcome.steps > 1 and last > first:
-            rate = (outcome.steps - 1) / (last - first)
-        return Finished(
-            stop_reason=reason,
-            prompt_tokens=int(plan.prompt_ids.numel()),
-            completion_tokens=outcome.steps,
-            time_to_first_token=ttft,
-            tokens_per_second=rate,
-            cancelled=outcome.reason == "cancelled",
+            delta = self.stops.flush()
+            if delta.text or delta.tokens:
+                self.inbox.put(delta)
+        first, last = self.first, self.last
+        rate = (steps - 1) / (last - first) if first is not None and last is not None and steps > 1 and last > first else None
+        self.inbox.put(
+            Finished(
+                stop_reason=self.backend.finish_reason(reason, stop_token_id),
+                prompt_tokens=len(self.plan.ids),
+                completion_tokens=steps,
+                time_to_first_token=(first - self.plan.started) if first is not None else None,
+                tokens_per_second=rate,
+                cancelled=reason == "cancelled",
+                stop_string=self.stops.matched,
+            )
         )
+
+    def on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, CompletionError):
+            self.inbox.put(exc)
+        else:
+            self.inbox.put(EngineFailure(f"The engine failed while generating ({type(exc).__name__})."))
+
+
+class EventStream(Iterator[Event]):
+    """One request's ``Delta`` events and its ``Finished``, as the engine produces them.
+
+    The engine runs ahead of a slow reader. Once ``cancel`` is set, events not yet read are
+    dropped and the stream ends with ``Finished(cancelled=True)`` counting the tokens delivered,
+    so from the reader's side generation stops within one token. ``close()`` (or dropping the
+    stream) cancels the sequence and frees its place in the batch.
+    """
+
+    def __init__(self, inbox: "queue.SimpleQueue[object]", cancel: threading.Event, engine: Engine):
+        self._inbox, self._cancel, self._engine = inbox, cancel, engine
+        self._delivered = 0
+        self._done = False
+
+    def __iter__(self) -> "EventStream":
+        return self
+
+    def __next__(self) -> Event:
+        if self._done:
+            raise StopIteration
+        cancelled = self._cancel.is_set()
+        if cancelled:
+            self._engine.wake()
+        while True:
+            item = self._inbox.get()
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            if isinstance(item, Finished):
+                self._done = True
+                if cancelled or self._cancel.is_set() and item.cancelled:
+                    item = replace(item, cancelled=True, stop_reason="out_of_tokens", completion_tokens=self._delivered)
+                return item
+            if cancelled:
+                continue  # generated after the reader cancelled: dropped
+            self._delivered += len(item.tokens)
+            return item
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._cancel.set()
+            self._engine.wake()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass

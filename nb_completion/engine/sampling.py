@@ -86,8 +86,9 @@ def choose(logits: torch.Tensor, generator: Optional[torch.Generator]) -> int:
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
 
 
-def make_generator(seed: Optional[int]) -> torch.Generator:
-    generator = torch.Generator(device="cpu")
+def make_generator(seed: Optional[int], device: "torch.device | str" = "cpu") -> torch.Generator:
+    """A generator on ``device`` (a CUDA generator draws differently from a CPU one with the same seed)."""
+    generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()
     else:

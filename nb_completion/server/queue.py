@@ -1,10 +1,15 @@
-"""One engine, requests served in order: a bounded queue drained by a single worker thread.
+"""Admission control in front of the engine: a bounded number of running plus waiting requests.
 
-Generation is blocking CPU work, so it never runs on the event loop. Each admitted request is a
-``Job``: the worker opens its event stream (eager validation happens there, in order, so a 4xx
-arrives before the first event) and hands every item to the job's asyncio queue with
-``call_soon_threadsafe``. The HTTP side awaits ``job.next()``. Setting ``job.cancel`` (a client
-that went away) ends the generation within one token, or skips the job if it has not started.
+Generation is blocking work, so it never runs on the event loop. Each admitted request is a
+``Job``; a job that may run gets a thread that opens its event stream (eager validation happens
+there, so a 4xx arrives before the first event) and hands every item to the job's asyncio queue
+with ``call_soon_threadsafe``. The HTTP side awaits ``job.next()``.
+
+How many jobs of one model run at once is the backend's ``concurrency`` (a local model: the
+engine's batch, 16 by default, all stepped in one forward pass per step; a backend without the
+attribute: 1, served in order). Beyond that, ``queue_size`` jobs may wait; one more is a 429
+with ``Retry-After``. Setting ``job.cancel`` (a client that went away) ends the generation
+within one token, or skips the job if it has not started.
 
 Items a job yields, in order: ``OPENED`` or a ``CompletionError``; then ``Delta``/``Finished``
 events; an optional ``CompletionError`` for a failure during generation; always ``END`` last.
@@ -15,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import queue as _queue
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -38,7 +42,7 @@ class QueueFull(CompletionError):
         self.retry_after = retry_after
         super().__init__(
             429,
-            f"the request queue is full ({waiting} waiting behind the running request); "
+            f"the request queue is full ({waiting} waiting behind the running requests); "
             f"retry in about {retry_after} s",
         )
 
@@ -64,92 +68,129 @@ class Job:
         return await self._items.get()
 
 
-class EngineQueue:
-    """``queue_size`` requests may wait behind the one being generated; one more is a 429."""
+def _concurrency(model_id: str) -> int:
+    from ..engine import registry
 
-    def __init__(self, queue_size: int = 8, opener: Opener | None = None):
+    backend = registry.registered(model_id)
+    if backend is None and model_id == registry.DEFAULT_MODEL_ID:
+        from ..engine.scheduler import DEFAULT_MAX_BATCH
+
+        return DEFAULT_MAX_BATCH  # loaded by its first request, as a batching local backend
+    return max(1, int(getattr(backend, "concurrency", 1) or 1))
+
+
+class EngineQueue:
+    """Up to ``concurrency`` jobs per model run at once; ``queue_size`` more may wait; one more is a 429.
+
+    ``max_running`` overrides every backend's ``concurrency`` (1: one request at a time)."""
+
+    def __init__(self, queue_size: int = 8, opener: Opener | None = None, max_running: int | None = None):
         if queue_size < 0:
             raise ValueError(f"queue_size must be >= 0, got {queue_size}")
+        if max_running is not None and max_running < 1:
+            raise ValueError(f"max_running must be >= 1, got {max_running}")
         self.queue_size = queue_size
+        self.max_running = max_running
         self._opener = opener
-        self._jobs: _queue.Queue = _queue.Queue()
         self._lock = threading.Lock()
-        self._waiting = 0
-        self._current: Job | None = None
+        self._waiting: list[Job] = []
+        self._running: dict[str, list[Job]] = {}
+        self._threads: set[threading.Thread] = set()
         self._mean_seconds = 1.0  # moving average of a request's time on the engine
         self._served = 0
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="nb-completion-engine", daemon=True)
-        self._thread.start()
 
     # ---- the HTTP side ---------------------------------------------------------------------
 
     def submit(self, request: CompletionRequest, *, seed: int | None = None, opener: Opener | None = None) -> Job:
         """Admit a request or raise ``QueueFull`` (429). Call from the event loop."""
         loop = asyncio.get_running_loop()
+        job = Job(request, seed, loop, opener or self._opener)
         with self._lock:
             if self._stopped:
                 raise CompletionError(503, "the server is shutting down", title="Service Unavailable")
-            busy = self._current is not None or self._waiting > 0
-            if busy and self._waiting >= self.queue_size:
-                raise QueueFull(self._waiting, self.retry_after())
-            self._waiting += 1
-        job = Job(request, seed, loop, opener or self._opener)
-        self._jobs.put(job)
+            if not self._can_start(job) and len(self._waiting) >= self.queue_size:
+                raise QueueFull(len(self._waiting), self.retry_after())
+            self._waiting.append(job)
+            self._dispatch()
         return job
+
+    def _model(self, job: Job) -> str:
+        return str(getattr(job.request, "model_id", "") or "")
+
+    def _limit(self, model_id: str) -> int:
+        return self.max_running if self.max_running is not None else _concurrency(model_id)
+
+    def _can_start(self, job: Job) -> bool:
+        model = self._model(job)
+        ahead = any(self._model(w) == model for w in self._waiting)
+        return not ahead and len(self._running.get(model, ())) < self._limit(model)
+
+    def _dispatch(self) -> None:
+        """Start every waiting job whose model has room, in order (call with the lock held)."""
+        for job in list(self._waiting):
+            model = self._model(job)
+            running = self._running.setdefault(model, [])
+            if len(running) >= self._limit(model):
+                continue
+            self._waiting.remove(job)
+            running.append(job)
+            thread = threading.Thread(target=self._run, args=(job,), name="nb-completion-job", daemon=True)
+            self._threads.add(thread)
+            thread.start()
 
     def retry_after(self) -> int:
         """Seconds until a slot is likely free: the mean time per request times the queue ahead."""
-        return max(1, min(60, math.ceil(self._mean_seconds * max(1, self._waiting))))
+        return max(1, min(60, math.ceil(self._mean_seconds * max(1, len(self._waiting)))))
 
     def status(self) -> dict:
         with self._lock:
+            running = sum(len(jobs) for jobs in self._running.values())
             return {
-                "busy": self._current is not None,
-                "waiting": self._waiting,
+                "busy": running > 0,
+                "running": running,
+                "waiting": len(self._waiting),
                 "queue_size": self.queue_size,
                 "served": self._served,
             }
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Cancel the running and waiting requests and end the worker thread."""
+        """Cancel the running and waiting requests and end the job threads."""
         with self._lock:
             self._stopped = True
-            if self._current is not None:
-                self._current.cancel.set()
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except _queue.Empty:
-                break
-            if job is not None:
-                job.cancel.set()
-                job.push(END)
-        self._jobs.put(None)
-        self._thread.join(timeout)
+            waiting, self._waiting = self._waiting, []
+            for jobs in self._running.values():
+                for job in jobs:
+                    job.cancel.set()
+            threads = list(self._threads)
+        for job in waiting:
+            job.cancel.set()
+            job.finished.set()
+            job.push(END)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
-    # ---- the worker thread -----------------------------------------------------------------
+    # ---- one thread per running job --------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
+    def _run(self, job: Job) -> None:
+        start = time.perf_counter()
+        try:
+            self._serve(job)
+        finally:
+            elapsed = time.perf_counter() - start
             with self._lock:
-                self._waiting -= 1
-                self._current = job
-            start = time.perf_counter()
-            try:
-                self._serve(job)
-            finally:
-                elapsed = time.perf_counter() - start
-                with self._lock:
-                    self._current = None
-                    self._served += 1
-                    if not job.cancel.is_set():
-                        self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * elapsed
-                job.finished.set()
-                job.push(END)
+                running = self._running.get(self._model(job), [])
+                if job in running:
+                    running.remove(job)
+                self._served += 1
+                if not job.cancel.is_set():
+                    self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * elapsed
+                self._threads.discard(threading.current_thread())
+                if not self._stopped:
+                    self._dispatch()
+            job.finished.set()
+            job.push(END)
 
     def _serve(self, job: Job) -> None:
         job.started.set()

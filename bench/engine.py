@@ -1,0 +1,201 @@
+"""The engine's figures from one run: single stream vs HF generate vs llama.cpp, 16 concurrent HTTP
+streams vs one, compare() of 4 settings vs one run, and the server's RSS.
+
+    python bench/engine.py [--repeats 3] [--skip-http] [--skip-llama] [--compile]
+
+Same machine, same thread count for every engine (the project's policy, ``NB_COMPLETION_THREADS``
+or all cores but one); llama.cpp's ``llama-bench`` runs on the very GGUF the default model is
+converted from (built once by ``bench/llama_cpp.py``). Runs are interleaved (ours, HF, llama.cpp,
+ours, ...) so a noisy neighbour hits all of them alike; medians are printed, with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from decode import run_hf  # noqa: E402  (bench/decode.py: HF generate with a token clock)
+from llama_cpp import bench_tg  # noqa: E402
+
+from nb_completion import compare, load_model  # noqa: E402
+from nb_completion.engine.generate import DecodeConfig, Outcome, generate_steps  # noqa: E402
+from nb_completion.engine.loading import cpu_threads, default_gguf_path  # noqa: E402
+from nb_completion.engine.registry import DEFAULT_MODEL_ID  # noqa: E402
+from nb_completion.service import build_request  # noqa: E402
+
+PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle. It begins:"
+SETTINGS = [{"temperature": 0}, {"temperature": 0.7}, {"top_k": 20}, {"temperature": 1.0, "top_p": 0.9}]
+
+
+def load() -> str:
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus"
+
+
+def ours(backend, new_tokens: int) -> float:
+    request = build_request(PROMPT, model_id=backend.info.identifier, sampling_params={"max_tokens": new_tokens}, logprobs=5, stream=True)
+    finished = None
+    for event in backend.open(request):
+        finished = event
+    return finished.tokens_per_second
+
+
+def reference_loop(backend, new_tokens: int) -> float:
+    """The one-sequence reference loop (transformers' growing DynamicCache), top-5 logprobs."""
+    ids = torch.tensor(backend.encode(PROMPT), device=backend.device)
+    config = DecodeConfig(max_new_tokens=new_tokens, top_logprobs=5)
+    times = [step.time for step in generate_steps(backend.model, ids, config, Outcome())]
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def single_stream(backend, repeats: int, skip_llama: bool) -> None:
+    threads = cpu_threads()
+    print(f"\n== single stream, 128 new tokens, top-5 logprobs, {threads} thread(s) ==")
+    ours(backend, 8)
+    results: dict[str, list[float]] = {"engine": [], "reference loop": [], "HF generate": [], "llama-bench tg128": []}
+    for _ in range(repeats):
+        results["engine"].append(ours(backend, 128))
+        results["reference loop"].append(reference_loop(backend, 128))
+        results["HF generate"].append(run_hf(backend, PROMPT, 128)[1])
+        if not skip_llama:
+            results["llama-bench tg128"].append(bench_tg(default_gguf_path(), threads, 128, repetitions=1))
+    median = {k: statistics.median(v) for k, v in results.items() if v}
+    for name, value in median.items():
+        runs = ", ".join(f"{x:.1f}" for x in results[name])
+        print(f"{name:>20}: {value:7.1f} tok/s   (runs: {runs})")
+    if "llama-bench tg128" in median:
+        print(f"engine / llama.cpp: {median['engine'] / median['llama-bench tg128']:.2f}x   ({load()})")
+    print(f"engine / HF generate (same dtype): {median['engine'] / median['HF generate']:.2f}x")
+
+
+def compiled_rung(repeats: int) -> None:
+    """The ladder's last CPU rung: the same engine with the model's forward under torch.compile."""
+    print("\n== rung: engine with torch.compile(model.forward, dynamic=True) ==")
+    from nb_completion.engine.local import LocalBackend
+
+    base = load_model()
+    backend = LocalBackend(base.model, base.tokenizer, "bench-compiled", dtype="int8", device="cpu")
+    backend.engine_options["compile"] = True
+    start = time.perf_counter()
+    for tokens in (4, 80, 140):  # compile, then recompile as lengths grow past the aligned buckets
+        ours(backend, tokens)
+    print(f"warm-up (compiling): {time.perf_counter() - start:.0f} s")
+    runs = []
+    for _ in range(repeats):
+        runs.append(ours(backend, 128))
+        eager = ours(base, 128)
+        print(f"compiled {runs[-1]:.1f} tok/s vs eager {eager:.1f} tok/s   ({load()})")
+    print(f"compiled median {statistics.median(runs):.1f} tok/s")
+
+
+def compare_vs_one(backend) -> None:
+    print("\n== compare() of 4 settings vs one run, 64 tokens ==")
+    from nb_completion import complete
+
+    complete(PROMPT, model_id=backend.info.identifier, sampling_params={"max_tokens": 4})
+    start = time.perf_counter()
+    complete(PROMPT + " One", model_id=backend.info.identifier, sampling_params={"max_tokens": 64}, logprobs=5)
+    one = time.perf_counter() - start
+    start = time.perf_counter()
+    compare(PROMPT + " Two", SETTINGS, model_id=backend.info.identifier, max_tokens=64, live=False)
+    four = time.perf_counter() - start
+    print(f"one run {one:.2f} s, compare() of 4 {four:.2f} s: {four / one:.2f}x   ({load()})")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stream_once(url: str, index: int, tokens: int) -> tuple[int, int, float]:
+    body = {"model_id": DEFAULT_MODEL_ID, "content": f"{PROMPT} ({index})", "stream": True, "sampling_params": {"max_tokens": tokens, "strategy": {"type": "top_p", "temperature": 0.8}},
+            "logprobs": {"top_k": 5}}
+    start = time.perf_counter()
+    with httpx.Client(timeout=600) as client, client.stream("POST", url + "/v1/inference/completion", json=body) as response:
+        if response.status_code != 200:
+            return response.status_code, 0, time.perf_counter() - start
+        count = 0
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                chunk = json.loads(line[6:])
+                for metric in chunk.get("metrics") or []:
+                    if metric["metric"] == "completion_tokens":
+                        count = int(metric["value"])
+    return 200, count, time.perf_counter() - start
+
+
+def http(streams: int, tokens: int) -> None:
+    print(f"\n== `nb-completion serve`: {streams} concurrent streams of {tokens} tokens vs one ==")
+    port = free_port()
+    exe = Path(sys.executable).with_name("nb-completion")
+    command = [str(exe), "serve", "--port", str(port)] if exe.exists() else [sys.executable, "-m", "nb_completion.cli", "serve", "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        stream_once(url, -1, 4)  # loads the model
+        rss_loaded = psutil.Process(server.pid).memory_info().rss / 2**20
+        status, count, seconds = stream_once(url, 0, tokens)
+        if status != 200 or not count:
+            raise SystemExit(f"the server answered {status} with {count} tokens")
+        single = count / seconds
+        results: list = [None] * streams
+        start = time.perf_counter()
+        workers = [threading.Thread(target=lambda i=i: results.__setitem__(i, stream_once(url, i + 1, tokens))) for i in range(streams)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        wall = time.perf_counter() - start
+        statuses = [r[0] for r in results]
+        total = sum(r[1] for r in results)
+        rss_after = psutil.Process(server.pid).memory_info().rss / 2**20
+        print(f"one stream: {single:.1f} tok/s (request wall time, prompt included)")
+        print(f"{streams} streams: {total / wall:.1f} tok/s aggregate = {total / wall / single:.2f}x one; "
+              f"{statuses.count(200)} answered 200, {statuses.count(429)} answered 429   ({load()})")
+        print(f"server RSS: {rss_loaded:.0f} MB after loading, {rss_after:.0f} MB after the burst")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-llama", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="also measure the torch.compile rung (minutes to compile)")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, threads {cpu_threads()}, {load()}")
+    backend = load_model()
+    single_stream(backend, args.repeats, args.skip_llama)
+    compare_vs_one(backend)
+    if args.compile:
+        compiled_rung(args.repeats)
+    if not args.skip_http:
+        http(args.streams, 64)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

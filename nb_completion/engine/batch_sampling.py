@@ -1,0 +1,185 @@
+"""One step's choosing and measuring for a whole batch, on the device, with one read-back.
+
+Per row (a sequence) the parameters live in per-slot tensors (``RowTable``): greedy or not,
+temperature, top-k, top-p, repetition penalty and the set of tokens seen so far. Per step:
+
+1. ``log_softmax`` of the raw logits, once: the chosen token's logprob, its rank, the entropy
+   and the top alternatives are all measured on it (the *raw* distribution, as before).
+2. The processors, in Hugging Face's order: repetition penalty (from the seen mask), the
+   grammar mask (host side, only rows that have one), temperature, top-k, top-p. top-p works on
+   a top-``PREFILTER`` prefix of the sorted distribution and falls back to a full sort only for
+   rows whose nucleus is wider than that.
+3. The choice: argmax for greedy rows; for sampling rows the Gumbel-max trick
+   (``argmax(logits - log(E))`` with ``E ~ Exp(1)``), which draws exactly from softmax(logits).
+   ``E`` comes from the sequence's own ``torch.Generator`` (``vocab`` draws per step), so a seed
+   reproduces a sequence whatever else is in the batch. CPU and CUDA generators are different
+   algorithms: a seed reproduces on the same device type, not across them.
+4. Everything the host needs, packed into one ``[rows, 4 + 2k]`` float64 tensor and read back
+   once: token id, logprob, rank, entropy, top-k ids, top-k logprobs.
+
+Semantics match ``sampling.py`` (the one-row reference processors), which the tests compare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+
+PREFILTER = 256
+NEG_INF = float("-inf")
+
+
+@dataclass
+class RowParams:
+    """One sequence's sampling parameters (validated by ``sampling.py`` before they get here)."""
+
+    greedy: bool = True
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1.0: off
+    repetition_penalty: float = 1.0
+    top_logprobs: int = 5
+    generator: Optional[torch.Generator] = None
+
+
+class RowTable:
+    """Per-slot parameter tensors on the device, so a step slices ``[:rows]`` instead of building."""
+
+    def __init__(self, slots: int, vocab: int, device: torch.device):
+        self.vocab = vocab
+        self.temperature = torch.ones(slots, device=device)
+        self.top_k = torch.zeros(slots, dtype=torch.long, device=device)
+        self.top_p = torch.ones(slots, device=device)
+        self.penalty = torch.ones(slots, device=device)
+        self.seen = torch.zeros(slots, vocab, dtype=torch.bool, device=device)
+        self.params: list[Optional[RowParams]] = [None] * slots
+
+    def set(self, slot: int, params: RowParams, ids: Sequence[int]) -> None:
+        self.params[slot] = params
+        self.temperature[slot] = params.temperature
+        self.top_k[slot] = params.top_k
+        self.top_p[slot] = params.top_p
+        self.penalty[slot] = params.repetition_penalty
+        self.seen[slot] = False
+        if params.repetition_penalty != 1.0 and ids:
+            self.seen[slot, torch.tensor(list(ids), device=self.seen.device)] = True
+
+    def move(self, source: int, target: int) -> None:
+        for tensor in (self.temperature, self.top_k, self.top_p, self.penalty, self.seen):
+            tensor[target] = tensor[source]
+        self.params[target] = self.params[source]
+
+    def clear(self, slot: int) -> None:
+        self.params[slot] = None
+
+
+@dataclass
+class Chosen:
+    """What the host reads back for one row."""
+
+    token_id: int
+    logprob: float
+    rank: int
+    entropy: float
+    top_ids: tuple[int, ...]
+    top_logprobs: tuple[float, ...]
+    forced: bool
+    error: Optional[BaseException] = None  # the row's grammar failed; the sequence must end
+
+
+def _top_p_mask(x: torch.Tensor, top_p: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """True where a token falls outside the nucleus (only for ``rows``)."""
+    probs = torch.softmax(x, dim=-1)
+    k = min(PREFILTER, x.shape[-1])
+    values = torch.topk(probs, k, dim=-1).values
+    exclusive = values.cumsum(-1) - values  # mass of the strictly more likely tokens
+    keep = (exclusive < top_p[:, None]).sum(-1).clamp(min=1)
+    overflow = rows & (keep >= k) & (k < x.shape[-1])
+    if bool(overflow.any()):  # a nucleus wider than the prefilter: sort these rows in full
+        for b in overflow.nonzero().flatten().tolist():
+            full = torch.sort(probs[b], descending=True).values
+            excl = full.cumsum(-1) - full
+            count = int((excl < top_p[b]).sum().clamp(min=1))
+            values[b, -1] = full[count - 1]
+            keep[b] = k
+    threshold = values.gather(1, (keep - 1)[:, None])
+    return rows[:, None] & (probs < threshold)
+
+
+def choose_batch(
+    raw: torch.Tensor,
+    table: RowTable,
+    first: int,
+    constraints: Sequence[Any],
+    top_n: int,
+) -> list[Chosen]:
+    """Choose and measure one token per row of ``raw`` ([rows, vocab]; row b is slot first + b)."""
+    rows = raw.shape[0]
+    raw = raw.float()
+    slots = slice(first, first + rows)
+    params = table.params[slots]
+    logprobs = torch.log_softmax(raw, dim=-1)
+
+    x = raw
+    if any(p.repetition_penalty != 1.0 for p in params):
+        penalty = table.penalty[slots, None]
+        x = torch.where(table.seen[slots], torch.where(x < 0, x * penalty, x / penalty), x)
+    forced = [False] * rows
+    errors: list[Optional[BaseException]] = [None] * rows
+    if any(c is not None for c in constraints):
+        x = x.clone() if x is raw else x
+        for b, constraint in enumerate(constraints):
+            if constraint is not None:
+                try:
+                    forced[b] = constraint.mask(x[b]) == 1
+                except Exception as exc:  # this row ends with an error; the others go on
+                    errors[b] = exc
+    sampling = [not p.greedy for p in params]
+    if any(sampling):
+        x = x / table.temperature[slots, None]
+        top_k = table.top_k[slots]
+        k_max = max((p.top_k for p in params if not p.greedy), default=0)
+        if k_max > 0:
+            kth = torch.topk(x, min(k_max, x.shape[-1]), dim=-1).values
+            threshold = kth.gather(1, (top_k.clamp(min=1, max=kth.shape[-1]) - 1)[:, None])
+            x = x.masked_fill((top_k > 0)[:, None] & (x < threshold), NEG_INF)
+        if any(not p.greedy and p.top_p < 1.0 for p in params):
+            top_p = table.top_p[slots]
+            x = x.masked_fill(_top_p_mask(x, top_p, top_p < 1.0), NEG_INF)
+        noise = torch.zeros_like(x)
+        for b, p in enumerate(params):
+            if not p.greedy:
+                noise[b].exponential_(generator=p.generator).log_().neg_()
+        chosen = torch.argmax(x + noise, dim=-1)
+    else:
+        chosen = torch.argmax(x, dim=-1)
+
+    chosen_lp = logprobs.gather(1, chosen[:, None])
+    rank = (logprobs > chosen_lp).sum(-1, keepdim=True)
+    entropy = -(logprobs.exp() * torch.nan_to_num(logprobs, neginf=0.0)).sum(-1, keepdim=True)
+    top_values, top_ids = torch.topk(logprobs, top_n, dim=-1)
+    packed = torch.cat(
+        [chosen[:, None].double(), chosen_lp.double(), rank.double() + 1, entropy.double(), top_ids.double(), top_values.double()],
+        dim=1,
+    )
+    if any(p.repetition_penalty != 1.0 for p in params):
+        table.seen[torch.arange(first, first + rows, device=raw.device), chosen] = True
+    host = packed.cpu().tolist()  # the one read-back of the step
+    result = []
+    for b, row in enumerate(host):
+        n = params[b].top_logprobs
+        result.append(
+            Chosen(
+                token_id=int(row[0]),
+                logprob=row[1],
+                rank=int(row[2]),
+                entropy=row[3],
+                top_ids=tuple(int(i) for i in row[4 : 4 + n]),
+                top_logprobs=tuple(row[4 + top_n : 4 + top_n + n]),
+                forced=forced[b],
+                error=errors[b],
+            )
+        )
+    return result

@@ -1,0 +1,136 @@
+"""int8 Linear layers for the CPU whose results do not depend on the other rows of a batch.
+
+``torch.ao`` dynamic quantization (fbgemm) picks ONE activation scale and zero point from the
+min and max of the whole input tensor. In a batch, a row with large activations then coarsens
+every other row: measured on the default model, only 4 of 16 concurrent greedy requests matched
+their solo runs. Here each row is divided by its own max-abs and a constant anchor row
+``[1, -1, 0, ...]`` is appended, so the tensor's range is always exactly ``[-1, 1]``: the scale
+and zero point are constants, each row is quantized on its own scale, fbgemm's int8 matmul
+accumulates exactly in int32, and the row is multiplied back by its max-abs (bias added after).
+
+Activations use all 8 bits (``reduce_range=False``): with 7 bits, teacher-forced on three texts,
+the default model agreed with float32 on the top token 79% of the time (mean KL 0.22); with 8 bits
+93% (KL 0.05), where torch's per-tensor dynamic quantization gets 45% (KL 1.36) on the same
+batched positions. Weights are quantized per output channel (symmetric int8). Projections that read the same input
+(q/k/v, gate/up) are fused into one matmul, which also saves calls: ``quantize(model)`` replaces
+the model's ``nn.Linear`` layers in place and drops their float weights.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from typing import Optional, Sequence
+
+import torch
+
+FUSE = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+# fbgemm's packed weights are TorchScript objects that torch.compile cannot trace; under
+# compilation each layer calls an opaque custom op that finds its weights here by key.
+_LAYERS: "weakref.WeakValueDictionary[int, RowwiseInt8Linear]" = weakref.WeakValueDictionary()
+
+
+@torch.library.custom_op("nb_completion::rowwise_int8_linear", mutates_args=())
+def _rowwise_op(rows: torch.Tensor, key: int) -> torch.Tensor:
+    return _LAYERS[key]._matmul(rows)
+
+
+@_rowwise_op.register_fake
+def _(rows: torch.Tensor, key: int) -> torch.Tensor:
+    return rows.new_empty(rows.shape[0], _LAYERS[key].out_features)
+
+
+def _pack(weight: torch.Tensor) -> torch.ScriptObject:
+    weight = weight.detach().float()
+    scales = (weight.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
+    zeros = torch.zeros(weight.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():  # torch deprecates quantized tensors; fbgemm's kernels still work
+        warnings.simplefilter("ignore")
+        qweight = torch.quantize_per_channel(weight, scales, zeros, axis=0, dtype=torch.qint8)
+    return torch.ops.quantized.linear_prepack(qweight, None)
+
+
+class RowwiseInt8Linear(torch.nn.Module):
+    """``y = x @ W.T + b`` with int8 W (per channel) and x quantized per row."""
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor]):
+        super().__init__()
+        self.out_features, self.in_features = int(weight.shape[0]), int(weight.shape[1])
+        self._packed = _pack(weight)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone(), persistent=False)
+        anchor = torch.zeros(1, self.in_features)
+        anchor[0, 0], anchor[0, 1 % self.in_features] = 1.0, -1.0
+        self.register_buffer("anchor", anchor, persistent=False)
+        self._key = id(self)
+        _LAYERS[self._key] = self
+
+    def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
+        y = torch.ops.quantized.linear_dynamic(torch.cat([rows / scale, self.anchor]), self._packed, False)
+        return y[:-1].mul_(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        rows = x.reshape(-1, self.in_features).float()
+        y = _rowwise_op(rows, self._key) if torch.compiler.is_compiling() else self._matmul(rows)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features)
+
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per row"
+
+
+class _Fused(torch.nn.Module):
+    """Several projections of one input in one matmul; each ``_Part`` returns its slice."""
+
+    def __init__(self, linears: Sequence[torch.nn.Linear]):
+        super().__init__()
+        weight = torch.cat([m.weight.detach().float() for m in linears])
+        biases = [m.bias for m in linears]
+        bias = None
+        if any(b is not None for b in biases):
+            bias = torch.cat([b.detach().float() if b is not None else torch.zeros(m.out_features) for b, m in zip(biases, linears)])
+        self.linear = RowwiseInt8Linear(weight, bias)
+        self.sizes = [m.out_features for m in linears]
+        self._input: Optional[torch.Tensor] = None
+        self._parts: list[Optional[torch.Tensor]] = []
+
+    def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        if self._input is not x or self._parts[index] is None:
+            self._input = x
+            self._parts = list(self.linear(x).split(self.sizes, dim=-1))
+        out = self._parts[index]
+        self._parts[index] = None
+        if all(p is None for p in self._parts):  # every part handed out: let go of the input
+            self._input = None
+        return out
+
+
+class _Part(torch.nn.Module):
+    def __init__(self, fused: _Fused, index: int, owner: bool):
+        super().__init__()
+        if owner:
+            self.fused = fused  # registered once, so the weights are counted once
+        self._fused, self.index = fused, index
+        self.in_features, self.out_features = fused.linear.in_features, fused.sizes[index]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fused.part(x, self.index)
+
+
+def quantize(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace ``model``'s Linear layers by int8 ones, in place (projections of one input fused)."""
+    for module in list(model.modules()):
+        children = dict(module.named_children())
+        for names in FUSE:
+            if all(isinstance(children.get(n), torch.nn.Linear) for n in names):
+                fused = _Fused([children[n] for n in names])
+                for i, name in enumerate(names):
+                    setattr(module, name, _Part(fused, i, owner=i == 0))
+        for name, child in module.named_children():
+            if type(child) is torch.nn.Linear:
+                setattr(module, name, RowwiseInt8Linear(child.weight, child.bias))
+    return model

@@ -1,0 +1,380 @@
+"""The engine: it owns the sequences and steps all of them with one forward pass per step.
+
+A ``Sequence`` holds its token ids, how many of them are in its KV slot (``cached``), and its own
+decode state (``Work``: sampling parameters and seed generator, repetition penalty, grammar,
+``max_new`` tokens, stop tokens, and the ``sink`` that turns tokens into events). One thread runs
+``step()`` in a loop:
+
+1. **Admit** waiting sequences (step boundaries only). Each takes the longest prefix of its ids
+   already cached by a live or recently finished sequence (a fork: the rows are copied, never
+   recomputed). A sequence with one uncached token left joins the decode batch at once; one with
+   more is prefilled, one at a time, in chunks of ``chunk`` tokens.
+2. **Cancel**: sequences whose cancel event is set end now (waiting ones never start).
+3. **Prefill** at most ``chunk`` prompt tokens per step: a chunk of a long prompt, or several
+   short prompts one after another (the last prompt token is left for the decode pass, which
+   yields the first token). A long prompt therefore costs the others one chunk of latency per
+   step, and its cancel is honoured between chunks.
+4. **Decode**: every decoding sequence feeds its newest token in ONE forward pass ``[rows, 1]``
+   with per-row positions; ``batch_sampling.choose_batch`` picks and measures all rows and reads
+   back once. Finished sequences retire; the last decoding row moves into the hole, so the batch
+   stays the contiguous slots ``[0, rows)``, and the finished one is parked (its KV kept) in one
+   of ``parked`` extra slots for a later fork (a widget branch, a re-run) until evicted.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol
+
+import torch
+
+from .batch_sampling import Chosen, RowParams, RowTable, choose_batch
+from .generate import _cache_kwarg
+from .kv import SlotStore, aligned, decode_mask, prefill_mask
+
+log = logging.getLogger("nb_completion.engine")
+
+DEFAULT_MAX_BATCH = 16  # sequences stepped together on the CPU
+DEFAULT_MAX_BATCH_CUDA = 64
+
+
+def default_max_batch(device: torch.device) -> int:
+    return DEFAULT_MAX_BATCH_CUDA if device.type == "cuda" else DEFAULT_MAX_BATCH
+
+
+class Sink(Protocol):
+    def on_token(self, chosen: Chosen, now: float) -> bool:
+        """A new token; return True to stop the sequence here (a stop string)."""
+
+    def on_end(self, reason: str, stop_token_id: Optional[int], steps: int) -> None:
+        """The sequence ended: stop_token | grammar_complete | out_of_tokens | stop_string | cancelled."""
+
+    def on_error(self, exc: BaseException) -> None: ...
+
+
+@dataclass
+class Work:
+    ids: list[int]
+    params: RowParams
+    max_new: int
+    sink: Sink
+    stop_ids: frozenset[int] = frozenset()
+    constraint: Any = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class Sequence:
+    def __init__(self, work: Work):
+        self.work = work
+        self.ids = list(work.ids)
+        self.prompt_len = len(self.ids)
+        self.cached = 0  # ids[:cached] have their keys and values in the slot
+        self.reused = 0  # of which taken from another sequence's slot
+        self.slot: Optional[int] = None
+        self.steps = 0
+        self.done = False
+
+
+@dataclass
+class _Parked:
+    ids: list[int]  # the ids whose KV the slot holds
+    tick: int
+
+
+@dataclass
+class Stats:
+    steps: int = 0
+    decode_passes: int = 0
+    decode_rows: int = 0
+    max_rows: int = 0  # the widest decode pass so far
+    prefill_passes: int = 0
+    prefill_tokens: int = 0
+    reused_tokens: int = 0
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if n >= limit or x != y:
+            break
+        n += 1
+    return n
+
+
+class Engine:
+    """Continuous batching over one model. ``submit`` from any thread; the engine thread does the rest."""
+
+    def __init__(
+        self, model: Any, *, max_batch: Optional[int] = None, parked: int = 4, chunk: int = 128, max_len: Optional[int] = None,
+        compile: bool = False,
+    ):
+        self.model = model
+        # torch.compile of the model's forward (dynamic shapes): opt-in, its first passes compile
+        # for minutes on a small CPU; eager stays the reference (docs/engine.md has the ladder).
+        self._call = torch.compile(model.forward, dynamic=True) if compile else model
+        self.device = next(model.parameters()).device
+        max_batch = max_batch or default_max_batch(self.device)
+        dtype = model.get_input_embeddings().weight.dtype
+        context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+        self.max_batch, self.parked_slots, self.chunk = max_batch, parked, chunk
+        self.store = SlotStore(model, max_batch + parked, max_len or context, self.device, dtype)
+        self.table = RowTable(max_batch + parked, int(model.config.vocab_size), self.device)
+        self.cache_name = _cache_kwarg(model)
+        self.dtype = dtype
+        self.decoding: list[Sequence] = []  # decoding[i].slot == i
+        self.prefilling: Optional[Sequence] = None  # at slot len(decoding)
+        self.waiting: collections.deque[Sequence] = collections.deque()
+        self.parked: dict[int, _Parked] = {}
+        self.stats = Stats()
+        self._tick = 0
+        self._inbox: list[Sequence] = []
+        self._cond = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+        self._closed = False
+
+    # ---- any thread ----------------------------------------------------------------------------
+
+    def submit(self, work: Work) -> Sequence:
+        if len(work.ids) > self.store.max_len - 1 or len(work.ids) + work.max_new > self.store.max_len:
+            raise ValueError("the sequence does not fit in the engine's cache")
+        seq = Sequence(work)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            self._inbox.append(seq)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="nb_completion-engine", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return seq
+
+    def wake(self) -> None:
+        """Make the engine look at cancel events now (it also does at every step)."""
+        with self._cond:
+            self._cond.notify()
+
+    @property
+    def active(self) -> int:
+        return len(self.decoding) + (self.prefilling is not None) + len(self.waiting) + len(self._inbox)
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ---- the engine thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self._closed and not self._inbox and not self._busy():
+                        self._cond.wait()
+                    if self._closed:
+                        break
+                    self.waiting.extend(self._inbox)
+                    self._inbox.clear()
+                try:
+                    self.step()
+                except Exception as exc:  # a bug or a failed pass: end everyone, keep serving
+                    log.exception("engine step failed")
+                    self._fail_all(exc)
+        self._fail_all(RuntimeError("the engine was closed"))
+
+    def _busy(self) -> bool:
+        return bool(self.decoding or self.prefilling or self.waiting)
+
+    def step(self) -> None:
+        self.stats.steps += 1
+        self._drop_cancelled()
+        self._admit()
+        budget = self.chunk  # prompt tokens per step, over as many short prompts as fit
+        while self.prefilling is not None and budget > 0:
+            budget -= self._prefill_chunk(self.prefilling, budget)
+            if self.prefilling is None:
+                self._admit()
+        if self.decoding:
+            self._decode()
+
+    # ---- admission and slots -------------------------------------------------------------------
+
+    def _donor(self, ids: list[int]) -> tuple[Any, int]:
+        """(sequence or parked slot, length) with the longest cached prefix of ``ids`` (at most len-1)."""
+        limit = len(ids) - 1
+        best: Any = None
+        best_len = 0
+        candidates: list[tuple[Any, list[int]]] = [(s, s.ids[: s.cached]) for s in self.decoding]
+        if self.prefilling is not None:
+            candidates.append((self.prefilling, self.prefilling.ids[: self.prefilling.cached]))
+        candidates += [(slot, p.ids) for slot, p in self.parked.items()]
+        for owner, cached in candidates:
+            n = _common_prefix(cached, ids, limit)
+            if n > best_len:
+                best, best_len = owner, n
+        return best, best_len
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.decoding) + (self.prefilling is not None) < self.max_batch:
+            seq = self.waiting[0]
+            donor, reuse = self._donor(seq.ids)
+            direct = len(seq.ids) - reuse == 1
+            if not direct and self.prefilling is not None:
+                break  # one prompt prefills at a time, in order
+            self.waiting.popleft()
+            target = len(self.decoding)
+            if direct and self.prefilling is not None:
+                self._move(self.prefilling, target + 1)
+            if donor is not None:
+                source = donor if isinstance(donor, int) else donor.slot
+                self.store.copy(source, target, reuse)
+                if isinstance(donor, int):
+                    self.parked[donor].tick = self._next_tick()
+            seq.cached = seq.reused = reuse
+            self.stats.reused_tokens += reuse
+            seq.slot = target
+            self.table.set(target, seq.work.params, seq.ids)
+            if direct:
+                self.decoding.append(seq)
+            else:
+                self.prefilling = seq
+
+    def _move(self, seq: Sequence, target: int) -> None:
+        self.store.copy(seq.slot, target, seq.cached)
+        self.table.move(seq.slot, target)
+        seq.slot = target
+
+    def _next_tick(self) -> int:
+        self._tick += 1
+        return self._tick
+
+    def _park(self, seq: Sequence) -> None:
+        """Keep a finished sequence's KV in a parked slot for later forks (evicting the oldest)."""
+        if self.parked_slots == 0 or seq.cached == 0:
+            return
+        free = [s for s in range(self.max_batch, self.max_batch + self.parked_slots) if s not in self.parked]
+        slot = free[0] if free else min(self.parked, key=lambda s: self.parked[s].tick)
+        self.store.copy(seq.slot, slot, seq.cached)
+        self.parked[slot] = _Parked(seq.ids[: seq.cached], self._next_tick())
+
+    def _retire(self, seq: Sequence, reason: str, stop_token_id: Optional[int] = None, error: BaseException | None = None) -> None:
+        if seq.done:
+            return
+        seq.done = True
+        if seq is self.prefilling:
+            self.prefilling = None
+        elif seq in self.decoding:
+            if error is None:
+                self._park(seq)
+            hole = seq.slot
+            last = self.decoding.pop()
+            if last is not seq:
+                self._move(last, hole)
+                self.decoding[hole] = last
+            if self.prefilling is not None:
+                self._move(self.prefilling, len(self.decoding))
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        try:
+            if error is not None:
+                seq.work.sink.on_error(error)
+            else:
+                seq.work.sink.on_end(reason, stop_token_id, seq.steps)
+        except Exception:  # pragma: no cover - a sink must not take the engine down
+            log.exception("a sequence's sink failed")
+
+    def _drop_cancelled(self) -> None:
+        for seq in [s for s in (*self.waiting, *self.decoding, self.prefilling) if s is not None and s.work.cancel.is_set()]:
+            self._retire(seq, "cancelled")
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._cond:
+            self.waiting.extend(self._inbox)
+            self._inbox.clear()
+        for seq in [*self.waiting, *self.decoding, *( [self.prefilling] if self.prefilling else [])]:
+            seq.done = True
+            try:
+                seq.work.sink.on_error(exc)
+            except Exception:  # pragma: no cover
+                log.exception("a sequence's sink failed")
+        self.waiting.clear()
+        self.decoding.clear()
+        self.prefilling = None
+
+    # ---- the passes ----------------------------------------------------------------------------
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any) -> torch.Tensor:
+        out = self._call(
+            input_ids=ids, position_ids=positions, attention_mask=mask, use_cache=True, logits_to_keep=1,
+            **{self.cache_name: view},
+        )
+        return out.logits[:, -1]
+
+    def _prefill_chunk(self, seq: Sequence, budget: int) -> int:
+        """Prefill up to ``budget`` more prompt tokens of ``seq``; return how many (at least 1)."""
+        start = seq.cached
+        n = min(budget, len(seq.ids) - 1 - start)
+        if n > 0:
+            ids = torch.tensor([seq.ids[start : start + n]], device=self.device)
+            positions = torch.arange(start, start + n, device=self.device)
+            kv_len = aligned(start + n, self.store.max_len)
+            view = self.store.view(seq.slot, 1, positions[:1], n, kv_len, start)
+            try:
+                self._forward(ids, positions[None], prefill_mask(start, n, kv_len, self.dtype, self.device), view)
+            except Exception as exc:
+                log.exception("prefill failed")
+                self._retire(seq, "error", error=exc)
+                return max(n, 1)
+            seq.cached += n
+            self.stats.prefill_passes += 1
+            self.stats.prefill_tokens += n
+        if len(seq.ids) - seq.cached == 1:
+            self.prefilling = None
+            self.decoding.append(seq)
+        return max(n, 1)
+
+    def _decode(self) -> None:
+        rows = self.decoding
+        positions = torch.tensor([s.cached for s in rows], device=self.device)
+        ids = torch.tensor([[s.ids[s.cached]] for s in rows], device=self.device)
+        kv_len = aligned(max(s.cached for s in rows) + 1, self.store.max_len)
+        view = self.store.view(0, len(rows), positions, 1, kv_len)
+        logits = self._forward(ids, positions[:, None], decode_mask(positions, kv_len, self.dtype), view)
+        top_n = max(max(s.work.params.top_logprobs for s in rows), 1)
+        chosen = choose_batch(logits, self.table, 0, [s.work.constraint for s in rows], top_n)
+        now = time.perf_counter()
+        self.stats.decode_passes += 1
+        self.stats.decode_rows += len(rows)
+        self.stats.max_rows = max(self.stats.max_rows, len(rows))
+        ending: list[tuple[Sequence, str, Optional[int], Optional[BaseException]]] = []
+        for seq, pick in zip(list(rows), chosen):
+            seq.cached += 1
+            if pick.error is not None:
+                ending.append((seq, "error", None, pick.error))
+                continue
+            token = pick.token_id
+            seq.ids.append(token)
+            seq.steps += 1
+            work = seq.work
+            try:
+                if work.constraint is not None:
+                    work.constraint.advance(token)
+                stop = work.sink.on_token(pick, now)
+            except Exception as exc:
+                ending.append((seq, "error", None, exc))
+                continue
+            if stop:
+                ending.append((seq, "stop_string", None, None))
+            elif token in work.stop_ids:
+                ending.append((seq, "stop_token", token, None))
+            elif work.constraint is not None and work.constraint.is_finished():
+                ending.append((seq, "grammar_complete", None, None))
+            elif seq.steps >= work.max_new:
+                ending.append((seq, "out_of_tokens", None, None))
+        for seq, reason, stop_token_id, error in ending:
+            self._retire(seq, reason, stop_token_id, error)

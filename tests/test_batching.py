@@ -1,0 +1,225 @@
+"""The batched engine on the tiny random Llama (float32): many sequences in one forward pass per
+step, each equal to Hugging Face ``generate()`` alone; forks; chunked prefill; streams that are
+dropped half-read."""
+
+from __future__ import annotations
+
+import gc
+import queue
+import threading
+import time
+
+import pytest
+import torch
+
+from nb_completion import compare, complete
+from nb_completion.engine.batch_sampling import RowParams
+from nb_completion.engine.records import Delta, Finished
+from nb_completion.engine.scheduler import Engine, Work
+from nb_completion.service import build_request, open_events
+
+PROMPTS = [
+    "The capital of",
+    "Once upon a time there was a small model that liked",
+    "def add(a, b):\n    return",
+    "Café, naïve, jalapeño, 東京, 🙂 and other multi-byte text. The capital of France is Paris.",
+    "x",
+]
+
+
+def hf(backend, ids, n, **kwargs):
+    """HF generate() alone on token ids: (tokens up to an end token, raw logits per step)."""
+    tensor = torch.tensor([ids])
+    with torch.inference_mode():
+        out = backend.model.generate(
+            tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=n, do_sample=False,
+            output_logits=True, return_dict_in_generate=True, pad_token_id=0, eos_token_id=None, **kwargs,
+        )
+    tokens = out.sequences[0, len(ids):].tolist()
+    cut = next((i + 1 for i, t in enumerate(tokens) if t in backend.stop_token_ids), len(tokens))
+    return tokens[:cut], [step[0] for step in out.logits[:cut]]
+
+
+class Collect:
+    """A sink that keeps what the engine hands it."""
+
+    def __init__(self):
+        self.tokens: list = []
+        self.end = threading.Event()
+        self.reason = None
+        self.first_token_step = None
+        self.engine = None
+
+    def on_token(self, chosen, now):
+        if self.first_token_step is None:
+            self.first_token_step = self.engine.stats.steps
+        self.tokens.append(chosen)
+        return False
+
+    def on_end(self, reason, stop_token_id, steps):
+        self.reason = reason
+        self.end.set()
+
+    def on_error(self, exc):
+        self.reason = exc
+        self.end.set()
+
+
+def run_engine(engine, backend, ids_list, n, **params):
+    sinks = [Collect() for _ in ids_list]
+    for ids, sink in zip(ids_list, sinks):
+        sink.engine = engine
+        engine.submit(Work(ids=list(ids), params=RowParams(**params), max_new=n, sink=sink, stop_ids=backend.stop_token_ids))
+    for sink in sinks:
+        assert sink.end.wait(60), "the engine did not finish"
+    return sinks
+
+
+@pytest.fixture()
+def engine(tiny_backend):
+    engine = Engine(tiny_backend.model, max_batch=8, parked=2, chunk=7)
+    yield engine
+    engine.close()
+
+
+def test_every_row_of_a_mixed_batch_equals_hf_generate_alone(tiny_backend, engine):
+    ids_list = [tiny_backend.encode(p) for p in PROMPTS]
+    assert len({len(i) for i in ids_list}) == len(ids_list)  # mixed prompt lengths
+    sinks = run_engine(engine, tiny_backend, ids_list, 20)
+    assert engine.stats.max_rows == len(PROMPTS)  # they really ran side by side
+    for ids, sink in zip(ids_list, sinks):
+        expected, logits = hf(tiny_backend, ids, 20)
+        assert [c.token_id for c in sink.tokens] == expected
+        for chosen, step in zip(sink.tokens, logits):
+            reference = torch.log_softmax(step.float(), -1)
+            assert chosen.logprob == pytest.approx(float(reference[chosen.token_id]), abs=1e-4)
+            assert list(chosen.top_logprobs) == pytest.approx(torch.topk(reference, 5).values.tolist(), abs=1e-4)
+            assert chosen.rank == int((reference > reference[chosen.token_id]).sum()) + 1
+
+
+def test_repetition_penalty_rows_equal_hf_generate_alone(tiny_backend, engine):
+    ids_list = [tiny_backend.encode(p) for p in PROMPTS[:3]]
+    sinks = run_engine(engine, tiny_backend, ids_list, 16, repetition_penalty=1.3)
+    for ids, sink in zip(ids_list, sinks):
+        assert [c.token_id for c in sink.tokens] == hf(tiny_backend, ids, 16, repetition_penalty=1.3)[0]
+
+
+def test_a_fork_reuses_the_cached_prefix_and_equals_a_fresh_run(tiny_backend, engine):
+    prompt = tiny_backend.encode(PROMPTS[3])
+    (first,) = run_engine(engine, tiny_backend, [prompt], 12)
+    generated = [c.token_id for c in first.tokens]
+    # branch at generated token 6: take the model's second choice there instead
+    alternative = next(i for i in first.tokens[6].top_ids if i != generated[6])
+    branch = prompt + generated[:6] + [alternative]
+    reused_before, prefilled_before = engine.stats.reused_tokens, engine.stats.prefill_tokens
+    (forked,) = run_engine(engine, tiny_backend, [branch], 12)
+    assert engine.stats.reused_tokens - reused_before == len(prompt) + 6  # the whole shared prefix
+    assert engine.stats.prefill_tokens == prefilled_before  # nothing re-run
+    assert [c.token_id for c in forked.tokens] == hf(tiny_backend, branch, 12)[0]
+
+
+def test_chunked_prefill_equals_hf_and_does_not_stall_decoding(tiny_backend, engine):
+    long_ids = tiny_backend.encode(" ".join(PROMPTS) * 2)
+    assert len(long_ids) > 5 * engine.chunk
+    short, long_ = run_engine(engine, tiny_backend, [tiny_backend.encode("Once"), long_ids], 24)
+    assert [c.token_id for c in long_.tokens] == hf(tiny_backend, long_ids, 24)[0]
+    # the short one decoded while the long prompt was still prefilling, chunk by chunk
+    assert engine.stats.prefill_passes >= 5
+    assert short.first_token_step < long_.first_token_step - 4
+
+
+def test_a_cancelled_long_prefill_stops_between_chunks(tiny_backend, engine):
+    long_ids = tiny_backend.encode(" ".join(PROMPTS) * 2)
+    sink = Collect()
+    work = Work(ids=long_ids, params=RowParams(), max_new=10, sink=sink)
+    work.cancel.set()
+    engine.submit(work)
+    assert sink.end.wait(30) and sink.reason == "cancelled" and not sink.tokens
+
+
+def test_sixteen_concurrent_greedy_requests_equal_their_solo_runs(tiny_backend, tiny_model_id):
+    prompts = [f"{PROMPTS[i % len(PROMPTS)]} {i}" for i in range(16)]
+    solo = [[t.token_id for e in open_events(build_request(p, model_id=tiny_model_id, sampling_params={"max_tokens": 16}))
+             if isinstance(e, Delta) for t in e.tokens] for p in prompts]
+    streams = [open_events(build_request(p, model_id=tiny_model_id, sampling_params={"max_tokens": 16})) for p in prompts]
+    together = [[t.token_id for e in s if isinstance(e, Delta) for t in e.tokens] for s in streams]
+    equal = sum(a == b for a, b in zip(solo, together))
+    assert equal == 16, f"{equal} of 16 equal their solo runs"
+    assert tiny_backend.engine.stats.max_rows > 1
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(tiny_model_id):
+    params = {"max_tokens": 16, "strategy": {"type": "top_p", "temperature": 1.2, "top_p": 0.9}}
+    request = build_request("Once upon", model_id=tiny_model_id, sampling_params=params)
+    alone = [t.token_id for e in open_events(request, seed=5) if isinstance(e, Delta) for t in e.tokens]
+    crowd = [open_events(build_request(p, model_id=tiny_model_id, sampling_params=params), seed=i) for i, p in enumerate(PROMPTS)]
+    mine = open_events(request, seed=5)
+    together = [t.token_id for e in mine if isinstance(e, Delta) for t in e.tokens]
+    for stream in crowd:
+        list(stream)
+    assert together == alone
+
+
+def test_a_second_complete_runs_while_a_stream_is_open_in_the_same_thread(tiny_model_id):
+    stream = complete("Once upon a time", model_id=tiny_model_id, stream=True, sampling_params={"max_tokens": 40})
+    first = next(stream)
+    assert first.delta or first.logprobs is None
+    # before the engine owned sequences, this call waited forever for the open stream's lock
+    response = complete("The capital of", model_id=tiny_model_id, sampling_params={"max_tokens": 5})
+    assert response.stop_reason is not None
+    rest = list(stream)
+    assert rest[-1].stop_reason is not None
+
+
+def _wait_until_idle(engine, limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if engine.active == 0:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_dropped_half_read_stream_releases_the_engine(tiny_backend, tiny_model_id):
+    stream = complete("Once upon a time", model_id=tiny_model_id, stream=True, sampling_params={"max_tokens": 200})
+    next(stream)
+    del stream
+    gc.collect()
+    assert _wait_until_idle(tiny_backend.engine, 10)
+
+
+def test_closing_an_event_stream_cancels_its_sequence(tiny_backend, tiny_model_id):
+    events = open_events(build_request("Once", model_id=tiny_model_id, sampling_params={"max_tokens": 200}))
+    next(events)
+    events.close()
+    assert _wait_until_idle(tiny_backend.engine, 10)
+    with pytest.raises(StopIteration):
+        next(events)
+
+
+def test_compare_prefills_the_prompt_once(tiny_backend, tiny_model_id):
+    prompt = "Once upon a time there was a small model that liked to generate text. It"
+    engine = tiny_backend.engine
+    before, reused = engine.stats.prefill_tokens, engine.stats.reused_tokens
+    settings = [{"temperature": 0}, {"temperature": 1.0}, {"top_k": 5}, {"temperature": 0.7, "top_p": 0.9}]
+    result = compare(prompt, settings, model_id=tiny_model_id, max_tokens=12, live=False)
+    assert len(result) == 4 and all(run.tokens for run in result)
+    n = len(tiny_backend.encode(prompt))
+    assert engine.stats.prefill_tokens - before <= n - 1  # at most one prefill (less where a parked run shares a prefix)
+    assert engine.stats.reused_tokens - reused >= 3 * (n - 1)  # the other three forked from it
+    solo = complete(prompt, model_id=tiny_model_id, sampling_params={"max_tokens": 12})
+    assert result[0].text == solo.content
+
+
+def test_a_branch_from_text_reuses_the_finished_run(tiny_backend, tiny_model_id):
+    """What a widget branch sends: the prompt plus the shown tokens' text plus the alternative."""
+    prompt = "def add(a, b):\n    return a + b\n\nThe capital of Italy is"
+    first = complete(prompt, model_id=tiny_model_id, sampling_params={"max_tokens": 12}, logprobs=3)
+    pieces = [next(iter(lp.logprobs_by_token)) for lp in first.logprobs]
+    engine = tiny_backend.engine
+    reused, prefilled = engine.stats.reused_tokens, engine.stats.prefill_tokens
+    branch = prompt + "".join(pieces[:5]) + " Rome"
+    response = complete(branch, model_id=tiny_model_id, sampling_params={"max_tokens": 8})
+    assert response.stop_reason is not None
+    assert engine.stats.reused_tokens - reused >= len(tiny_backend.encode(prompt)) - 1
+    assert engine.stats.prefill_tokens - prefilled <= len(tiny_backend.encode(branch)) - len(tiny_backend.encode(prompt)) + 1
