@@ -26,8 +26,8 @@ _LAZY = {
     "CompletionWidget": ("nb_completion.widget", "CompletionWidget"),
     "serve": ("nb_completion.server", "serve"),
     "register_remote": ("nb_completion.engine.remote", "register_remote"),
-    "compare": ("nb_completion.comparison", "compare"),
-    "heatmap_html": ("nb_completion.render", "heatmap_html"),
+    "compare": ("nb_completion.notebook.comparison", "compare"),
+    "heatmap_html": ("nb_completion.notebook.render", "heatmap_html"),
 }
 
 __all__ = [
@@ -54,6 +54,6 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nb_completion`` registers ``%%complete`` / ``%complete``."""
-    from .magic import load_ipython_extension as _load
+    from .notebook.magic import load_ipython_extension as _load
 
     _load(ipython)

@@ -43,7 +43,7 @@ def _add_complete(sub: Any) -> None:
 def _request(args: argparse.Namespace):
     from .engine.grammar_syntax import response_format_from_flags
     from .service import build_request
-    from .settings import sampling_params_from
+    from .api.shorthand import sampling_params_from
 
     text = sys.stdin.read() if args.text == "-" else args.text
     params = sampling_params_from(

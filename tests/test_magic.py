@@ -18,7 +18,7 @@ from nb_completion.api.errors import BadRequest
 from nb_completion.api.types import CompletionResponse
 from nb_completion.engine import registry
 from nb_completion.engine.records import Delta, Finished, ModelInfo, TokenRecord
-from nb_completion.magic import CompletionText, GenerationInterrupted, MagicError
+from nb_completion.notebook.magic import CompletionText, GenerationInterrupted, MagicError
 
 
 class FakeBackend:

@@ -6,8 +6,8 @@ import pytest
 from pydantic import BaseModel
 
 from nb_completion.api.errors import BadRequest
-from nb_completion.magic_options import DEFAULT_MAX_TOKENS, HelpRequested, build, interpolate, parse_line
-from nb_completion.settings import describe, from_settings, sampling_params_from
+from nb_completion.notebook.magic_options import DEFAULT_MAX_TOKENS, HelpRequested, build, interpolate, parse_line
+from nb_completion.api.shorthand import describe, from_settings, sampling_params_from
 
 
 class Person(BaseModel):

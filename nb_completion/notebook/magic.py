@@ -26,10 +26,10 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.display import HTML, display
 
-from .api.errors import BadRequest, CompletionError
-from .api.types import CompletionResponse
+from ..api.errors import BadRequest, CompletionError
+from ..api.types import CompletionResponse
 from .drain import Drained, drain
-from .engine.records import Finished, TokenRecord
+from ..engine.records import Finished, TokenRecord
 from .live import LiveDisplay, ShownOnce
 from .magic_options import PARSER, HelpRequested, MagicOptions, build, interpolate, parse_line
 from .render import error_html, heatmap_html, stats_text, text_block_html
@@ -179,7 +179,7 @@ class _LiveView:
 def _show_models() -> None:
     from html import escape
 
-    from .engine.registry import list_models
+    from ..engine.registry import list_models
 
     infos = list_models()
     rows = "".join(
@@ -225,7 +225,7 @@ class CompletionMagics(Magics):
             raise MagicError.wrap(exc) from None
 
     def _complete(self, line: str, cell: str | None):
-        from .service import apply_chat, open_events, to_response
+        from ..service import apply_chat, open_events, to_response
 
         namespace = self.shell.user_ns
         opts = parse_line(line, namespace)

@@ -21,14 +21,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-from .api.errors import BadRequest, EngineFailure
-from .api.types import CompletionRequest, CompletionResponse
+from ..api.errors import BadRequest, EngineFailure
+from ..api.types import CompletionRequest, CompletionResponse
 from .drain import drain
 from .live import LiveDisplay, ShownOnce, notebook_shell
-from .engine.records import Finished, TokenRecord
+from ..engine.records import Finished, TokenRecord
 from .render import COLOR_BY, MONO, MUTED, heatmap_html, legend_html, legend_keys
 from .render_svg import columns_svg
-from .settings import describe, from_settings
+from ..api.shorthand import describe, from_settings
 
 __all__ = ["compare", "Comparison", "Run"]
 
@@ -183,7 +183,7 @@ def compare(
     In a notebook (``live=True``) the columns fill in as the runs generate, in one display that
     becomes the result (so it is not shown twice).
     """
-    from .service import build_request, open_events, to_response
+    from ..service import build_request, open_events, to_response
 
     if color_by not in COLOR_BY:
         raise ValueError(f"color_by must be one of {COLOR_BY}, got {color_by!r}")

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .api.errors import CompletionError, EngineFailure
-from .engine.backend import Event
-from .engine.records import Delta, Finished, TokenRecord
+from ..api.errors import CompletionError, EngineFailure
+from ..engine.backend import Event
+from ..engine.records import Delta, Finished, TokenRecord
 
 __all__ = ["Drained", "drain"]
 

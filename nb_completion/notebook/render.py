@@ -17,8 +17,8 @@ import html
 import math
 from typing import Any, Iterable, Sequence
 
-from .engine.records import Finished, TokenRecord
-from .engine.token_text import PARTIAL_BYTES
+from ..engine.records import Finished, TokenRecord
+from ..engine.token_text import PARTIAL_BYTES
 from .palette import MAX_NATS, PALETTE, entropy_color, legend_colors, probability_color
 
 __all__ = [

@@ -13,10 +13,10 @@ import string
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .api.errors import BadRequest
-from .api.types import CompletionRequest
-from .api.validation import schema_from
-from .settings import STRATEGIES, sampling_params_from
+from ..api.errors import BadRequest
+from ..api.types import CompletionRequest
+from ..api.validation import schema_from
+from ..api.shorthand import STRATEGIES, sampling_params_from
 
 __all__ = ["PARSER", "HelpRequested", "MagicOptions", "parse_line", "interpolate", "build", "DEFAULT_MAX_TOKENS"]
 
@@ -246,7 +246,7 @@ def _response_format(opts: MagicOptions) -> dict | None:
 
 def build(opts: MagicOptions, content: str) -> CompletionRequest:
     """The validated request these options mean (same path as ``complete()``)."""
-    from .service import build_request
+    from ..service import build_request
 
     params = sampling_params_from(
         strategy=opts.strategy,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api.errors import BadRequest
+from .errors import BadRequest
 
 FRIENDLY_KEYS = ("strategy", "temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "stop")
 STRATEGIES = ("greedy", "top_p", "top_k")
