@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .bounds import TEMPERATURE, TOP_P
 from .errors import BadRequest
 
 FRIENDLY_KEYS = ("strategy", "temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "stop")
@@ -115,8 +116,8 @@ def describe(sampling_params: Any) -> str:
     kind = strategy.get("type", "greedy")
     parts: list[str] = []
     if kind == "top_p":
-        parts.append(f"top-p {_num(strategy.get('top_p') if strategy.get('top_p') is not None else 0.95)}")
-        parts.append(f"T {_num(strategy.get('temperature') if strategy.get('temperature') is not None else 1.0)}")
+        parts.append(f"top-p {_num(strategy.get('top_p') if strategy.get('top_p') is not None else TOP_P)}")
+        parts.append(f"T {_num(strategy.get('temperature') if strategy.get('temperature') is not None else TEMPERATURE)}")
     elif kind == "top_k":
         parts.append(f"top-k {_num(strategy.get('top_k'))}")
     else:

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
+from ..api.bounds import ALTERNATIVES, TEMPERATURE, TOP_P
 from ..api.errors import BadRequest, CompletionError, EngineFailure
 from ..api.types import (
     CompletionRequest,
@@ -132,12 +133,12 @@ class LocalBackend:
         strategy = params.strategy
         penalty = params.repetition_penalty or 1.0
         top = request.logprobs.top_k or 0 if request.logprobs is not None else 0
-        row = RowParams(repetition_penalty=penalty, top_logprobs=max(top, 5))  # >= 5 for the heatmap
+        row = RowParams(repetition_penalty=penalty, top_logprobs=max(top, ALTERNATIVES))  # the heatmap's alternatives
         try:
             sampling.repetition_penalty(penalty)  # validates
             if isinstance(strategy, TopPSamplingStrategy):
-                row.temperature = 1.0 if strategy.temperature is None else strategy.temperature
-                row.top_p = 0.95 if strategy.top_p is None else strategy.top_p
+                row.temperature = TEMPERATURE if strategy.temperature is None else strategy.temperature
+                row.top_p = TOP_P if strategy.top_p is None else strategy.top_p
                 sampling.temperature(row.temperature), sampling.top_p(row.top_p)
                 row.greedy, row.generator = False, sampling.make_generator(seed, self.device)
             elif isinstance(strategy, TopKSamplingStrategy):

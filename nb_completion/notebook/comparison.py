@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+from ..api.bounds import ALTERNATIVES, COMPARE_MAX_TOKENS
 from ..api.errors import BadRequest, EngineFailure
 from ..api.types import CompletionRequest, CompletionResponse
 from .drain import drain
@@ -32,8 +33,7 @@ from ..api.shorthand import describe, from_settings
 
 __all__ = ["compare", "Comparison", "Run"]
 
-DEFAULT_MAX_TOKENS = 40
-TOP_K = 5  # alternatives kept per token in each run's response
+TOP_K = ALTERNATIVES  # alternatives kept per token in each run's response
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def compare(
     settings: Sequence[dict],
     seed: int | None = 0,
     model_id: str | None = None,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int = COMPARE_MAX_TOKENS,
     color_by: str = "probability",
     live: bool = True,
 ) -> Comparison:

@@ -13,6 +13,7 @@ import string
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..api.bounds import DEFAULT_MAX_TOKENS
 from ..api.errors import BadRequest
 from ..api.types import CompletionRequest
 from ..api.validation import schema_from
@@ -20,7 +21,6 @@ from ..api.shorthand import STRATEGIES, sampling_params_from
 
 __all__ = ["PARSER", "HelpRequested", "MagicOptions", "parse_line", "interpolate", "build", "DEFAULT_MAX_TOKENS"]
 
-DEFAULT_MAX_TOKENS = 256  # the contract's 0 means "until the context is full": minutes on a CPU
 _REF = re.compile(r"^\{([A-Za-z_][\w.\[\]'\"]*)\}$")  # an option value that is exactly {name}
 
 

@@ -24,10 +24,11 @@ from typing import Any, Iterable, Iterator
 
 from ..api.errors import BadRequest, CompletionError
 from ..api.types import CompletionRequest
-from ..api.validation import MIN_TEMPERATURE, check_seed, parse_request
+from ..api.bounds import BOUNDS, MIN_TEMPERATURE, OPENAI_MAX_TOKENS
+from ..api.validation import check_seed, parse_request
 from ..engine.records import Delta, Finished, TokenRecord
 
-DEFAULT_MAX_TOKENS = 16
+DEFAULT_MAX_TOKENS = OPENAI_MAX_TOKENS
 FLOOR = -9999.0
 
 _NEUTRAL = {
@@ -79,8 +80,8 @@ def _strategy(body: dict) -> dict:
     top_k = _integer(body, "top_k")
     if temperature < 0:
         raise BadRequest("temperature", f"must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise BadRequest("top_p", f"must be in (0, 1], got {top_p}")
+    if not BOUNDS["top_p"].holds(top_p):
+        raise BadRequest("top_p", f"{BOUNDS['top_p'].text}, got {top_p}")
     if temperature < MIN_TEMPERATURE:  # 0, or so cold that it is greedy in all but name
         return {"type": "greedy"}
     if top_k is not None and top_k > 0:
@@ -131,8 +132,8 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise BadRequest("stop", "must be a string or a list of strings")
     logprobs = _integer(body, "logprobs")
-    if logprobs is not None and not 0 <= logprobs <= 20:
-        raise BadRequest("logprobs", f"must be in [0, 20], got {logprobs}")
+    if logprobs is not None and not BOUNDS["logprobs_top_k"].holds(logprobs):
+        raise BadRequest("logprobs", f"{BOUNDS['logprobs_top_k'].text}, got {logprobs}")
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise BadRequest("stream", "must be a boolean")
