@@ -41,18 +41,18 @@ def _add_complete(sub: Any) -> None:
 
 
 def _request(args: argparse.Namespace):
+    from .api.shorthand import request_parts
     from .engine.grammar_syntax import response_format_from_flags
     from .service import build_request
-    from .api.shorthand import sampling_params_from
 
     text = sys.stdin.read() if args.text == "-" else args.text
-    params = sampling_params_from(
+    parts = request_parts(
         strategy=args.strategy, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         max_tokens=args.max_tokens, repetition_penalty=args.repetition_penalty, stop=args.stop,
-    )
-    fmt = response_format_from_flags(args.json_schema, args.grammar, args.grammar_syntax)
-    logprobs = None if args.logprobs is None else {"top_k": args.logprobs}
-    return build_request(text, model_id=args.model, sampling_params=params, response_format=fmt, logprobs=logprobs)
+        response_format=response_format_from_flags(args.json_schema, args.grammar, args.grammar_syntax),
+        logprobs=args.logprobs,
+    )  # fmt: skip
+    return build_request(text, model_id=args.model, **parts)
 
 
 def _ensure_model(args: argparse.Namespace) -> None:

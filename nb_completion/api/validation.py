@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .errors import BadRequest
+from .shorthand import response_format_from, schema_from
 from .types import (
     CompletionRequest,
     GrammarResponseFormat,
@@ -122,30 +123,14 @@ def from_validation_error(exc: ValidationError, data: Any = None) -> BadRequest:
     return BadRequest(field or "request", message)
 
 
-def schema_from(value: Any) -> dict:
-    """A JSON Schema from a dict, a JSON string, or a pydantic model class or instance."""
-    if inspect.isclass(value) and issubclass(value, BaseModel):
-        return value.model_json_schema()
-    if isinstance(value, BaseModel):
-        return type(value).model_json_schema()
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise BadRequest("response_format.json_schema", f"not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise BadRequest("response_format.json_schema", "must be a JSON object or a pydantic model")
-    return value
-
-
 def normalise_response_format(value: Any) -> Any:
     """Accept a pydantic model class wherever a JSON Schema is accepted."""
     if inspect.isclass(value) and issubclass(value, BaseModel):
-        return {"type": "json_schema", "json_schema": value.model_json_schema()}
+        return response_format_from(json_schema=value)
     if isinstance(value, dict) and value.get("type") == "json_schema":
         inner = value.get("json_schema")
         if inspect.isclass(inner) and issubclass(inner, BaseModel):
-            return {**value, "json_schema": inner.model_json_schema()}
+            return {**value, "json_schema": schema_from(inner)}
     return value
 
 

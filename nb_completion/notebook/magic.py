@@ -31,7 +31,7 @@ from ..api.types import CompletionResponse
 from .drain import Drained, drain
 from ..engine.records import Finished, TokenRecord
 from .live import LiveDisplay, ShownOnce
-from .magic_options import PARSER, HelpRequested, MagicOptions, build, interpolate, parse_line
+from .magic_options import PARSER, HelpRequested, MagicOptions, build_magic_request, interpolate, parse_line
 from .render import error_html, heatmap_html, stats_text, text_block_html
 from .render_svg import heatmap_svg
 
@@ -232,7 +232,7 @@ class CompletionMagics(Magics):
         if opts.models:
             _show_models()
             return None
-        request = build(opts, _content(opts, cell, namespace))
+        request = build_magic_request(opts, _content(opts, cell, namespace))
         if opts.chat:
             request = apply_chat(request)  # loads the model first: the template is its tokenizer's
         cancel = threading.Event()

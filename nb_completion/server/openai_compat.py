@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 from ..api.errors import BadRequest, CompletionError
+from ..api.shorthand import response_format_from
 from ..api.types import CompletionRequest
 from ..api.bounds import BOUNDS, MIN_TEMPERATURE, OPENAI_MAX_TOKENS
 from ..api.validation import check_seed, parse_request
@@ -100,11 +101,11 @@ def _response_format(body: dict) -> dict | None:
     if not given:
         return None
     key, value = given[0], body[given[0]]
-    if key == "guided_json":
+    if key == "guided_json":  # as sent: parse_request names a non-object guided_json
         return {"type": "json_schema", "json_schema": value}
     if not isinstance(value, str):
         raise BadRequest(key, "must be a string")
-    return {"type": "grammar", "bnf": {"regex" if key == "guided_regex" else "gbnf": value}}
+    return response_format_from(grammar=value, syntax="regex" if key == "guided_regex" else "gbnf", names=("guided_json", key))
 
 
 def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
