@@ -72,6 +72,7 @@ def _token_line(record: Any, k: int) -> str:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
+    from .engine.fold import Folded, summary
     from .engine.records import Delta
     from .service import open_events, to_response
 
@@ -84,27 +85,22 @@ def cmd_complete(args: argparse.Namespace) -> int:
         print(response.model_dump_json(indent=2, exclude_none=True) if args.json else response.content)
         return 0
     out, err = sys.stdout, sys.stderr
-    text: list[str] = []
-    finished = None
+    run = Folded()
     for event in events:
+        run.add(event)
         if isinstance(event, Delta):
-            text.append(event.text)
             if top_k is not None:
                 for record in event.tokens:
                     print(_token_line(record, max(top_k, 1)), file=out, flush=True)
             else:
                 out.write(event.text)
                 out.flush()
-        else:
-            finished = event
     if top_k is not None:
-        print("\n" + "".join(text), file=out)
+        print("\n" + run.text, file=out)
     else:
         out.write("\n")
-    if finished is not None:
-        rate = f", {finished.tokens_per_second:.1f} tokens/s" if finished.tokens_per_second else ""
-        ttft = f", first token {finished.time_to_first_token * 1000:.0f} ms" if finished.time_to_first_token else ""
-        print(f"[{finished.stop_reason}: {finished.completion_tokens} tokens{ttft}{rate}]", file=err)
+    if run.finished is not None:
+        print(f"[{summary(run.finished)}]", file=err)
     return 0
 
 

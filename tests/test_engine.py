@@ -16,7 +16,7 @@ def hf_greedy(backend, prompt, n, **kwargs):
         ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
         output_logits=True, return_dict_in_generate=True, pad_token_id=0, **kwargs,
     )
-    return out.sequences[0, ids.shape[1]:].tolist(), [l[0] for l in out.logits]
+    return out.sequences[0, ids.shape[1]:].tolist(), [step[0] for step in out.logits]
 
 
 def token_ids(model_id, prompt, seed=None, **kw):

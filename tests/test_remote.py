@@ -66,13 +66,13 @@ def test_remote_streams_token_records(remotes, tiny_model_id, api):
     remote_tokens = [t for e in remote_events if isinstance(e, Delta) for t in e.tokens]
     local_tokens = [t for e in local_events if isinstance(e, Delta) for t in e.tokens]
     assert len(remote_tokens) == len(local_tokens) == 10
-    for r, l in zip(remote_tokens, local_tokens):
-        assert r.text == l.text  # a token's share of the output, "" while a character is incomplete
-        assert r.piece == l.piece  # the token's own text, found among the reported alternatives
-        assert r.logprob == pytest.approx(l.logprob)
-        assert r.rank == l.rank  # greedy: rank 1, found among the reported top-3
-        assert dict(r.top) == token_logprobs(l, 3).logprobs_by_token  # same texts merged, as the spec says
-        assert 0 <= r.entropy <= l.entropy + 1e-6  # a lower bound of the true entropy
+    for r, mine in zip(remote_tokens, local_tokens):
+        assert r.text == mine.text  # a token's share of the output, "" while a character is incomplete
+        assert r.piece == mine.piece  # the token's own text, found among the reported alternatives
+        assert r.logprob == pytest.approx(mine.logprob)
+        assert r.rank == mine.rank  # greedy: rank 1, found among the reported top-3
+        assert dict(r.top) == token_logprobs(mine, 3).logprobs_by_token  # same texts merged, as the spec says
+        assert 0 <= r.entropy <= mine.entropy + 1e-6  # a lower bound of the true entropy
         assert r.token_id == -1
     assert [r.index for r in remote_tokens] == list(range(10))
     assert isinstance(remote_events[-1], Finished) and remote_events[-1].completion_tokens == 10

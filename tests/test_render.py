@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from nb_completion.api.types import Error
 from nb_completion.engine.records import Finished, TokenRecord
-from nb_completion.notebook.render import color_for, error_html, heatmap_html, stats_text, text_block_html, token_title
+from nb_completion.engine.fold import summary as stats_text
+from nb_completion.notebook.render import color_for, error_html, heatmap_html, text_block_html, token_title
 
 
 def rec(i, text, p=0.5, rank=1, top=None, entropy=1.0, forced=False):

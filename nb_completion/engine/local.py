@@ -14,10 +14,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Optional
 
-import torch
 
 from ..api.bounds import ALTERNATIVES, TEMPERATURE, TOP_P
-from ..api.errors import BadRequest, CompletionError, EngineFailure
+from ..api.errors import BadRequest
 from ..api.types import (
     CompletionRequest,
     ImageContentItem,
@@ -30,7 +29,7 @@ from . import sampling
 from .backend import Event
 from .batch_sampling import Chosen, RowParams
 from .detokenize import StreamingDetokenizer
-from .records import Delta, Finished, ModelInfo, TokenRecord
+from .records import Finished, ModelInfo, TokenRecord
 from .scheduler import Engine, Work, default_max_batch
 from .stopping import StopStringFilter
 from .token_text import token_display_text
@@ -186,10 +185,7 @@ class LocalBackend:
             stop_ids=self.stop_token_ids, constraint=plan.constraint, cancel=cancel,
         )
         engine = self.engine
-        try:
-            engine.submit(work)
-        except Exception as exc:
-            raise EngineFailure(f"The engine could not take the request ({type(exc).__name__}).") from exc
+        engine.submit(work)  # a failure here is wrapped once, by service.open_events
         return EventStream(shaper.inbox, cancel, engine)
 
     def finish_reason(self, reason: str, stop_token_id: Optional[int]) -> str:
@@ -258,10 +254,7 @@ class _Shaper:
         )
 
     def on_error(self, exc: BaseException) -> None:
-        if isinstance(exc, CompletionError):
-            self.inbox.put(exc)
-        else:
-            self.inbox.put(EngineFailure(f"The engine failed while generating ({type(exc).__name__})."))
+        self.inbox.put(exc)  # raised to the reader as it is; service.open_events names it for the user
 
 
 class EventStream(Iterator[Event]):

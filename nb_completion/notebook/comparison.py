@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from ..api.bounds import ALTERNATIVES, COMPARE_MAX_TOKENS
-from ..api.errors import BadRequest, EngineFailure
+from ..api.errors import BadRequest
 from ..api.types import CompletionRequest, CompletionResponse
 from .drain import drain
 from .live import LiveDisplay, ShownOnce, notebook_shell
@@ -218,7 +218,7 @@ def compare(
         show = None
         if view is not None:
             view.show(result._progress_bundle(None, [(label, words)] + waiting))
-            show = lambda drained, label=label, words=words: view.show(  # noqa: E731
+            show = lambda drained, label=label, words=words, waiting=waiting: view.show(  # noqa: E731
                 result._progress_bundle((label, words, drained), waiting)
             )
         drained = drain(streams[i], cancel, show)
@@ -227,9 +227,7 @@ def compare(
             raise drained.error
         if drained.interrupted:
             raise KeyboardInterrupt(f"compare() interrupted during run {i + 1} of {len(planned)}")
-        if drained.finished is None:
-            raise EngineFailure("The engine ended without a stop reason.")
-        response = to_response(drained.events, TOP_K)
+        response = to_response(drained, TOP_K)  # EngineFailure when the stream ended without a Finished
         result.runs.append(Run(label, words, request, run_seed, drained.text, tuple(drained.tokens), drained.finished, response))
     if view is not None:
         view.show(result.mimebundle())

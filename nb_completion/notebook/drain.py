@@ -14,12 +14,12 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from ..api.errors import CompletionError, EngineFailure
-from ..engine.backend import Event
-from ..engine.records import Delta, Finished, TokenRecord
+from ..api.errors import CompletionError
+from ..engine.fold import Folded
+from ..engine.records import Delta, Event
 
 __all__ = ["Drained", "drain"]
 
@@ -28,35 +28,20 @@ GRACE_S = 30.0  # after an interrupt, how long to wait for the engine to honour 
 
 
 @dataclass
-class Drained:
-    chunks: list[str] = field(default_factory=list)
-    tokens: list[TokenRecord] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    finished: Finished | None = None
+class Drained(Folded):
+    """The folded run (``engine.fold``), plus the error that ended it and whether the user
+    interrupted it."""
+
     error: CompletionError | None = None
     interrupted: bool = False
 
-    @property
-    def text(self) -> str:
-        return "".join(self.chunks)
 
-    def add(self, event: Event) -> None:
-        self.events.append(event)
-        if isinstance(event, Delta):
-            self.chunks.append(event.text)
-            self.tokens.extend(event.tokens)
-        else:
-            self.finished = event
-
-
-def _pump(events: Iterator[Event], out: "queue.SimpleQueue[object]") -> None:
+def _pull_into_queue(events: Iterator[Event], out: "queue.SimpleQueue[object]") -> None:
     try:
         for event in events:
             out.put(event)
-    except CompletionError as exc:
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread (open_events names it)
         out.put(exc)
-    except BaseException as exc:  # noqa: BLE001 - reported to the user as an Error body
-        out.put(EngineFailure(f"The engine failed while generating: {type(exc).__name__}: {exc}"))
     finally:
         out.put(_END)
 
@@ -70,7 +55,7 @@ def drain(
     """Collect every event; survive ``KeyboardInterrupt`` by cancelling and draining to the end."""
     result = Drained()
     inbox: "queue.SimpleQueue[object]" = queue.SimpleQueue()
-    worker = threading.Thread(target=_pump, args=(events, inbox), name="nb_completion-drain", daemon=True)
+    worker = threading.Thread(target=_pull_into_queue, args=(events, inbox), name="nb_completion-drain", daemon=True)
     worker.start()
     cancelled_at: float | None = None
 
@@ -125,6 +110,8 @@ def _loop(inbox, result: Drained, on_progress, interval: float, interrupt, cance
             break
         if isinstance(item, CompletionError):
             result.error = item
+        elif isinstance(item, BaseException):
+            raise item  # not from open_events (which raises only CompletionError): a bug, shown as one
         elif item is not None:
             result.add(item)  # type: ignore[arg-type]
             dirty = dirty or isinstance(item, Delta)

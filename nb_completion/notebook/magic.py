@@ -29,10 +29,11 @@ from IPython.display import HTML, display
 from ..api.errors import BadRequest, CompletionError
 from ..api.types import CompletionResponse
 from .drain import Drained, drain
+from ..engine.fold import summary
 from ..engine.records import Finished, TokenRecord
 from .live import LiveDisplay, ShownOnce
 from .magic_options import PARSER, HelpRequested, MagicOptions, build_magic_request, interpolate, parse_line
-from .render import error_html, heatmap_html, stats_text, text_block_html
+from .render import error_html, heatmap_html, text_block_html
 from .render_svg import heatmap_svg
 
 __all__ = ["CompletionMagics", "CompletionText", "MagicError", "GenerationInterrupted", "load_ipython_extension"]
@@ -98,7 +99,7 @@ class CompletionText(ShownOnce, str):
     def status(self, error: Any = None) -> str:
         if error is not None:
             return f"{len(self.tokens)} tokens · failed"
-        status = stats_text(self.finished, len(self.tokens))
+        status = summary(self.finished, len(self.tokens))
         return status + (f" · {INCOMPLETE_NOTE}" if self.incomplete else "")
 
     def mimebundle(self, error: Any = None) -> dict[str, str]:
@@ -158,7 +159,7 @@ class _LiveView:
     def progress(self, drained: Drained) -> None:
         text = drained.text
         if self.rich:
-            status = stats_text(None, len(drained.tokens))
+            status = summary(None, len(drained.tokens))
             self.display.show({"text/plain": text, "text/html": self.echo + text_block_html(text, status)})
         else:
             sys.stdout.write(text[self.written :])
@@ -241,7 +242,7 @@ class CompletionMagics(Magics):
         if opts.stream:
             view.start()
         drained = drain(events, cancel, view.progress if opts.stream else None)
-        response = to_response(drained.events, opts.logprobs) if drained.finished is not None else None
+        response = to_response(drained, opts.logprobs) if drained.finished is not None else None
         result = CompletionText(
             drained.text,
             response,

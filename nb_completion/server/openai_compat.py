@@ -27,6 +27,7 @@ from ..api.shorthand import response_format_from
 from ..api.types import CompletionRequest
 from ..api.bounds import BOUNDS, MIN_TEMPERATURE, OPENAI_MAX_TOKENS
 from ..api.validation import check_seed, parse_request
+from ..engine.fold import Metrics, fold
 from ..engine.records import Delta, Finished, TokenRecord
 
 DEFAULT_MAX_TOKENS = OPENAI_MAX_TOKENS
@@ -259,11 +260,7 @@ class Shaper:
 
     @staticmethod
     def usage(finished: Finished) -> dict:
-        return {
-            "prompt_tokens": finished.prompt_tokens,
-            "completion_tokens": finished.completion_tokens,
-            "total_tokens": finished.prompt_tokens + finished.completion_tokens,
-        }
+        return Metrics.of(finished).usage()
 
     def chunk(self, event: Delta | Finished) -> dict | None:
         """One stream chunk, or ``None`` for an empty delta."""
@@ -279,21 +276,14 @@ class Shaper:
         return self._frame([], usage=self.usage(finished))
 
     def response(self, events: Iterable[Delta | Finished]) -> dict:
-        text: list[str] = []
-        tokens: list[TokenRecord] = []
-        finished: Finished | None = None
-        for event in events:
-            if isinstance(event, Delta):
-                text.append(event.text)
-                tokens.extend(event.tokens)
-            else:
-                finished = event
-        if finished is None:
-            raise CompletionError(500, "The engine ended without a stop reason.")
+        from ..service import finished_of
+
+        run = fold(events)
+        finished = finished_of(run)
         choice = {
             "index": 0,
-            "text": "".join(text),
-            "logprobs": self._logprobs(tokens),
+            "text": run.text,
+            "logprobs": self._logprobs(run.tokens),
             "finish_reason": self.finish_reason(finished),
         }
         return self._frame([choice], usage=self.usage(finished))

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from ..api.errors import CompletionError, EngineFailure
+from ..api.errors import CompletionError, as_completion_error
 from ..api.types import CompletionRequest
 
 log = logging.getLogger("nb_completion.server")
@@ -201,22 +201,19 @@ class EngineQueue:
             from ..service import open_events as opener
         try:
             events = opener(job.request, seed=job.seed, cancel=job.cancel)
-        except CompletionError as exc:
-            job.push(exc)
-            return
-        except Exception:
-            log.exception("engine failed to open a request")
-            job.push(EngineFailure("The engine failed before generating."))
+        except Exception as exc:
+            if not isinstance(exc, CompletionError):
+                log.exception("engine failed to open a request")
+            job.push(as_completion_error(exc, "before generating"))
             return
         job.push(OPENED)
         try:
             for event in events:
                 job.push(event)
-        except CompletionError as exc:
-            job.push(exc)
-        except Exception:
-            log.exception("engine failed while generating")
-            job.push(EngineFailure())
+        except Exception as exc:
+            if not isinstance(exc, CompletionError):
+                log.exception("engine failed while generating")
+            job.push(as_completion_error(exc))
         finally:
             close = getattr(events, "close", None)
             if close is not None:
