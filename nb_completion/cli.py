@@ -34,6 +34,7 @@ def _add_complete(sub: Any) -> None:
     p.add_argument("--grammar", default=None, help="constrain output to a grammar file (.gbnf, .lark or .regex)")
     p.add_argument("--grammar-syntax", choices=["gbnf", "lark", "regex"], default=None)
     p.add_argument("--seed", type=int, default=None, help="seed for sampling strategies")
+    p.add_argument("--chat", action="store_true", help="wrap TEXT in the model's chat template as one user turn (the templated prompt goes to stderr)")
     p.add_argument("--json", action="store_true", help="print the raw CompletionResponse JSON")
     p.add_argument("--no-stream", action="store_true", help="print the text once it is complete")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"])
@@ -56,12 +57,13 @@ def _request(args: argparse.Namespace):
 
 
 def _ensure_model(args: argparse.Namespace) -> None:
-    from .engine import registry
-    from .engine.loading import load_model
+    from .engine.loading import ensure_loaded
 
-    model_id = args.model or registry.DEFAULT_MODEL_ID
-    if registry.registered(model_id) is None:
-        load_model(model_id, dtype=args.dtype, device=args.device)
+    ensure_loaded(args.model, dtype=args.dtype, device=args.device)
+
+
+def _dim(text: str, stream: Any) -> str:
+    return f"\x1b[2m{text}\x1b[0m" if getattr(stream, "isatty", lambda: False)() else text
 
 
 def _token_line(record: Any, k: int) -> str:
@@ -72,19 +74,26 @@ def _token_line(record: Any, k: int) -> str:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from .engine.fold import Folded, summary
+    from .engine.fold import INCOMPLETE_NOTE, Folded, fold, incomplete, summary
     from .engine.records import Delta
-    from .service import open_events, to_response
+    from .service import apply_chat, open_events, to_response
 
     request = _request(args)
     _ensure_model(args)
+    out, err = sys.stdout, sys.stderr
+    if args.chat:
+        request = apply_chat(request)
+        print(_dim(request.content, err), file=err, flush=True)
+    constrained = request.response_format is not None
     top_k = None if args.logprobs is None else args.logprobs
     events = open_events(request, seed=args.seed)
     if args.json or args.no_stream:
-        response = to_response(events, top_k)
+        run = fold(events)
+        response = to_response(run, top_k)
         print(response.model_dump_json(indent=2, exclude_none=True) if args.json else response.content)
+        if incomplete(run.finished, constrained):
+            print(f"[{INCOMPLETE_NOTE}]", file=err)
         return 0
-    out, err = sys.stdout, sys.stderr
     run = Folded()
     for event in events:
         run.add(event)
@@ -100,7 +109,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
     else:
         out.write("\n")
     if run.finished is not None:
-        print(f"[{summary(run.finished)}]", file=err)
+        note = f" · {INCOMPLETE_NOTE}" if incomplete(run.finished, constrained) else ""
+        print(f"[{summary(run.finished)}{note}]", file=err)
     return 0
 
 

@@ -141,10 +141,19 @@ def test_any_text_round_trips_as_text(texts):
     tokens = [rec(i, t) for i, t in enumerate(texts)]
     spans = parse(heatmap_html(tokens)).tokens
     assert len(spans) == len(texts)
-    glyphs = {" ": "·", "\t": "→", "\n": "↵\n", "\r": "␍"}
     for span, text in zip(spans, texts):
-        expected = "".join(glyphs.get(c, c) for c in text) if text else "⟨end⟩"
-        assert span["text"] == expected
+        shown = span["text"]
+        if not text:
+            assert shown == "⟨end⟩"  # a withheld end token
+            continue
+        assert shown.count("\n") == text.count("\n")  # a newline still breaks the line
+        drawn = shown.replace("\n", "")  # one visible character per character of the text
+        assert len(drawn) == len(text)
+        for char, seen in zip(text, drawn):
+            if char in " \t\r\n":
+                assert not seen.isspace()  # whitespace is drawn as a visible glyph
+            else:
+                assert seen == char
 
 
 def test_text_block_stats_and_error_box():

@@ -19,7 +19,7 @@ from typing import Iterable
 
 from .records import Delta, Event, Finished, TokenRecord
 
-__all__ = ["Folded", "Metrics", "fold", "summary"]
+__all__ = ["Folded", "Metrics", "fold", "summary", "incomplete", "INCOMPLETE_NOTE"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,14 @@ def fold(events: Iterable[Event]) -> Folded:
     for event in events:
         run.add(event)
     return run
+
+
+INCOMPLETE_NOTE = "incomplete: --max-tokens ended the constrained output before it was complete; it may not parse (raise -n)"
+
+
+def incomplete(finished: Finished | None, constrained: bool) -> bool:
+    """A constrained run that hit the token limit: the grammar was not finished, so JSON may not parse."""
+    return constrained and finished is not None and not finished.cancelled and finished.stop_reason == "out_of_tokens"
 
 
 def summary(finished: Finished | None, n_tokens: int | None = None) -> str:

@@ -29,7 +29,7 @@ from IPython.display import HTML, display
 from ..api.errors import BadRequest, CompletionError
 from ..api.types import CompletionResponse
 from .drain import Drained, drain
-from ..engine.fold import summary
+from ..engine.fold import INCOMPLETE_NOTE, incomplete, summary
 from ..engine.records import Finished, TokenRecord
 from .live import LiveDisplay, ShownOnce
 from .magic_options import PARSER, HelpRequested, MagicOptions, build_magic_request, interpolate, parse_line
@@ -113,14 +113,6 @@ class CompletionText(ShownOnce, str):
         if self._show_heatmap and self.tokens:  # the colours survive viewers that strip styles (GitHub)
             bundle["image/svg+xml"] = heatmap_svg(self.tokens, color_by=self._show_heatmap)
         return bundle
-
-
-INCOMPLETE_NOTE = "incomplete: --max-tokens ended the constrained output before it was complete; it may not parse (raise -n)"
-
-
-def incomplete(finished: Finished | None, constrained: bool) -> bool:
-    """A constrained run that hit the token limit: the grammar was not finished, so JSON may not parse."""
-    return constrained and finished is not None and not finished.cancelled and finished.stop_reason == "out_of_tokens"
 
 
 def prompt_echo_html(prompt: str) -> str:
