@@ -110,11 +110,6 @@ class SamplingParams(_Request):
 # ---- response format -------------------------------------------------------------------------
 
 
-class ResponseFormatType(str, Enum):
-    json_schema = "json_schema"
-    grammar = "grammar"
-
-
 class JsonSchemaResponseFormat(_Tagged):
     type: Literal["json_schema"] = "json_schema"
     json_schema: dict[str, Any]
