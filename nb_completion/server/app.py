@@ -37,7 +37,7 @@ from ..service import to_chunks, to_response
 from . import sse
 from .body import BodyReader
 from .guard import HostPolicy, middleware
-from .openai_compat import Shaper, error_body, openai_names, parse_openai
+from .openai_compat import OpenAIShaper, error_body, openai_names, parse_openai
 from .openapi import build_openapi
 from .defaults import DEFAULT_MAX_TOKENS_CAP
 from .precheck import precheck
@@ -193,7 +193,7 @@ async def openai_completions(request: Request) -> Response:
             return state.prepare(parsed), options
 
     completion_request, options = await state.bodies.prepare(request, prepare)
-    shaper = Shaper(completion_request.model_id, options["logprobs"])
+    shaper = OpenAIShaper(completion_request.model_id, options["logprobs"])
     with openai_names(sent["body"]):  # the engine's own 400s, named as this route names them
         job = await _open(request, state, completion_request, options["seed"])
     if job is None:

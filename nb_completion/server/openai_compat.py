@@ -225,7 +225,7 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else FLOOR
 
 
-class Shaper:
+class OpenAIShaper:
     """Turns the engine's events into OpenAI ``text_completion`` objects (one choice)."""
 
     def __init__(self, model: str, logprobs: int | None):
