@@ -41,7 +41,11 @@ class Metrics:
 
     def usage(self) -> dict[str, int]:
         """The token counts (OpenAI's ``usage``; the first three of ``rows``)."""
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": self.total_tokens}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
 
     def rows(self) -> list[tuple[str, float, str]]:
         """``(metric, value, unit)``: the token counts, then the timings that were measured
