@@ -51,8 +51,10 @@ def drain(
     cancel: threading.Event,
     on_progress: Callable[[Drained], None] | None = None,
     interval: float = 0.08,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Drained:
-    """Collect every event; survive ``KeyboardInterrupt`` by cancelling and draining to the end."""
+    """Collect every event; survive ``KeyboardInterrupt`` by cancelling and draining to the end.
+    ``clock`` paces the progress calls and the grace period (injected by tests)."""
     result = Drained()
     inbox: "queue.SimpleQueue[object]" = queue.SimpleQueue()
     worker = threading.Thread(target=_pull_into_queue, args=(events, inbox), name="nb_completion-drain", daemon=True)
@@ -64,10 +66,10 @@ def drain(
         result.interrupted = True
         cancel.set()
         if cancelled_at is None:
-            cancelled_at = time.monotonic()
+            cancelled_at = clock()
 
     with _interrupts_cancel(interrupt):
-        _loop(inbox, result, on_progress, interval, interrupt, lambda: cancelled_at)
+        _loop(inbox, result, on_progress, interval, interrupt, lambda: cancelled_at, clock)
     if on_progress is not None:
         try:
             on_progress(result)
@@ -95,8 +97,8 @@ def _interrupts_cancel(interrupt: Callable[[], None]):
             signal.signal(signal.SIGINT, previous)
 
 
-def _loop(inbox, result: Drained, on_progress, interval: float, interrupt, cancelled_at) -> None:
-    last_shown = time.monotonic()
+def _loop(inbox, result: Drained, on_progress, interval: float, interrupt, cancelled_at, clock) -> None:
+    last_shown = clock()
     dirty = False
     while True:
         try:
@@ -116,12 +118,12 @@ def _loop(inbox, result: Drained, on_progress, interval: float, interrupt, cance
             result.add(item)  # type: ignore[arg-type]
             dirty = dirty or isinstance(item, Delta)
         since = cancelled_at()
-        if since is not None and time.monotonic() - since > GRACE_S:
+        if since is not None and clock() - since > GRACE_S:
             break  # the engine ignored the cancel; keep what we have
-        if on_progress is not None and dirty and time.monotonic() - last_shown >= interval:
+        if on_progress is not None and dirty and clock() - last_shown >= interval:
             try:
                 on_progress(result)
             except KeyboardInterrupt:
                 interrupt()
             dirty = False
-            last_shown = time.monotonic()
+            last_shown = clock()
