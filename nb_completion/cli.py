@@ -124,6 +124,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    if args.if_needed:
+        from .engine.loading import conversion_cached
+
+        folder = conversion_cached(args.model)
+        if folder is not None:
+            print(f"{args.model or 'the default model'}: converted and cached in {folder}; nothing to do")
+            return 0
     from .engine.loading import load_model
 
     start = time.perf_counter()
@@ -155,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the registered models")
     load = sub.add_parser("load", help="load (and on first use convert and cache) a model")
     load.add_argument("model", nargs="?", default=None)
+    load.add_argument("--if-needed", action="store_true", help="only when a GGUF's conversion is not cached yet (checks without loading)")
     load.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"])
     load.add_argument("--device", default="auto")
     _add_serve(sub)
