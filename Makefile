@@ -10,7 +10,7 @@ SYSTEM_TORCH := $(shell $(PYTHON) -c "import torch" >/dev/null 2>&1 && echo --sy
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model lab test test-python test-js test-fast browser-deps bench clean
+.PHONY: setup model lab test lint test-python test-js test-fast browser-deps bench clean
 
 $(STAMP): pyproject.toml js/package.json
 	@# `pip install -e .` builds the widget's front end with npm: say so now, not in a pip traceback.
@@ -41,7 +41,12 @@ browser-deps:
 	  else echo "note: /usr/bin/chromium missing; run 'sudo apt-get install chromium' for the browser test"; fi; \
 	fi
 
-test: setup browser-deps model test-js test-python
+test: setup lint browser-deps model test-js test-python
+
+# ruff (configured in pyproject.toml): lint rules, then the formatting check over the whole tree.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-python: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider --durations=15

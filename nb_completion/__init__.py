@@ -26,10 +26,10 @@ _LAZY = {
     "CompletionWidget": ("nb_completion.widget", "CompletionWidget"),
     "serve": ("nb_completion.server", "serve"),
     "register_remote": ("nb_completion.engine.remote", "register_remote"),
-    "compare": ("nb_completion.comparison", "compare"),
-    "heatmap_html": ("nb_completion.render", "heatmap_html"),
+    "compare": ("nb_completion.notebook.comparison", "compare"),
+    "heatmap_html": ("nb_completion.notebook.render", "heatmap_html"),
     "score": ("nb_completion.scoring", "score"),
-    "next_token_distribution": ("nb_completion.teaching", "next_token_distribution"),
+    "next_token_distribution": ("nb_completion.notebook.teaching", "next_token_distribution"),
 }
 
 __all__ = [
@@ -56,6 +56,6 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nb_completion`` registers ``%%complete`` / ``%complete``."""
-    from .magic import load_ipython_extension as _load
+    from .notebook.magic import load_ipython_extension as _load
 
     _load(ipython)

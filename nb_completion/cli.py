@@ -42,27 +42,24 @@ def _add_complete(sub: Any) -> None:
 
 
 def _request(args: argparse.Namespace):
+    from .api.shorthand import request_parts
     from .engine.grammar_syntax import response_format_from_flags
     from .service import build_request
-    from .settings import sampling_params_from
 
     text = sys.stdin.read() if args.text == "-" else args.text
-    params = sampling_params_from(
+    parts = request_parts(
         strategy=args.strategy, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         max_tokens=args.max_tokens, repetition_penalty=args.repetition_penalty, stop=args.stop,
-    )
-    fmt = response_format_from_flags(args.json_schema, args.grammar, args.grammar_syntax)
-    logprobs = None if args.logprobs is None else {"top_k": args.logprobs}
-    return build_request(text, model_id=args.model, sampling_params=params, response_format=fmt, logprobs=logprobs)
+        response_format=response_format_from_flags(args.json_schema, args.grammar, args.grammar_syntax),
+        logprobs=args.logprobs,
+    )  # fmt: skip
+    return build_request(text, model_id=args.model, **parts)
 
 
 def _ensure_model(args: argparse.Namespace) -> None:
     from .engine.loading import ensure_loaded
 
     ensure_loaded(args.model, dtype=args.dtype, device=args.device)
-
-
-INCOMPLETE = "incomplete: --max-tokens ended the constrained output before it was complete; it may not parse (raise -n)"
 
 
 def _dim(text: str, stream: Any) -> str:
@@ -77,6 +74,7 @@ def _token_line(record: Any, k: int) -> str:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
+    from .engine.fold import INCOMPLETE_NOTE, Folded, fold, incomplete, summary
     from .engine.records import Delta
     from .service import apply_chat, open_events, to_response
 
@@ -90,33 +88,29 @@ def cmd_complete(args: argparse.Namespace) -> int:
     top_k = None if args.logprobs is None else args.logprobs
     events = open_events(request, seed=args.seed)
     if args.json or args.no_stream:
-        response = to_response(events, top_k)
+        run = fold(events)
+        response = to_response(run, top_k)
         print(response.model_dump_json(indent=2, exclude_none=True) if args.json else response.content)
-        if constrained and response.stop_reason == "out_of_tokens":
-            print(f"[{INCOMPLETE}]", file=err)
+        if incomplete(run.finished, constrained):
+            print(f"[{INCOMPLETE_NOTE}]", file=err)
         return 0
-    text: list[str] = []
-    finished = None
+    run = Folded()
     for event in events:
+        run.add(event)
         if isinstance(event, Delta):
-            text.append(event.text)
             if top_k is not None:
                 for record in event.tokens:
                     print(_token_line(record, max(top_k, 1)), file=out, flush=True)
             else:
                 out.write(event.text)
                 out.flush()
-        else:
-            finished = event
     if top_k is not None:
-        print("\n" + "".join(text), file=out)
+        print("\n" + run.text, file=out)
     else:
         out.write("\n")
-    if finished is not None:
-        rate = f", {finished.tokens_per_second:.1f} tokens/s" if finished.tokens_per_second else ""
-        ttft = f", first token {finished.time_to_first_token * 1000:.0f} ms" if finished.time_to_first_token else ""
-        note = f" · {INCOMPLETE}" if constrained and finished.stop_reason == "out_of_tokens" and not finished.cancelled else ""
-        print(f"[{finished.stop_reason}: {finished.completion_tokens} tokens{ttft}{rate}{note}]", file=err)
+    if run.finished is not None:
+        note = f" · {INCOMPLETE_NOTE}" if incomplete(run.finished, constrained) else ""
+        print(f"[{summary(run.finished)}{note}]", file=err)
     return 0
 
 

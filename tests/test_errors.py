@@ -137,6 +137,7 @@ def test_numeric_extremes_that_overflow_are_400(tiny_model_id, params, field):
         {"strategy": {"type": "top_p"}, "repetition_penalty": 1e6},
     ],
 )
+@pytest.mark.timeout(60)  # a request the engine cannot place must fail, never hang (main's 7ba3d0a)
 def test_numeric_extremes_inside_the_bounds_work(tiny_model_id, params):
     result = complete("Hello there", model_id=tiny_model_id, sampling_params={**params, "max_tokens": 4}, seed=1)
     assert result.stop_reason == "out_of_tokens"

@@ -36,7 +36,7 @@ def run(kc, code: str, on_message=None, timeout: float = 120.0):
         try:
             msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
         except queue.Empty:
-            raise AssertionError(f"no idle status within {timeout}s; got {[m['msg_type'] for m in messages]}")
+            raise AssertionError(f"no idle status within {timeout}s; got {[m['msg_type'] for m in messages]}") from None
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
         messages.append(msg)

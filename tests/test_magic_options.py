@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import BaseModel
 
+from nb_completion.api.bounds import TOP_P
 from nb_completion.api.errors import BadRequest
-from nb_completion.magic_options import DEFAULT_MAX_TOKENS, HelpRequested, build, interpolate, parse_line
-from nb_completion.settings import describe, from_settings, sampling_params_from
+from nb_completion.api.shorthand import describe, flat_options, from_settings, response_format_from, sampling_params_from
+from nb_completion.api.validation import parse_request
+from nb_completion.notebook.magic_options import DEFAULT_MAX_TOKENS, HelpRequested, build_magic_request, interpolate, parse_line
 
 
 class Person(BaseModel):
@@ -16,7 +20,7 @@ class Person(BaseModel):
 
 
 def request_for(line: str, namespace=None, content="Hi"):
-    return build(parse_line(line, namespace or {}), content)
+    return build_magic_request(parse_line(line, namespace or {}), content)
 
 
 def test_short_and_long_forms_build_the_contract_request():
@@ -123,3 +127,36 @@ def test_friendly_settings_and_titles():
     assert describe(None) == "greedy"
     with pytest.raises(BadRequest, match=r"settings\[2\]\.temprature"):
         from_settings({"temprature": 1}, "settings[2]")
+
+
+@pytest.mark.parametrize(
+    "flat",
+    [
+        {"strategy": "greedy"},
+        {"strategy": "top_p", "temperature": 0.7},
+        {"strategy": "top_p", "top_p": 0.5, "max_tokens": 9, "stop": ["\n"]},
+        {"strategy": "top_k", "top_k": 40, "repetition_penalty": 1.3},
+    ],
+)
+def test_shorthand_round_trips_through_the_contract(flat):
+    params = sampling_params_from(**flat)
+    assert flat_options(params) == flat
+    assert flat_options(parse_request({"model_id": "m", "content": "x", "sampling_params": params}).sampling_params) == {
+        **flat,
+        **({"top_p": TOP_P} if flat["strategy"] == "top_p" and "top_p" not in flat else {}),
+        **({"repetition_penalty": 1.0} if "repetition_penalty" not in flat else {}),
+        **({"max_tokens": 0} if "max_tokens" not in flat else {}),
+    }
+
+
+def test_one_response_format_from_shorthand():
+    class Person(BaseModel):
+        name: str
+
+    schema = Person.model_json_schema()
+    for given in (Person, Person(name="x"), schema, json.dumps(schema)):
+        assert response_format_from(json_schema=given) == {"type": "json_schema", "json_schema": schema}
+    assert response_format_from(grammar="[0-9]+", syntax="regex") == {"type": "grammar", "bnf": {"regex": "[0-9]+"}}
+    assert response_format_from() is None
+    with pytest.raises(BadRequest, match="give --json-schema or --grammar, not both"):
+        response_format_from(schema, "x", names=("--json-schema", "--grammar"))

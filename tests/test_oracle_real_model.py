@@ -22,7 +22,7 @@ def hf(backend, prompt, n, **kwargs):
     tokens = out.sequences[0, ids.shape[1]:].tolist()
     stops = backend.stop_token_ids
     cut = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
-    return tokens[:cut], [l[0] for l in out.logits[:cut]]
+    return tokens[:cut], [step[0] for step in out.logits[:cut]]
 
 
 def ours(model_id, prompt, n, top_k=None, **params):

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from nb_completion import CompletionWidget
-from nb_completion.palette import PALETTE, entropy_color, legend_colors, probability_color
-from nb_completion.render import color_for, heatmap_html
-from nb_completion.render_svg import heatmap_svg
+from nb_completion.notebook.palette import PALETTE, entropy_color, legend_colors, probability_color
+from nb_completion.notebook.render import color_for, heatmap_html
+from nb_completion.notebook.render_svg import heatmap_svg
 
 JS = Path(__file__).resolve().parent.parent / "js"
 

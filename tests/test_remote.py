@@ -36,6 +36,18 @@ def remotes(server, tiny_model_id):
         registry.unregister(name)
 
 
+def queue_of(server) -> dict:
+    return httpx.get(server.url + "/v1/health").json()["queue"]
+
+
+def wait_for(condition, message: str = "condition not met", timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; fail with ``message`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.01)
+
+
 def _ask(model_id, **kw):
     return complete("The capital of France is", model_id=model_id, sampling_params={"max_tokens": 16}, **kw)
 
@@ -66,13 +78,13 @@ def test_remote_streams_token_records(remotes, tiny_model_id, api):
     remote_tokens = [t for e in remote_events if isinstance(e, Delta) for t in e.tokens]
     local_tokens = [t for e in local_events if isinstance(e, Delta) for t in e.tokens]
     assert len(remote_tokens) == len(local_tokens) == 10
-    for r, l in zip(remote_tokens, local_tokens):
-        assert r.text == l.text  # a token's share of the output, "" while a character is incomplete
-        assert r.piece == l.piece  # the token's own text, found among the reported alternatives
-        assert r.logprob == pytest.approx(l.logprob)
-        assert r.rank == l.rank  # greedy: rank 1, found among the reported top-3
-        assert dict(r.top) == token_logprobs(l, 3).logprobs_by_token  # same texts merged, as the spec says
-        assert 0 <= r.entropy <= l.entropy + 1e-6  # a lower bound of the true entropy
+    for r, mine in zip(remote_tokens, local_tokens):
+        assert r.text == mine.text  # a token's share of the output, "" while a character is incomplete
+        assert r.piece == mine.piece  # the token's own text, found among the reported alternatives
+        assert r.logprob == pytest.approx(mine.logprob)
+        assert r.rank == mine.rank  # greedy: rank 1, found among the reported top-3
+        assert dict(r.top) == token_logprobs(mine, 3).logprobs_by_token  # same texts merged, as the spec says
+        assert 0 <= r.entropy <= mine.entropy + 1e-6  # a lower bound of the true entropy
         assert r.token_id == -1
     assert [r.index for r in remote_tokens] == list(range(10))
     assert isinstance(remote_events[-1], Finished) and remote_events[-1].completion_tokens == 10
@@ -155,9 +167,9 @@ def test_remote_queue_full_is_429(server, ids):
     try:
         long = {"max_tokens": 40}
         threads = [threading.Thread(target=complete, args=("A",), kwargs={"model_id": "remote-slow", "sampling_params": long}) for _ in range(2)]
-        for t in threads:
+        for held, t in enumerate(threads, start=1):
             t.start()
-            time.sleep(0.15)
+            wait_for(lambda held=held: queue_of(server)["running"] + queue_of(server)["waiting"] >= held)
         with pytest.raises(CompletionError) as full:
             complete("B", model_id="remote-slow", sampling_params={"max_tokens": 2})
         assert full.value.status == 429
@@ -180,17 +192,10 @@ def test_cancel_closes_the_remote_stream_and_frees_its_engine(server, ids, api):
         events = open_events(build_request("Once", model_id=backend.info.identifier, sampling_params={"max_tokens": 200}), cancel=cancel)
         assert isinstance(next(events), Delta)
         cancel.set()
-        start = time.monotonic()
         rest = list(events)
         assert isinstance(rest[-1], Finished) and rest[-1].cancelled
-        assert time.monotonic() - start < 1.0
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            queue = httpx.get(server.url + "/v1/health").json()["queue"]
-            if not queue["busy"]:
-                break
-            time.sleep(0.02)
-        assert not queue["busy"], "the remote engine is still generating"
+        assert rest[-1].completion_tokens < 200  # stopped by the cancel, long before max_tokens
+        wait_for(lambda: not queue_of(server)["busy"], "the remote engine is still generating")
         assert slow.cancelled == cancelled_before + 1
     finally:
         registry.unregister(backend.info.identifier)
@@ -207,7 +212,7 @@ def test_cancel_while_the_remote_is_busy_returns_at_once(server, ids):
     try:
         opened_before, cancelled_before = slow.opened, slow.cancelled
         busy.start()
-        time.sleep(0.3)
+        wait_for(lambda: slow.opened == opened_before + 1)  # the remote is generating for someone else
         cancel = threading.Event()
         threading.Timer(0.3, cancel.set).start()
         start = time.monotonic()
@@ -216,9 +221,7 @@ def test_cancel_while_the_remote_is_busy_returns_at_once(server, ids):
         assert time.monotonic() - start < 0.3 + 0.25
         assert len(events) == 1 and events[0].cancelled and events[0].completion_tokens == 0
         busy.join(60)
-        deadline = time.monotonic() + 3
-        while slow.cancelled == cancelled_before and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: slow.cancelled != cancelled_before)
         # ours reached the remote engine only to be cancelled at its first token
         assert slow.cancelled == cancelled_before + 1 and slow.opened == opened_before + 2
     finally:

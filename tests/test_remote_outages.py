@@ -88,7 +88,7 @@ def test_widget_and_magic_keep_working_after_a_remote_fails():
     from IPython.core.interactiveshell import InteractiveShell
 
     from nb_completion import CompletionWidget
-    from nb_completion.magic import MagicError
+    from nb_completion.notebook.magic import MagicError
 
     with ReplayServer(load_exchanges("llama_cpp_server"), drop_after=2) as broken, \
             ReplayServer(load_exchanges("llama_cpp_server")) as healthy:

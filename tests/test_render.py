@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from nb_completion.api.types import Error
 from nb_completion.engine.records import Finished, TokenRecord
-from nb_completion.render import color_for, error_html, heatmap_html, stats_text, text_block_html, token_title
+from nb_completion.engine.fold import summary as stats_text
+from nb_completion.notebook.render import color_for, error_html, heatmap_html, text_block_html, token_title
 
 
 def rec(i, text, p=0.5, rank=1, top=None, entropy=1.0, forced=False):
@@ -140,10 +141,19 @@ def test_any_text_round_trips_as_text(texts):
     tokens = [rec(i, t) for i, t in enumerate(texts)]
     spans = parse(heatmap_html(tokens)).tokens
     assert len(spans) == len(texts)
-    glyphs = {" ": "·", "\t": "→", "\n": "↵\n", "\r": "␍"}
     for span, text in zip(spans, texts):
-        expected = "".join(glyphs.get(c, c) for c in text) if text else "⟨end⟩"
-        assert span["text"] == expected
+        shown = span["text"]
+        if not text:
+            assert shown == "⟨end⟩"  # a withheld end token
+            continue
+        assert shown.count("\n") == text.count("\n")  # a newline still breaks the line
+        drawn = shown.replace("\n", "")  # one visible character per character of the text
+        assert len(drawn) == len(text)
+        for char, seen in zip(text, drawn):
+            if char in " \t\r\n":
+                assert not seen.isspace()  # whitespace is drawn as a visible glyph
+            else:
+                assert seen == char
 
 
 def test_text_block_stats_and_error_box():

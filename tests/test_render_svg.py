@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nb_completion.engine.records import TokenRecord
-from nb_completion.render import color_for
-from nb_completion.render_svg import CELL, columns_svg, heatmap_svg
+from nb_completion.notebook.render import color_for
+from nb_completion.notebook.render_svg import CELL, columns_svg, heatmap_svg
 
 NS = "{http://www.w3.org/2000/svg}"
 

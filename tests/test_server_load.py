@@ -223,7 +223,7 @@ def test_16_concurrent_streams_complete_or_get_429(ids):
         for last in completed:
             assert last["stop_reason"] == "out_of_tokens"
             assert {m["metric"]: m["value"] for m in last["metrics"]}["completion_tokens"] == 12
-        for status, (retry_after, error) in ((s, r) for s, r in results if s == 429):
+        for retry_after, error in (r for s, r in results if s == 429):
             assert int(retry_after) >= 1
             assert_error_body(error, 429)
         health = httpx.get(handle.url + "/v1/health").json()["queue"]

@@ -11,7 +11,7 @@ from nb_completion.engine.detokenize import StreamingDetokenizer
 from nb_completion.engine.registry import get
 from nb_completion.engine.tiny import build_tokenizer
 from nb_completion.engine.token_text import PARTIAL_BYTES, show_bytes, token_display_text
-from nb_completion.render import heatmap_html
+from nb_completion.notebook.render import heatmap_html
 from nb_completion.widget._tokens import branch_record, token_dict
 
 TEXT = "東京🙂"

@@ -80,3 +80,12 @@ class EngineFailure(CompletionError):
 
     def __init__(self, detail: str = "The engine failed while generating."):
         super().__init__(500, detail)
+
+
+def as_completion_error(exc: BaseException, when: str = "while generating") -> CompletionError:
+    """``exc`` itself when it is a ``CompletionError``, else the ``EngineFailure`` it means (its
+    type named, no trace). Called once, where an engine's errors reach a frontend:
+    ``service.open_events`` and the server's queue."""
+    if isinstance(exc, CompletionError):
+        return exc
+    return EngineFailure(f"The engine failed {when} ({type(exc).__name__}).")

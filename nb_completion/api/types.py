@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .bounds import TOP_P
+
 
 class _Strict(BaseModel):
     """Every spec object has ``additionalProperties: false``."""
@@ -82,7 +84,7 @@ class TopPSamplingStrategy(_Tagged):
     type: Literal["top_p"] = "top_p"
     # README: temperature defaults to 1.0 when absent and must be > 0.
     temperature: float | None = None
-    top_p: float | None = 0.95
+    top_p: float | None = TOP_P
 
 
 class TopKSamplingStrategy(_Tagged):
@@ -106,11 +108,6 @@ class SamplingParams(_Request):
 
 
 # ---- response format -------------------------------------------------------------------------
-
-
-class ResponseFormatType(str, Enum):
-    json_schema = "json_schema"
-    grammar = "grammar"
 
 
 class JsonSchemaResponseFormat(_Tagged):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import inspect
-import json
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from .errors import BadRequest
+from .shorthand import response_format_from, schema_from
 from .types import (
     CompletionRequest,
     GrammarResponseFormat,
@@ -17,17 +17,16 @@ from .types import (
     TopPSamplingStrategy,
 )
 
-MAX_STOP_STRINGS = 4
-MAX_LOGPROBS_TOP_K = 20
+from .bounds import (  # noqa: F401 - MAX_* re-exported: the widget reads them here
+    BOUNDS,
+    MAX_LOGPROBS_TOP_K,
+    MAX_STOP_STRINGS,
+    MIN_TEMPERATURE,
+    REPETITION_PENALTY_RANGE,
+    SEED_RANGE,
+)
+
 GRAMMAR_KEYS = ("gbnf", "lark", "regex")
-# Logits are float32 when sampled: below this temperature dividing them overflows (1e-38 made
-# every probability NaN); a temperature this low samples like greedy anyway.
-MIN_TEMPERATURE = 1e-6
-# The same for the repetition penalty, which divides or multiplies logits (1e-300 and 1e39
-# overflowed); any practical penalty lies far inside.
-REPETITION_PENALTY_RANGE = (1e-6, 1e6)
-# torch.Generator.manual_seed takes any integer in this range.
-SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 def lone_surrogate(text: str) -> int | None:
@@ -123,30 +122,14 @@ def from_validation_error(exc: ValidationError, data: Any = None) -> BadRequest:
     return BadRequest(field or "request", message)
 
 
-def schema_from(value: Any) -> dict:
-    """A JSON Schema from a dict, a JSON string, or a pydantic model class or instance."""
-    if inspect.isclass(value) and issubclass(value, BaseModel):
-        return value.model_json_schema()
-    if isinstance(value, BaseModel):
-        return type(value).model_json_schema()
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise BadRequest("response_format.json_schema", f"not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise BadRequest("response_format.json_schema", "must be a JSON object or a pydantic model")
-    return value
-
-
 def normalise_response_format(value: Any) -> Any:
     """Accept a pydantic model class wherever a JSON Schema is accepted."""
     if inspect.isclass(value) and issubclass(value, BaseModel):
-        return {"type": "json_schema", "json_schema": value.model_json_schema()}
+        return response_format_from(json_schema=value)
     if isinstance(value, dict) and value.get("type") == "json_schema":
         inner = value.get("json_schema")
         if inspect.isclass(inner) and issubclass(inner, BaseModel):
-            return {**value, "json_schema": inner.model_json_schema()}
+            return {**value, "json_schema": schema_from(inner)}
     return value
 
 
@@ -156,22 +139,24 @@ def check(request: CompletionRequest) -> CompletionRequest:
     if params is not None:
         strategy = params.strategy
         if isinstance(strategy, TopPSamplingStrategy):
-            if strategy.temperature is not None and not strategy.temperature > 0:
-                raise BadRequest("sampling_params.strategy.temperature", f"must be > 0, got {strategy.temperature}")
+            if strategy.temperature is not None and not BOUNDS["temperature"].holds(strategy.temperature):
+                raise BadRequest("sampling_params.strategy.temperature", f"{BOUNDS['temperature'].text}, got {strategy.temperature}")
             if strategy.temperature is not None and strategy.temperature < MIN_TEMPERATURE:
                 raise BadRequest(
                     "sampling_params.strategy.temperature",
                     f"must be >= {MIN_TEMPERATURE:g} (lower overflows the logits; use the greedy strategy), got {strategy.temperature}",
                 )
-            if strategy.top_p is not None and not 0 < strategy.top_p <= 1:
-                raise BadRequest("sampling_params.strategy.top_p", f"must be in (0, 1], got {strategy.top_p}")
-        if isinstance(strategy, TopKSamplingStrategy) and strategy.top_k < 1:
-            raise BadRequest("sampling_params.strategy.top_k", f"must be >= 1, got {strategy.top_k}")
-        if params.max_tokens is not None and params.max_tokens < 0:
-            raise BadRequest("sampling_params.max_tokens", f"must be >= 0, got {params.max_tokens}")
+            if strategy.top_p is not None and not BOUNDS["top_p"].holds(strategy.top_p):
+                raise BadRequest("sampling_params.strategy.top_p", f"{BOUNDS['top_p'].text}, got {strategy.top_p}")
+        if isinstance(strategy, TopKSamplingStrategy) and not BOUNDS["top_k"].holds(strategy.top_k):
+            raise BadRequest("sampling_params.strategy.top_k", f"{BOUNDS['top_k'].text}, got {strategy.top_k}")
+        if params.max_tokens is not None and not BOUNDS["max_tokens"].holds(params.max_tokens):
+            raise BadRequest("sampling_params.max_tokens", f"{BOUNDS['max_tokens'].text}, got {params.max_tokens}")
         penalty = params.repetition_penalty
-        if penalty is not None and not penalty > 0:
-            raise BadRequest("sampling_params.repetition_penalty", f"must be > 0 (multiplicative; 1.0 is off), got {penalty}")
+        if penalty is not None and not BOUNDS["repetition_penalty"].holds(penalty):
+            raise BadRequest(
+                "sampling_params.repetition_penalty", f"{BOUNDS['repetition_penalty'].text} (multiplicative; 1.0 is off), got {penalty}"
+            )
         low, high = REPETITION_PENALTY_RANGE
         if penalty is not None and not low <= penalty <= high:
             raise BadRequest(
@@ -185,8 +170,8 @@ def check(request: CompletionRequest) -> CompletionRequest:
                 raise BadRequest("sampling_params.stop", "stop strings must not be empty")
             check_text(params.stop, "sampling_params.stop")
     if request.logprobs is not None and request.logprobs.top_k is not None:
-        if not 0 <= request.logprobs.top_k <= MAX_LOGPROBS_TOP_K:
-            raise BadRequest("logprobs.top_k", f"must be in [0, {MAX_LOGPROBS_TOP_K}], got {request.logprobs.top_k}")
+        if not BOUNDS["logprobs_top_k"].holds(request.logprobs.top_k):
+            raise BadRequest("logprobs.top_k", f"{BOUNDS['logprobs_top_k'].text}, got {request.logprobs.top_k}")
     if isinstance(request.response_format, GrammarResponseFormat):
         grammar_key(request.response_format)
     check_text(request.model_id, "model_id")

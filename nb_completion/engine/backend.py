@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from typing import Iterator, Protocol, Union
+from typing import Iterator, Protocol
 
 from ..api.types import CompletionRequest
-from .records import Delta, Finished, ModelInfo
+from .records import Event, ModelInfo
 
-Event = Union[Delta, Finished]
+__all__ = ["Backend", "Event"]
 
 
 class Backend(Protocol):

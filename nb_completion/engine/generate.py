@@ -20,7 +20,7 @@ import torch
 from .sampling import Processor, apply_all, choose
 
 
-class Constraint(Protocol):
+class GrammarMask(Protocol):
     """A grammar mask (see ``constraints.py``)."""
 
     def mask(self, logits: torch.Tensor) -> int: ...
@@ -36,7 +36,7 @@ class DecodeConfig:
     generator: Optional[torch.Generator] = None  # None: greedy
     top_logprobs: int = 0  # alternatives to record per step
     stop_token_ids: frozenset[int] = frozenset()
-    constraint: Optional[Constraint] = None
+    constraint: Optional[GrammarMask] = None
 
 
 @dataclass(frozen=True)

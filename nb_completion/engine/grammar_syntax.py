@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api.errors import BadRequest
+from ..api.shorthand import one_format, response_format_from
 from ..api.validation import GRAMMAR_KEYS
 
 __all__ = ["GRAMMAR_KEYS", "grammar_text", "syntax_of", "response_format_from_flags"]
@@ -61,9 +62,10 @@ def response_format_from_flags(
     json_schema: str | None = None, grammar: str | None = None, grammar_syntax: str | None = None
 ) -> dict[str, Any] | None:
     """``response_format`` from the CLI's ``--json-schema`` (a file or inline JSON) and
-    ``--grammar`` (a file) / ``--grammar-syntax`` flags; ``None`` when neither is given."""
-    if json_schema and grammar:
-        raise BadRequest("--json-schema", "give either --json-schema or --grammar, not both")
+    ``--grammar`` (a file) / ``--grammar-syntax`` flags; ``None`` when neither is given. Reads the
+    files, then builds it like every frontend (``shorthand.response_format_from``)."""
+    flags = ("--json-schema", "--grammar")
+    one_format(json_schema or None, grammar or None, flags, "--json-schema")
     if json_schema:
         text = json_schema
         candidate = Path(json_schema)
@@ -75,13 +77,12 @@ def response_format_from_flags(
             raise BadRequest("--json-schema", f"neither a readable file nor valid JSON: {exc}") from None
         if not isinstance(schema, dict):
             raise BadRequest("--json-schema", "the schema must be a JSON object")
-        return {"type": "json_schema", "json_schema": schema}
+        return response_format_from(json_schema=schema, names=flags)
     if grammar:
         path = Path(grammar)
         if not path.is_file():
             raise BadRequest("--grammar", f"no such file: {grammar}")
-        key = syntax_of(path, grammar_syntax)
-        return {"type": "grammar", "bnf": {key: path.read_text(encoding="utf-8")}}
+        return response_format_from(grammar=path.read_text(encoding="utf-8"), syntax=syntax_of(path, grammar_syntax), names=flags)
     if grammar_syntax:
         raise BadRequest("--grammar-syntax", "only makes sense with --grammar")
     return None

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterator, Optional
 
 
-from ..api.errors import BadRequest, CompletionError, EngineFailure
+from ..api.bounds import ALTERNATIVES, TEMPERATURE, TOP_P
+from ..api.errors import BadRequest
 from ..api.types import (
     CompletionRequest,
     ImageContentItem,
@@ -135,12 +136,12 @@ class LocalBackend:
         strategy = params.strategy
         penalty = params.repetition_penalty or 1.0
         top = request.logprobs.top_k or 0 if request.logprobs is not None else 0
-        row = RowParams(repetition_penalty=penalty, top_logprobs=max(top, 5))  # >= 5 for the heatmap
+        row = RowParams(repetition_penalty=penalty, top_logprobs=max(top, ALTERNATIVES))  # the heatmap's alternatives
         try:
             sampling.repetition_penalty(penalty)  # validates
             if isinstance(strategy, TopPSamplingStrategy):
-                row.temperature = 1.0 if strategy.temperature is None else strategy.temperature
-                row.top_p = 0.95 if strategy.top_p is None else strategy.top_p
+                row.temperature = TEMPERATURE if strategy.temperature is None else strategy.temperature
+                row.top_p = TOP_P if strategy.top_p is None else strategy.top_p
                 sampling.temperature(row.temperature), sampling.top_p(row.top_p)
                 row.greedy, row.generator = False, sampling.make_generator(seed, self.device)
             elif isinstance(strategy, TopKSamplingStrategy):
@@ -202,10 +203,7 @@ class LocalBackend:
             stop_ids=self.stop_token_ids, constraint=plan.constraint, cancel=cancel,
         )
         engine = self.engine
-        try:
-            engine.submit(work)
-        except Exception as exc:
-            raise EngineFailure(f"The engine could not take the request ({type(exc).__name__}).") from exc
+        engine.submit(work)  # a failure here is wrapped once, by service.open_events
         return EventStream(shaper.inbox, cancel, engine)
 
     def close(self) -> None:
@@ -281,10 +279,7 @@ class _Shaper:
         )
 
     def on_error(self, exc: BaseException) -> None:
-        if isinstance(exc, CompletionError):
-            self.inbox.put(exc)
-        else:
-            self.inbox.put(EngineFailure(f"The engine failed while generating ({type(exc).__name__})."))
+        self.inbox.put(exc)  # raised to the reader as it is; service.open_events names it for the user
 
 
 class EventStream(Iterator[Event]):

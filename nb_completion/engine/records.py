@@ -10,6 +10,7 @@ none). ``Finished`` closes every stream.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Union
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class Finished:
     tokens_per_second: float | None = None
     cancelled: bool = False  # ended by a cancel event (stop_reason is then out_of_tokens)
     stop_string: str | None = None  # the stop string that ended generation (stop_reason end_of_turn)
+
+
+Event = Union[Delta, Finished]  # what a stream yields: Deltas, then one Finished
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from ..api.bounds import TEMPERATURE, TOP_P
 from ..api.errors import BadRequest
 from ..api.types import CompletionRequest, ImageContentItem, SamplingParams, TextContentItem
 from ..api.validation import grammar_key
@@ -146,8 +147,8 @@ def _sampling(params: SamplingParams, dialect: Dialect) -> dict[str, Any]:
     if strategy.type == "greedy":
         fields: dict[str, Any] = {"temperature": 0.0}
     elif strategy.type == "top_p":
-        fields = {"temperature": 1.0 if strategy.temperature is None else strategy.temperature,
-                  "top_p": 0.95 if strategy.top_p is None else strategy.top_p, "top_k": off_top_k}
+        fields = {"temperature": TEMPERATURE if strategy.temperature is None else strategy.temperature,
+                  "top_p": TOP_P if strategy.top_p is None else strategy.top_p, "top_k": off_top_k}
     else:
         fields = {"temperature": 1.0, "top_p": 1.0, "top_k": strategy.top_k}
     if dialect.name in ("llama.cpp", "vllm") and strategy.type != "greedy":

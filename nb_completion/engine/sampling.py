@@ -12,13 +12,20 @@ from typing import Callable, Optional
 
 import torch
 
+from ..api.bounds import BOUNDS
+
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _check(name: str, value: float) -> None:
+    """``ValueError`` unless ``value`` lies in ``api/bounds.py``'s bound for ``name``."""
+    if not BOUNDS[name].holds(value):
+        raise ValueError(f"{name} {BOUNDS[name].text}, got {value}")
 
 
 def repetition_penalty(penalty: float) -> Optional[Processor]:
     """Multiplicative penalty on every token already in prompt or output (1.0 = off)."""
-    if not penalty > 0:
-        raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
+    _check("repetition_penalty", penalty)
     if penalty == 1.0:
         return None
 
@@ -32,8 +39,7 @@ def repetition_penalty(penalty: float) -> Optional[Processor]:
 
 
 def temperature(value: float) -> Optional[Processor]:
-    if not value > 0:
-        raise ValueError(f"temperature must be > 0, got {value}")
+    _check("temperature", value)
     if value == 1.0:
         return None
     return lambda ids, logits: logits / value
@@ -41,8 +47,7 @@ def temperature(value: float) -> Optional[Processor]:
 
 def top_k(k: int) -> Processor:
     """Keep the k highest logits (ties at the k-th value are kept, as in Hugging Face)."""
-    if k < 1:
-        raise ValueError(f"top_k must be >= 1, got {k}")
+    _check("top_k", k)
 
     def apply(ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         kth = torch.topk(logits, min(k, logits.numel())).values[-1]
@@ -53,8 +58,7 @@ def top_k(k: int) -> Processor:
 
 def top_p(p: float) -> Optional[Processor]:
     """Nucleus: keep the smallest set whose probability reaches ``p`` (at least one token)."""
-    if not 0 < p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    _check("top_p", p)
     if p == 1.0:
         return None
 

@@ -37,7 +37,7 @@ from ..service import to_chunks, to_response
 from . import sse
 from .body import BodyReader
 from .guard import HostPolicy, middleware
-from .openai_compat import Shaper, echo_tokens, error_body, openai_names, parse_openai
+from .openai_compat import OpenAIShaper, echo_tokens, error_body, openai_names, parse_openai
 from .openapi import build_openapi
 from .defaults import DEFAULT_MAX_TOKENS_CAP
 from .precheck import precheck
@@ -194,7 +194,7 @@ async def openai_completions(request: Request) -> Response:
 
     completion_request, options = await state.bodies.prepare(request, prepare)
     echo = await asyncio.to_thread(echo_tokens, completion_request) if options["echo"] else None
-    shaper = Shaper(completion_request.model_id, options["logprobs"], echo)
+    shaper = OpenAIShaper(completion_request.model_id, options["logprobs"], echo)
     if options["echo_only"]:
         return json_response(shaper.echo_response(len(echo)))
     with openai_names(sent["body"]):  # the engine's own 400s, named as this route names them

@@ -28,9 +28,9 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-log = logging.getLogger("nb_completion.server")
-
 from .defaults import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, KEEP_ALIVE_TIMEOUT
+
+log = logging.getLogger("nb_completion.server")
 
 
 def raise_open_file_limit() -> int:

@@ -25,11 +25,14 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 from ..api.errors import BadRequest, CompletionError
+from ..api.shorthand import response_format_from
 from ..api.types import CompletionRequest
-from ..api.validation import MIN_TEMPERATURE, check_seed, parse_request
+from ..api.bounds import BOUNDS, MIN_TEMPERATURE, OPENAI_MAX_TOKENS
+from ..api.validation import check_seed, parse_request
+from ..engine.fold import Metrics, fold
 from ..engine.records import Delta, Finished, TokenRecord
 
-DEFAULT_MAX_TOKENS = 16
+DEFAULT_MAX_TOKENS = OPENAI_MAX_TOKENS
 FLOOR = -9999.0
 
 _NEUTRAL = {
@@ -80,8 +83,8 @@ def _strategy(body: dict) -> dict:
     top_k = _integer(body, "top_k")
     if temperature < 0:
         raise BadRequest("temperature", f"must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise BadRequest("top_p", f"must be in (0, 1], got {top_p}")
+    if not BOUNDS["top_p"].holds(top_p):
+        raise BadRequest("top_p", f"{BOUNDS['top_p'].text}, got {top_p}")
     if temperature < MIN_TEMPERATURE:  # 0, or so cold that it is greedy in all but name
         return {"type": "greedy"}
     if top_k is not None and top_k > 0:
@@ -100,11 +103,11 @@ def _response_format(body: dict) -> dict | None:
     if not given:
         return None
     key, value = given[0], body[given[0]]
-    if key == "guided_json":
+    if key == "guided_json":  # as sent: parse_request names a non-object guided_json
         return {"type": "json_schema", "json_schema": value}
     if not isinstance(value, str):
         raise BadRequest(key, "must be a string")
-    return {"type": "grammar", "bnf": {"regex" if key == "guided_regex" else "gbnf": value}}
+    return response_format_from(grammar=value, syntax="regex" if key == "guided_regex" else "gbnf", names=("guided_json", key))
 
 
 def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
@@ -132,8 +135,8 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise BadRequest("stop", "must be a string or a list of strings")
     logprobs = _integer(body, "logprobs")
-    if logprobs is not None and not 0 <= logprobs <= 20:
-        raise BadRequest("logprobs", f"must be in [0, 20], got {logprobs}")
+    if logprobs is not None and not BOUNDS["logprobs_top_k"].holds(logprobs):
+        raise BadRequest("logprobs", f"{BOUNDS['logprobs_top_k'].text}, got {logprobs}")
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise BadRequest("stream", "must be a boolean")
@@ -238,7 +241,7 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else FLOOR
 
 
-class Shaper:
+class OpenAIShaper:
     """Turns the engine's events into OpenAI ``text_completion`` objects (one choice)."""
 
     def __init__(self, model: str, logprobs: int | None, echo: list | None = None):
@@ -311,11 +314,7 @@ class Shaper:
 
     @staticmethod
     def usage(finished: Finished) -> dict:
-        return {
-            "prompt_tokens": finished.prompt_tokens,
-            "completion_tokens": finished.completion_tokens,
-            "total_tokens": finished.prompt_tokens + finished.completion_tokens,
-        }
+        return Metrics.of(finished).usage()
 
     def chunk(self, event: Delta | Finished) -> dict | None:
         """One stream chunk, or ``None`` for an empty delta."""
@@ -333,18 +332,11 @@ class Shaper:
         return self._frame([], usage=self.usage(finished))
 
     def response(self, events: Iterable[Delta | Finished]) -> dict:
-        text: list[str] = []
-        tokens: list[TokenRecord] = []
-        finished: Finished | None = None
-        for event in events:
-            if isinstance(event, Delta):
-                text.append(event.text)
-                tokens.extend(event.tokens)
-            else:
-                finished = event
-        if finished is None:
-            raise CompletionError(500, "The engine ended without a stop reason.")
-        content, logprobs = self._with_echo("".join(text), tokens)
+        from ..service import finished_of
+
+        run = fold(events)
+        finished = finished_of(run)
+        content, logprobs = self._with_echo(run.text, run.tokens)
         choice = {
             "index": 0,
             "text": content,

@@ -22,9 +22,9 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from ..api.errors import CompletionError, EngineFailure
+from ..api.errors import CompletionError, as_completion_error
 from ..api.types import CompletionRequest
 
 log = logging.getLogger("nb_completion.server")
@@ -32,7 +32,6 @@ log = logging.getLogger("nb_completion.server")
 OPENED = object()
 END = object()
 
-Opener = Callable[..., Iterator[Any]]
 
 
 class QueueFull(CompletionError):
@@ -48,13 +47,10 @@ class QueueFull(CompletionError):
 
 
 class Job:
-    def __init__(self, request: Any, seed: int | None, loop: asyncio.AbstractEventLoop, opener: Opener | None):
+    def __init__(self, request: Any, seed: int | None, loop: asyncio.AbstractEventLoop):
         self.request = request
         self.seed = seed
-        self.opener = opener
         self.cancel = threading.Event()
-        self.started = threading.Event()
-        self.finished = threading.Event()
         self._loop = loop
         self._items: asyncio.Queue = asyncio.Queue()
 
@@ -84,14 +80,13 @@ class EngineQueue:
 
     ``max_running`` overrides every backend's ``concurrency`` (1: one request at a time)."""
 
-    def __init__(self, queue_size: int = 8, opener: Opener | None = None, max_running: int | None = None):
+    def __init__(self, queue_size: int = 8, max_running: int | None = None):
         if queue_size < 0:
             raise ValueError(f"queue_size must be >= 0, got {queue_size}")
         if max_running is not None and max_running < 1:
             raise ValueError(f"max_running must be >= 1, got {max_running}")
         self.queue_size = queue_size
         self.max_running = max_running
-        self._opener = opener
         self._lock = threading.Lock()
         self._waiting: list[Job] = []
         self._running: dict[str, list[Job]] = {}
@@ -102,10 +97,10 @@ class EngineQueue:
 
     # ---- the HTTP side ---------------------------------------------------------------------
 
-    def submit(self, request: CompletionRequest, *, seed: int | None = None, opener: Opener | None = None) -> Job:
+    def submit(self, request: CompletionRequest, *, seed: int | None = None) -> Job:
         """Admit a request or raise ``QueueFull`` (429). Call from the event loop."""
         loop = asyncio.get_running_loop()
-        job = Job(request, seed, loop, opener or self._opener)
+        job = Job(request, seed, loop)
         with self._lock:
             if self._stopped:
                 raise CompletionError(503, "the server is shutting down", title="Service Unavailable")
@@ -165,7 +160,6 @@ class EngineQueue:
             threads = list(self._threads)
         for job in waiting:
             job.cancel.set()
-            job.finished.set()
             job.push(END)
         deadline = time.monotonic() + timeout
         for thread in threads:
@@ -189,34 +183,28 @@ class EngineQueue:
                 self._threads.discard(threading.current_thread())
                 if not self._stopped:
                     self._dispatch()
-            job.finished.set()
             job.push(END)
 
     def _serve(self, job: Job) -> None:
-        job.started.set()
         if job.cancel.is_set():  # the client left while waiting
             return
-        opener = job.opener
-        if opener is None:
-            from ..service import open_events as opener
+        from ..service import open_events
+
         try:
-            events = opener(job.request, seed=job.seed, cancel=job.cancel)
-        except CompletionError as exc:
-            job.push(exc)
-            return
-        except Exception:
-            log.exception("engine failed to open a request")
-            job.push(EngineFailure("The engine failed before generating."))
+            events = open_events(job.request, seed=job.seed, cancel=job.cancel)
+        except Exception as exc:
+            if not isinstance(exc, CompletionError):
+                log.exception("engine failed to open a request")
+            job.push(as_completion_error(exc, "before generating"))
             return
         job.push(OPENED)
         try:
             for event in events:
                 job.push(event)
-        except CompletionError as exc:
-            job.push(exc)
-        except Exception:
-            log.exception("engine failed while generating")
-            job.push(EngineFailure())
+        except Exception as exc:
+            if not isinstance(exc, CompletionError):
+                log.exception("engine failed while generating")
+            job.push(as_completion_error(exc))
         finally:
             close = getattr(events, "close", None)
             if close is not None:

@@ -41,7 +41,7 @@ def static_html(
     error: Mapping[str, Any],
     model: str,
 ) -> str:
-    from ..render import error_html, heatmap_html
+    from ..notebook.render import error_html, heatmap_html
 
     head = (
         f'<div style="{_MUTED};font-size:11px;margin-bottom:4px">nb_completion · {html.escape(model)} · '

@@ -339,7 +339,7 @@ class TeachingMixin:
 
     def teaching_svgs(self) -> list[str]:
         """The distribution chart (under the current settings) and the branch tree, as SVG images."""
-        from ..render_teach_svg import distribution_svg, tree_svg
+        from ..notebook.render_teach_svg import distribution_svg, tree_svg
 
         out = []
         if self.distribution and self.distribution.get("ids"):

@@ -41,8 +41,8 @@ from ._controls import (
     schema_text,
 )
 from ._runner import Outcome, Runner
-from ..render_svg import heatmap_svg
-from ..render_teach_svg import stack_svg
+from ..notebook.render_svg import heatmap_svg
+from ..notebook.render_teach_svg import stack_svg
 from ._static import static_copy_bundle, static_html
 from ._teach import TeachingMixin
 from ._tokens import branch_record, live_metrics, reindex, token_dict

@@ -21,19 +21,19 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-from .api.errors import BadRequest, EngineFailure
-from .api.types import CompletionRequest, CompletionResponse
+from ..api.bounds import ALTERNATIVES, COMPARE_MAX_TOKENS
+from ..api.errors import BadRequest
+from ..api.types import CompletionRequest, CompletionResponse
 from .drain import drain
 from .live import LiveDisplay, ShownOnce, notebook_shell
-from .engine.records import Finished, TokenRecord
+from ..engine.records import Finished, TokenRecord
 from .render import COLOR_BY, MONO, MUTED, heatmap_html, legend_html, legend_keys
 from .render_svg import columns_svg
-from .settings import describe, from_settings
+from ..api.shorthand import describe, from_settings
 
 __all__ = ["compare", "Comparison", "Run"]
 
-DEFAULT_MAX_TOKENS = 40
-TOP_K = 5  # alternatives kept per token in each run's response
+TOP_K = ALTERNATIVES  # alternatives kept per token in each run's response
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def compare(
     settings: Sequence[dict],
     seed: int | None = 0,
     model_id: str | None = None,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int = COMPARE_MAX_TOKENS,
     color_by: str = "probability",
     live: bool = True,
 ) -> Comparison:
@@ -183,7 +183,7 @@ def compare(
     In a notebook (``live=True``) the columns fill in as the runs generate, in one display that
     becomes the result (so it is not shown twice).
     """
-    from .service import build_request, open_events, to_response
+    from ..service import build_request, open_events, to_response
 
     if color_by not in COLOR_BY:
         raise ValueError(f"color_by must be one of {COLOR_BY}, got {color_by!r}")
@@ -218,7 +218,7 @@ def compare(
         show = None
         if view is not None:
             view.show(result._progress_bundle(None, [(label, words)] + waiting))
-            show = lambda drained, label=label, words=words: view.show(  # noqa: E731
+            show = lambda drained, label=label, words=words, waiting=waiting: view.show(  # noqa: E731
                 result._progress_bundle((label, words, drained), waiting)
             )
         drained = drain(streams[i], cancel, show)
@@ -227,9 +227,7 @@ def compare(
             raise drained.error
         if drained.interrupted:
             raise KeyboardInterrupt(f"compare() interrupted during run {i + 1} of {len(planned)}")
-        if drained.finished is None:
-            raise EngineFailure("The engine ended without a stop reason.")
-        response = to_response(drained.events, TOP_K)
+        response = to_response(drained, TOP_K)  # EngineFailure when the stream ended without a Finished
         result.runs.append(Run(label, words, request, run_seed, drained.text, tuple(drained.tokens), drained.finished, response))
     if view is not None:
         view.show(result.mimebundle())

@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 
-from .engine.records import TokenRecord
+from ..engine.records import TokenRecord
 from .palette import PALETTE, legend_colors
 from .render import COLOR_BY, color_for, legend_keys, shown_text
 

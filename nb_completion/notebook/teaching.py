@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .api.errors import BadRequest
+from ..api.errors import BadRequest
 
 __all__ = ["next_token_distribution", "NextToken"]
 
@@ -71,8 +71,8 @@ class NextToken:
 def next_token_distribution(text: str, model_id: Optional[str] = None) -> NextToken:
     """The distribution of the token after ``text`` (one forward for the last token; the
     engine reuses a cached prefix)."""
-    from .service import build_request, load_backend
-    from .stepping import distribution_at
+    from ..service import build_request, load_backend
+    from ..stepping import distribution_at
 
     if not isinstance(text, str) or not text:
         raise BadRequest("text", "must be a non-empty string")

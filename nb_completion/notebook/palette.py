@@ -22,7 +22,7 @@ from typing import Sequence
 
 __all__ = ["PALETTE", "MAX_NATS", "ramp", "probability_color", "entropy_color", "legend_colors"]
 
-PALETTE: dict = json.loads((Path(__file__).with_name("palette.json")).read_text(encoding="utf-8"))
+PALETTE: dict = json.loads((Path(__file__).parent.parent / "palette.json").read_text(encoding="utf-8"))
 MAX_NATS: float = float(PALETTE["max_nats"])
 
 

@@ -28,7 +28,7 @@ def processed_probabilities(dist: Mapping[str, Any], controls: Mapping[str, Any]
     """(raw, processed) probabilities of ``dist``'s top tokens under the controls' settings."""
     import torch
 
-    from .engine.batch_sampling import RowParams, RowTable, choose_batch
+    from ..engine.batch_sampling import RowParams, RowTable, choose_batch
 
     logits = list(dist["logits"])
     seen = [i for i, s in enumerate(dist.get("seen") or []) if s]

@@ -14,12 +14,12 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .api.errors import CompletionError, EngineFailure
-from .engine.backend import Event
-from .engine.records import Delta, Finished, TokenRecord
+from ..api.errors import CompletionError
+from ..engine.fold import Folded
+from ..engine.records import Delta, Event
 
 __all__ = ["Drained", "drain"]
 
@@ -28,35 +28,20 @@ GRACE_S = 30.0  # after an interrupt, how long to wait for the engine to honour 
 
 
 @dataclass
-class Drained:
-    chunks: list[str] = field(default_factory=list)
-    tokens: list[TokenRecord] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    finished: Finished | None = None
+class Drained(Folded):
+    """The folded run (``engine.fold``), plus the error that ended it and whether the user
+    interrupted it."""
+
     error: CompletionError | None = None
     interrupted: bool = False
 
-    @property
-    def text(self) -> str:
-        return "".join(self.chunks)
 
-    def add(self, event: Event) -> None:
-        self.events.append(event)
-        if isinstance(event, Delta):
-            self.chunks.append(event.text)
-            self.tokens.extend(event.tokens)
-        else:
-            self.finished = event
-
-
-def _pump(events: Iterator[Event], out: "queue.SimpleQueue[object]") -> None:
+def _pull_into_queue(events: Iterator[Event], out: "queue.SimpleQueue[object]") -> None:
     try:
         for event in events:
             out.put(event)
-    except CompletionError as exc:
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread (open_events names it)
         out.put(exc)
-    except BaseException as exc:  # noqa: BLE001 - reported to the user as an Error body
-        out.put(EngineFailure(f"The engine failed while generating: {type(exc).__name__}: {exc}"))
     finally:
         out.put(_END)
 
@@ -66,11 +51,13 @@ def drain(
     cancel: threading.Event,
     on_progress: Callable[[Drained], None] | None = None,
     interval: float = 0.08,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Drained:
-    """Collect every event; survive ``KeyboardInterrupt`` by cancelling and draining to the end."""
+    """Collect every event; survive ``KeyboardInterrupt`` by cancelling and draining to the end.
+    ``clock`` paces the progress calls and the grace period (injected by tests)."""
     result = Drained()
     inbox: "queue.SimpleQueue[object]" = queue.SimpleQueue()
-    worker = threading.Thread(target=_pump, args=(events, inbox), name="nb_completion-drain", daemon=True)
+    worker = threading.Thread(target=_pull_into_queue, args=(events, inbox), name="nb_completion-drain", daemon=True)
     worker.start()
     cancelled_at: float | None = None
 
@@ -79,10 +66,10 @@ def drain(
         result.interrupted = True
         cancel.set()
         if cancelled_at is None:
-            cancelled_at = time.monotonic()
+            cancelled_at = clock()
 
     with _interrupts_cancel(interrupt):
-        _loop(inbox, result, on_progress, interval, interrupt, lambda: cancelled_at)
+        _loop(inbox, result, on_progress, interval, interrupt, lambda: cancelled_at, clock)
     if on_progress is not None:
         try:
             on_progress(result)
@@ -110,8 +97,8 @@ def _interrupts_cancel(interrupt: Callable[[], None]):
             signal.signal(signal.SIGINT, previous)
 
 
-def _loop(inbox, result: Drained, on_progress, interval: float, interrupt, cancelled_at) -> None:
-    last_shown = time.monotonic()
+def _loop(inbox, result: Drained, on_progress, interval: float, interrupt, cancelled_at, clock) -> None:
+    last_shown = clock()
     dirty = False
     while True:
         try:
@@ -125,16 +112,18 @@ def _loop(inbox, result: Drained, on_progress, interval: float, interrupt, cance
             break
         if isinstance(item, CompletionError):
             result.error = item
+        elif isinstance(item, BaseException):
+            raise item  # not from open_events (which raises only CompletionError): a bug, shown as one
         elif item is not None:
             result.add(item)  # type: ignore[arg-type]
             dirty = dirty or isinstance(item, Delta)
         since = cancelled_at()
-        if since is not None and time.monotonic() - since > GRACE_S:
+        if since is not None and clock() - since > GRACE_S:
             break  # the engine ignored the cancel; keep what we have
-        if on_progress is not None and dirty and time.monotonic() - last_shown >= interval:
+        if on_progress is not None and dirty and clock() - last_shown >= interval:
             try:
                 on_progress(result)
             except KeyboardInterrupt:
                 interrupt()
             dirty = False
-            last_shown = time.monotonic()
+            last_shown = clock()

@@ -26,13 +26,14 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.display import HTML, display
 
-from .api.errors import BadRequest, CompletionError
-from .api.types import CompletionResponse
+from ..api.errors import BadRequest, CompletionError
+from ..api.types import CompletionResponse
 from .drain import Drained, drain
-from .engine.records import Finished, TokenRecord
+from ..engine.fold import INCOMPLETE_NOTE, incomplete, summary
+from ..engine.records import Finished, TokenRecord
 from .live import LiveDisplay, ShownOnce
-from .magic_options import PARSER, HelpRequested, MagicOptions, build, interpolate, parse_line
-from .render import error_html, heatmap_html, stats_text, text_block_html
+from .magic_options import PARSER, HelpRequested, MagicOptions, build_magic_request, interpolate, parse_line
+from .render import error_html, heatmap_html, text_block_html
 from .render_svg import heatmap_svg
 
 __all__ = ["CompletionMagics", "CompletionText", "MagicError", "GenerationInterrupted", "load_ipython_extension"]
@@ -98,7 +99,7 @@ class CompletionText(ShownOnce, str):
     def status(self, error: Any = None) -> str:
         if error is not None:
             return f"{len(self.tokens)} tokens · failed"
-        status = stats_text(self.finished, len(self.tokens))
+        status = summary(self.finished, len(self.tokens))
         return status + (f" · {INCOMPLETE_NOTE}" if self.incomplete else "")
 
     def mimebundle(self, error: Any = None) -> dict[str, str]:
@@ -112,14 +113,6 @@ class CompletionText(ShownOnce, str):
         if self._show_heatmap and self.tokens:  # the colours survive viewers that strip styles (GitHub)
             bundle["image/svg+xml"] = heatmap_svg(self.tokens, color_by=self._show_heatmap)
         return bundle
-
-
-INCOMPLETE_NOTE = "incomplete: --max-tokens ended the constrained output before it was complete; it may not parse (raise -n)"
-
-
-def incomplete(finished: Finished | None, constrained: bool) -> bool:
-    """A constrained run that hit the token limit: the grammar was not finished, so JSON may not parse."""
-    return constrained and finished is not None and not finished.cancelled and finished.stop_reason == "out_of_tokens"
 
 
 def prompt_echo_html(prompt: str) -> str:
@@ -158,7 +151,7 @@ class _LiveView:
     def progress(self, drained: Drained) -> None:
         text = drained.text
         if self.rich:
-            status = stats_text(None, len(drained.tokens))
+            status = summary(None, len(drained.tokens))
             self.display.show({"text/plain": text, "text/html": self.echo + text_block_html(text, status)})
         else:
             sys.stdout.write(text[self.written :])
@@ -179,7 +172,7 @@ class _LiveView:
 def _show_models() -> None:
     from html import escape
 
-    from .engine.registry import list_models
+    from ..engine.registry import list_models
 
     infos = list_models()
     rows = "".join(
@@ -225,7 +218,7 @@ class CompletionMagics(Magics):
             raise MagicError.wrap(exc) from None
 
     def _complete(self, line: str, cell: str | None):
-        from .service import apply_chat, open_events, to_response
+        from ..service import apply_chat, open_events, to_response
 
         namespace = self.shell.user_ns
         opts = parse_line(line, namespace)
@@ -234,7 +227,7 @@ class CompletionMagics(Magics):
             return None
         if opts.score:
             return self._score(opts, _content(opts, cell, namespace), namespace)
-        request = build(opts, _content(opts, cell, namespace))
+        request = build_magic_request(opts, _content(opts, cell, namespace))
         if opts.chat:
             request = apply_chat(request)  # loads the model first: the template is its tokenizer's
         cancel = threading.Event()
@@ -243,7 +236,7 @@ class CompletionMagics(Magics):
         if opts.stream:
             view.start()
         drained = drain(events, cancel, view.progress if opts.stream else None)
-        response = to_response(drained.events, opts.logprobs) if drained.finished is not None else None
+        response = to_response(drained, opts.logprobs) if drained.finished is not None else None
         result = CompletionText(
             drained.text,
             response,
@@ -268,7 +261,7 @@ class CompletionMagics(Magics):
 
     def _score(self, opts: MagicOptions, text: str, namespace: dict):
         """``%%complete --score``: the cell's text scored (nothing generated); shown as a heatmap."""
-        from .scoring import score
+        from ..scoring import score
 
         scored = score(text, model_id=opts.model)
         if opts.out:

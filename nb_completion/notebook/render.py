@@ -17,8 +17,8 @@ import html
 import math
 from typing import Any, Iterable, Sequence
 
-from .engine.records import Finished, TokenRecord
-from .engine.token_text import PARTIAL_BYTES
+from ..engine.records import TokenRecord
+from ..engine.token_text import PARTIAL_BYTES
 from .palette import MAX_NATS, PALETTE, entropy_color, legend_colors, probability_color
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "shown_text",
     "text_block_html",
     "error_html",
-    "stats_text",
 ]
 
 COLOR_BY = ("probability", "entropy")
@@ -173,17 +172,6 @@ def heatmap_html(tokens: Sequence[TokenRecord], *, color_by: str = "probability"
     )
     key = legend_html(color_by, **legend_keys(tokens)) if legend else ""
     return f'<div class="nbc-heatmap-wrap">{body}{key}</div>'
-
-
-def stats_text(finished: Finished | None, n_tokens: int | None = None) -> str:
-    """``'24 tokens · 31.5 tokens/s · stop: out_of_tokens'`` (or why it ended early)."""
-    if finished is None:
-        return f"{n_tokens or 0} tokens · generating…"
-    parts = [f"{finished.completion_tokens} tokens"]
-    if finished.tokens_per_second:
-        parts.append(f"{finished.tokens_per_second:.1f} tokens/s")
-    parts.append("interrupted, partial text kept" if finished.cancelled else f"stop: {finished.stop_reason}")
-    return " · ".join(parts)
 
 
 def text_block_html(text: str, status: str | None = None, extra: str = "") -> str:

@@ -13,14 +13,13 @@ import string
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .api.errors import BadRequest
-from .api.types import CompletionRequest
-from .api.validation import schema_from
-from .settings import STRATEGIES, sampling_params_from
+from ..api.bounds import DEFAULT_MAX_TOKENS
+from ..api.errors import BadRequest
+from ..api.types import CompletionRequest
+from ..api.shorthand import STRATEGIES, request_parts, response_format_from
 
-__all__ = ["PARSER", "HelpRequested", "MagicOptions", "parse_line", "interpolate", "build", "DEFAULT_MAX_TOKENS"]
+__all__ = ["PARSER", "HelpRequested", "MagicOptions", "parse_line", "interpolate", "build_magic_request", "DEFAULT_MAX_TOKENS"]
 
-DEFAULT_MAX_TOKENS = 256  # the contract's 0 means "until the context is full": minutes on a CPU
 _REF = re.compile(r"^\{([A-Za-z_][\w.\[\]'\"]*)\}$")  # an option value that is exactly {name}
 
 
@@ -236,23 +235,12 @@ def parse_line(line: str, namespace: Mapping[str, Any]) -> MagicOptions:
     return opts
 
 
-def _response_format(opts: MagicOptions) -> dict | None:
-    if opts.json_schema is not None and opts.grammar is not None:
-        raise BadRequest("response_format", "give --json-schema or --grammar, not both")
-    if opts.json_schema is not None:
-        return {"type": "json_schema", "json_schema": schema_from(opts.json_schema)}
-    if opts.grammar is not None:
-        if not isinstance(opts.grammar, str):
-            raise BadRequest("--grammar", f"expected grammar text, got {type(opts.grammar).__name__}")
-        return {"type": "grammar", "bnf": {opts.grammar_syntax: opts.grammar}}
-    return None
-
-
-def build(opts: MagicOptions, content: str) -> CompletionRequest:
+def build_magic_request(opts: MagicOptions, content: str) -> CompletionRequest:
     """The validated request these options mean (same path as ``complete()``)."""
-    from .service import build_request
+    from ..service import build_request
 
-    params = sampling_params_from(
+    fmt = response_format_from(opts.json_schema, opts.grammar, opts.grammar_syntax, names=("--json-schema", "--grammar"))
+    parts = request_parts(
         strategy=opts.strategy,
         temperature=opts.temperature,
         top_p=opts.top_p,
@@ -260,12 +248,7 @@ def build(opts: MagicOptions, content: str) -> CompletionRequest:
         max_tokens=opts.max_tokens,
         repetition_penalty=opts.repetition_penalty,
         stop=opts.stop,
+        response_format=fmt,
+        logprobs=opts.logprobs,  # the engine records a few alternatives per token for the heatmap anyway
     )
-    logprobs = opts.logprobs  # the engine records a few alternatives per token for the heatmap anyway
-    return build_request(
-        content,
-        model_id=opts.model,
-        sampling_params=params,
-        response_format=_response_format(opts),
-        logprobs={"top_k": logprobs} if logprobs is not None else None,
-    )
+    return build_request(content, model_id=opts.model, **parts)

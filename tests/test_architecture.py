@@ -1,0 +1,60 @@
+"""The layering docs/architecture.md describes, checked on the source: the engine's pure core
+imports neither pydantic nor the API types nor an adapter, and the registry does not load."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "nb_completion"
+
+# The engine's pure core: token ids in, records out (docs/architecture.md, "Core and adapters").
+CORE = [
+    "records", "fold", "sampling", "batch_sampling", "scheduler", "kv", "rowwise_int8", "generate",
+    "detokenize", "stopping", "token_text", "remote_records", "gguf_cache",
+]  # fmt: skip
+# What the core may import from the rest of the package: the table of bounds (no imports itself).
+CORE_MAY_IMPORT = {"nb_completion.api.bounds"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports (also inside functions), relative imports resolved."""
+    package = "nb_completion." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts[:-1])
+    package = package.rstrip(".")
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+                if node.module is None:  # from . import x
+                    names.update(f"{module}.{alias.name}" for alias in node.names)
+                    continue
+            else:
+                module = node.module or ""
+            names.add(module)
+    return names
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_the_engine_core_imports_no_pydantic_api_or_adapter(name):
+    imports = imported_modules(PACKAGE / "engine" / f"{name}.py")
+    assert not any(m == "pydantic" or m.startswith("pydantic.") for m in imports), imports
+    ours = {m for m in imports if m.startswith("nb_completion.")}
+    core = {f"nb_completion.engine.{c}" for c in CORE}
+    assert ours <= core | CORE_MAY_IMPORT, ours - core - CORE_MAY_IMPORT
+
+
+def test_the_registry_does_not_load():
+    imports = imported_modules(PACKAGE / "engine" / "registry.py")
+    assert "nb_completion.engine.loading" not in imports and "nb_completion.engine.local" not in imports
+
+
+def test_imported_modules_resolves_relative_imports():
+    imports = imported_modules(PACKAGE / "engine" / "local.py")
+    assert {"nb_completion.engine.scheduler", "nb_completion.api.types", "nb_completion.engine.sampling"} <= imports
