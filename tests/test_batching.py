@@ -13,7 +13,7 @@ import torch
 
 from nb_completion import compare, complete
 from nb_completion.engine.batch_sampling import RowParams
-from nb_completion.engine.records import Delta
+from nb_completion.engine.records import Delta, Finished
 from nb_completion.engine.scheduler import Engine, Work
 from nb_completion.service import build_request, open_events
 

@@ -99,6 +99,6 @@ def test_distribution_is_the_raw_distribution_and_its_prefix_is_cached(tiny_back
     assert dist.logprob(record.token_id) == pytest.approx(record.logprob, abs=1e-5)
     assert [dist.texts[i] for i in range(5)] == [t for t, _ in record.top]
     # the summary keeps all the mass: the rest bins and the top logits normalise to 1
-    total = sum(math.exp(v - dist.log_z) for v in dist.logits) + sum(math.exp(l - dist.log_z) for _, l in dist.rest)
+    total = sum(math.exp(v - dist.log_z) for v in dist.logits) + sum(math.exp(lse - dist.log_z) for _, lse in dist.rest)
     assert total == pytest.approx(1.0, abs=1e-9)
     assert len(dist.ids) + sum(n for n, _ in dist.rest) == tiny_backend.vocab_size

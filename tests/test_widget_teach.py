@@ -47,7 +47,7 @@ def test_distribution_at_the_end_and_at_a_token(tiny_model_id):
     w.show_distribution(2)
     d = w.distribution
     assert d["index"] == 2 and d["chosen"] == w.tokens[2]["token_id"] and d["ids"][0] == d["chosen"]  # greedy
-    log_z = math.log(sum(math.exp(v) for v in d["logits"]) + sum(math.exp(l) for _, l in d["rest"]))
+    log_z = math.log(sum(math.exp(v) for v in d["logits"]) + sum(math.exp(lse) for _, lse in d["rest"]))
     assert d["logits"][0] - log_z == pytest.approx(w.tokens[2]["logprob"], abs=1e-4)
 
 

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Optional
 
+import torch
+
 
 from ..api.bounds import ALTERNATIVES, TEMPERATURE, TOP_P
 from ..api.errors import BadRequest

@@ -143,7 +143,7 @@ def stack_svg(parts: Sequence[str], gap: int = 8) -> str:
     sizes = [tuple(float(v) for v in _SIZE.match(p).groups()) for p in parts]
     width = max(w for w, _ in sizes)
     y, body = 0.0, []
-    for part, (w, h) in zip(parts, sizes):
+    for part, (_, h) in zip(parts, sizes):
         body.append(part.replace("<svg ", f'<svg x="0" y="{y:.0f}" ', 1))
         y += h + gap
     height = y - gap
