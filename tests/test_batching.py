@@ -245,6 +245,7 @@ def test_the_compiled_decode_pass_equals_eager(tiny_backend):
 
 def test_a_failing_forward_pass_ends_its_sequences_with_an_error_and_the_engine_goes_on(tiny_backend):
     from nb_completion.api.errors import EngineFailure
+    from nb_completion.engine import registry
     from nb_completion.engine.local import LocalBackend
     from nb_completion.engine.tiny import build_model
 
@@ -260,12 +261,16 @@ def test_a_failing_forward_pass_ends_its_sequences_with_an_error_and_the_engine_
         return real_forward(*args, **kwargs)
 
     model.forward = forward
-    request = build_request("Once upon a time", model_id="tiny-llama", sampling_params={"max_tokens": 10})
-    with pytest.raises(EngineFailure):
-        list(backend.open(request))
-    events = list(backend.open(request))
-    assert isinstance(events[-1], Finished) and events[-1].completion_tokens == 10
-    backend.engine.close()
+    registry.register(backend)  # errors become the spec's Error once, at service.open_events
+    try:
+        request = build_request("Once upon a time", model_id="tiny-failing-once", sampling_params={"max_tokens": 10})
+        with pytest.raises(EngineFailure):
+            list(open_events(request))
+        events = list(open_events(request))
+        assert isinstance(events[-1], Finished) and events[-1].completion_tokens == 10
+    finally:
+        registry.unregister("tiny-failing-once")
+        backend.engine.close()
 
 
 def test_closing_a_backend_ends_its_engine_thread_and_a_new_open_starts_another(tiny_backend):
