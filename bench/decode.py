@@ -66,15 +66,22 @@ def run_hf(backend, prompt: str, new_tokens: int) -> tuple[float, float]:
     start = time.perf_counter()
     with torch.inference_mode():
         backend.model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-            do_sample=False, streamer=clock, pad_token_id=backend.tokenizer.eos_token_id,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            streamer=clock,
+            pad_token_id=backend.tokenizer.eos_token_id,
         )
     t = clock.times
     return t[0] - start, (len(t) - 1) / (t[-1] - t[0])
 
 
 def run_ours(backend, prompt: str, new_tokens: int) -> tuple[float, float, int]:
-    request = build_request(prompt, model_id=backend.info.identifier, sampling_params={"max_tokens": new_tokens}, logprobs=5, stream=True)
+    request = build_request(
+        prompt, model_id=backend.info.identifier, sampling_params={"max_tokens": new_tokens}, logprobs=5, stream=True
+    )
     finished = None
     for event in backend.open(request):
         finished = event
@@ -94,8 +101,10 @@ def main() -> None:
         os.environ["NB_COMPLETION_THREADS"] = str(args.threads)
     from nb_completion.engine.loading import cpu_threads
 
-    print(f"torch {torch.__version__}, threads {cpu_threads()} (same for HF and ours), cpus {os.cpu_count()}, "
-          f"cuda {torch.cuda.is_available() and torch.cuda.get_device_name(0)}")
+    print(
+        f"torch {torch.__version__}, threads {cpu_threads()} (same for HF and ours), cpus {os.cpu_count()}, "
+        f"cuda {torch.cuda.is_available() and torch.cuda.get_device_name(0)}"
+    )
     rows = []
     baseline: dict[int, float] = {}
     for dtype in args.dtypes.split(","):
@@ -110,17 +119,27 @@ def main() -> None:
             hf_tps = statistics.median(r[1] for r in hf)
             if dtype == "float32":
                 baseline[n_prompt] = hf_tps
-            rows.append(dict(
-                dtype=dtype, prompt=len(backend.encode(prompt)), load_s=load_s,
-                hf_tps=hf_tps, hf_ttft=statistics.median(r[0] for r in hf),
-                ours_tps=statistics.median(r[1] for r in ours), ours_ttft=statistics.median(r[0] for r in ours),
-                ours_tokens=min(r[2] for r in ours), rss=rss_mb(),
-            ))
+            rows.append(
+                dict(
+                    dtype=dtype,
+                    prompt=len(backend.encode(prompt)),
+                    load_s=load_s,
+                    hf_tps=hf_tps,
+                    hf_ttft=statistics.median(r[0] for r in hf),
+                    ours_tps=statistics.median(r[1] for r in ours),
+                    ours_ttft=statistics.median(r[0] for r in ours),
+                    ours_tokens=min(r[2] for r in ours),
+                    rss=rss_mb(),
+                )
+            )
             r = rows[-1]
-            print(f"{dtype:>9} prompt {r['prompt']:>4}: HF generate {r['hf_tps']:6.1f} tok/s (ttft {r['hf_ttft']*1000:5.0f} ms) | "
-                  f"ours {r['ours_tps']:6.1f} tok/s (ttft {r['ours_ttft']*1000:5.0f} ms, {r['ours_tokens']} tok) | "
-                  f"ours/HF same dtype {r['ours_tps']/r['hf_tps']:.2f}x | ours/HF float32 {r['ours_tps']/baseline.get(n_prompt, float('nan')):.2f}x | "
-                  f"RSS {r['rss']:.0f} MB | load {load_s:.1f} s", flush=True)
+            print(
+                f"{dtype:>9} prompt {r['prompt']:>4}: HF generate {r['hf_tps']:6.1f} tok/s (ttft {r['hf_ttft'] * 1000:5.0f} ms) | "
+                f"ours {r['ours_tps']:6.1f} tok/s (ttft {r['ours_ttft'] * 1000:5.0f} ms, {r['ours_tokens']} tok) | "
+                f"ours/HF same dtype {r['ours_tps'] / r['hf_tps']:.2f}x | ours/HF float32 {r['ours_tps'] / baseline.get(n_prompt, float('nan')):.2f}x | "
+                f"RSS {r['rss']:.0f} MB | load {load_s:.1f} s",
+                flush=True,
+            )
     print("\nratio target: ours (dtype auto) >= 2x HF generate float32, logprobs on")
 
 

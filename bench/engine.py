@@ -46,7 +46,9 @@ def load() -> str:
 
 
 def ours(backend, new_tokens: int) -> float:
-    request = build_request(PROMPT, model_id=backend.info.identifier, sampling_params={"max_tokens": new_tokens}, logprobs=5, stream=True)
+    request = build_request(
+        PROMPT, model_id=backend.info.identifier, sampling_params={"max_tokens": new_tokens}, logprobs=5, stream=True
+    )
     finished = None
     for event in backend.open(request):
         finished = event
@@ -122,8 +124,13 @@ def free_port() -> int:
 
 
 def stream_once(url: str, index: int, tokens: int) -> tuple[int, int, float]:
-    body = {"model_id": DEFAULT_MODEL_ID, "content": f"{PROMPT} ({index})", "stream": True, "sampling_params": {"max_tokens": tokens, "strategy": {"type": "top_p", "temperature": 0.8}},
-            "logprobs": {"top_k": 5}}
+    body = {
+        "model_id": DEFAULT_MODEL_ID,
+        "content": f"{PROMPT} ({index})",
+        "stream": True,
+        "sampling_params": {"max_tokens": tokens, "strategy": {"type": "top_p", "temperature": 0.8}},
+        "logprobs": {"top_k": 5},
+    }
     start = time.perf_counter()
     with httpx.Client(timeout=600) as client, client.stream("POST", url + "/v1/inference/completion", json=body) as response:
         if response.status_code != 200:
@@ -142,7 +149,11 @@ def http(streams: int, tokens: int) -> None:
     print(f"\n== `nb-completion serve`: {streams} concurrent streams of {tokens} tokens vs one ==")
     port = free_port()
     exe = Path(sys.executable).with_name("nb-completion")
-    command = [str(exe), "serve", "--port", str(port)] if exe.exists() else [sys.executable, "-m", "nb_completion.cli", "serve", "--port", str(port)]
+    command = (
+        [str(exe), "serve", "--port", str(port)]
+        if exe.exists()
+        else [sys.executable, "-m", "nb_completion.cli", "serve", "--port", str(port)]
+    )
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -161,7 +172,9 @@ def http(streams: int, tokens: int) -> None:
         single = count / seconds
         results: list = [None] * streams
         start = time.perf_counter()
-        workers = [threading.Thread(target=lambda i=i: results.__setitem__(i, stream_once(url, i + 1, tokens))) for i in range(streams)]
+        workers = [
+            threading.Thread(target=lambda i=i: results.__setitem__(i, stream_once(url, i + 1, tokens))) for i in range(streams)
+        ]
         for w in workers:
             w.start()
         for w in workers:
@@ -171,8 +184,10 @@ def http(streams: int, tokens: int) -> None:
         total = sum(r[1] for r in results)
         rss_after = psutil.Process(server.pid).memory_info().rss / 2**20
         print(f"one stream: {single:.1f} tok/s (request wall time, prompt included)")
-        print(f"{streams} streams: {total / wall:.1f} tok/s aggregate = {total / wall / single:.2f}x one; "
-              f"{statuses.count(200)} answered 200, {statuses.count(429)} answered 429   ({load()})")
+        print(
+            f"{streams} streams: {total / wall:.1f} tok/s aggregate = {total / wall / single:.2f}x one; "
+            f"{statuses.count(200)} answered 200, {statuses.count(429)} answered 429   ({load()})"
+        )
         print(f"server RSS: {rss_loaded:.0f} MB after loading, {rss_after:.0f} MB after the burst")
     finally:
         server.terminate()

@@ -37,7 +37,9 @@ def start_server(model: str | None, tiny: bool) -> tuple[subprocess.Popen, str]:
         cmd += ["--tiny"]
     elif model:
         cmd += ["--model", model]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -99,15 +101,21 @@ def main() -> None:
                 else:
                     json.loads(text)
                 if (i + 1) % 100 == 0:
-                    print(f"  after {i + 1:4d} requests: RSS {server.memory_info().rss / 2**20:.1f} MiB, "
-                          f"{time.perf_counter() - start:.1f} s")
+                    print(
+                        f"  after {i + 1:4d} requests: RSS {server.memory_info().rss / 2**20:.1f} MiB, "
+                        f"{time.perf_counter() - start:.1f} s"
+                    )
             rss_end = server.memory_info().rss
         total = time.perf_counter() - start
-        print(f"RSS at start {rss_start / 2**20:.1f} MiB, at end {rss_end / 2**20:.1f} MiB "
-              f"(change {(rss_end - rss_start) / 2**20:+.1f} MiB) after {args.requests} sequential requests in {total:.1f} s")
+        print(
+            f"RSS at start {rss_start / 2**20:.1f} MiB, at end {rss_end / 2**20:.1f} MiB "
+            f"(change {(rss_end - rss_start) / 2**20:+.1f} MiB) after {args.requests} sequential requests in {total:.1f} s"
+        )
         for name, values in latencies.items():
             if values:
-                print(f"  {name:28s} n={len(values):4d} median {statistics.median(values) * 1000:7.1f} ms  max {max(values) * 1000:7.1f} ms")
+                print(
+                    f"  {name:28s} n={len(values):4d} median {statistics.median(values) * 1000:7.1f} ms  max {max(values) * 1000:7.1f} ms"
+                )
     finally:
         proc.terminate()
         try:

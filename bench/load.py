@@ -1,6 +1,6 @@
 """Model load to first token, once the default model is cached (a fresh process each time).
 
-    python bench/load.py [--dtype auto] [--repeats 3]
+python bench/load.py [--dtype auto] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ def main() -> None:
         out = subprocess.run([sys.executable, "-c", CHILD.format(dtype=args.dtype)], check=True, capture_output=True, text=True)
         rows.append([float(x) for x in out.stdout.split()])
     med = [statistics.median(col) for col in zip(*rows)]
-    print(f"dtype {args.dtype}: import torch+transformers {med[0]:.2f} s, load_model {med[1]:.2f} s, first token {med[2]:.2f} s, "
-          f"process start to first token {med[3]:.2f} s (median of {args.repeats}); load_model to first token {med[1] + med[2]:.2f} s (target <= 3 s)")
+    print(
+        f"dtype {args.dtype}: import torch+transformers {med[0]:.2f} s, load_model {med[1]:.2f} s, first token {med[2]:.2f} s, "
+        f"process start to first token {med[3]:.2f} s (median of {args.repeats}); load_model to first token {med[1] + med[2]:.2f} s (target <= 3 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ def start_server(tiny: bool) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "nb_completion.server", "--port", str(port), "--queue-size", "1"]
     if tiny:
         cmd += ["--tiny"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -63,7 +65,10 @@ def fast_400s(url: str, model: str, context: int, samples: int) -> None:
     long_generation = {"model_id": model, "content": "Once upon a time", "stream": True, "sampling_params": {"max_tokens": 0}}
     bad = [
         ("prompt over the context", {"model_id": model, "content": "word " * (context + 10)}),
-        ("grammar that does not compile", {"model_id": model, "content": "x", "response_format": {"type": "grammar", "bnf": {"gbnf": "root ::= ("}}}),
+        (
+            "grammar that does not compile",
+            {"model_id": model, "content": "x", "response_format": {"type": "grammar", "bnf": {"gbnf": "root ::= ("}}},
+        ),
         ("image content", {"model_id": model, "content": [{"type": "image", "image": {"url": {"uri": "https://x/y.png"}}}]}),
     ]
     with httpx.Client(base_url=url, timeout=600) as client, client.stream("POST", COMPLETION, json=long_generation) as stream:
@@ -77,8 +82,10 @@ def fast_400s(url: str, model: str, context: int, samples: int) -> None:
                 times.append((time.perf_counter() - start) * 1000)
                 assert response.status_code == 400, response.text
             running = busy(url)
-            print(f"  {name:32s} 400 in median {statistics.median(times):6.1f} ms, max {max(times):6.1f} ms "
-                  f"({samples} requests; generation still running: {running})")
+            print(
+                f"  {name:32s} 400 in median {statistics.median(times):6.1f} ms, max {max(times):6.1f} ms "
+                f"({samples} requests; generation still running: {running})"
+            )
         waiting = httpx.get(url + "/v1/health").json()["queue"]["waiting"]
         print(f"  queue places taken by the {3 * samples} 400s: {waiting}")
 
@@ -97,7 +104,9 @@ def idle_connections(url: str, model: str, count: int) -> None:
             refused += 1
     opened = time.perf_counter() - start
     start = time.perf_counter()
-    response = httpx.post(url + COMPLETION, json={"model_id": model, "content": "Hello", "sampling_params": {"max_tokens": 8}}, timeout=120)
+    response = httpx.post(
+        url + COMPLETION, json={"model_id": model, "content": "Hello", "sampling_params": {"max_tokens": 8}}, timeout=120
+    )
     elapsed = time.perf_counter() - start
     closed = 0
     for sock in sockets:
@@ -109,9 +118,11 @@ def idle_connections(url: str, model: str, count: int) -> None:
         except OSError:
             closed += 1
         sock.close()
-    print(f"  {len(sockets)} idle connections opened in {opened:.1f} s ({refused} refused); a valid request: "
-          f"{response.status_code} {response.json().get('stop_reason')} in {elapsed * 1000:.0f} ms; "
-          f"{closed} idle ones closed by the server (the connection cap evicts the longest idle)")
+    print(
+        f"  {len(sockets)} idle connections opened in {opened:.1f} s ({refused} refused); a valid request: "
+        f"{response.status_code} {response.json().get('stop_reason')} in {elapsed * 1000:.0f} ms; "
+        f"{closed} idle ones closed by the server (the connection cap evicts the longest idle)"
+    )
 
 
 def main() -> None:
@@ -125,7 +136,9 @@ def main() -> None:
     try:
         models = httpx.get(url + "/v1/models").json()["data"]
         model = "tiny-llama" if args.tiny else models[0]["identifier"]
-        httpx.post(url + COMPLETION, json={"model_id": model, "content": "warm up", "sampling_params": {"max_tokens": 2}}, timeout=600)
+        httpx.post(
+            url + COMPLETION, json={"model_id": model, "content": "warm up", "sampling_params": {"max_tokens": 2}}, timeout=600
+        )
         entry = next(m for m in httpx.get(url + "/v1/models").json()["data"] if m["identifier"] == model)
         context = entry["metadata"]["context_length"]
         print(f"model {model} (context {context}, max_tokens cap {entry['metadata']['max_tokens_cap']})")

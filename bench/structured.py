@@ -60,9 +60,7 @@ constraints.compile_constraint = _recording  # the engine imports it from the mo
 
 
 def run(model_id: str, tokens: int, response_format=None) -> tuple[float, list[int], int]:
-    request = build_request(
-        PROMPT, model_id=model_id, sampling_params={"max_tokens": tokens}, response_format=response_format
-    )
+    request = build_request(PROMPT, model_id=model_id, sampling_params={"max_tokens": tokens}, response_format=response_format)
     ids: list[int] = []
     forced = 0
     finished = None
@@ -144,14 +142,21 @@ def main() -> None:
         engine_cost = statistics.median(in_engine[name])
         best = max(rates[name])
         print(f"{name:28}: {c:6.1f} tok/s median, {best:6.1f} best  (runs: {', '.join(f'{r:.1f}' for r in rates[name])})")
-        print(f"{'':28}  end-to-end overhead {(f / c - 1) * 100:+.1f}% median, {(max(free) / best - 1) * 100:+.1f}% best "
-              f"(target < 5%)")
-        print(f"{'':28}  grammar time inside the engine (mask + advance): {engine_cost * 1e6:.0f} us/token = "
-              f"{engine_cost / step * 100:.2f}% of a {step * 1e3:.1f} ms step; {forced}/{len(ids)} tokens forced")
-        print(f"{'':28}  replayed alone, warm caches: copy {copy * 1e6:.0f} + mask {mask * 1e6:.0f} + advance "
-              f"{advance * 1e6:.0f} us = {per_token / step * 100:.2f}%")
+        print(
+            f"{'':28}  end-to-end overhead {(f / c - 1) * 100:+.1f}% median, {(max(free) / best - 1) * 100:+.1f}% best "
+            f"(target < 5%)"
+        )
+        print(
+            f"{'':28}  grammar time inside the engine (mask + advance): {engine_cost * 1e6:.0f} us/token = "
+            f"{engine_cost / step * 100:.2f}% of a {step * 1e3:.1f} ms step; {forced}/{len(ids)} tokens forced"
+        )
+        print(
+            f"{'':28}  replayed alone, warm caches: copy {copy * 1e6:.0f} + mask {mask * 1e6:.0f} + advance "
+            f"{advance * 1e6:.0f} us = {per_token / step * 100:.2f}%"
+        )
     ids, _ = outputs[next(iter(formats))]
     print(f"sample constrained output: {backend.tokenizer.decode(ids)[:120]!r}")
+
 
 if __name__ == "__main__":
     main()

@@ -49,9 +49,7 @@ def chat_prompt(backend: Backend, text: str) -> str:
             f"model '{model_id}' has no chat template (its tokenizer defines none); use chat=False for a raw "
             "completion, or an Instruct/chat model",
         )
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-    )
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
     bos = tokenizer.bos_token
     if bos and prompt.startswith(bos) and tokenizer("", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]:
         prompt = prompt[len(bos) :]  # the tokenizer adds it again when encoding: not twice

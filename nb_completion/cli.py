@@ -1,9 +1,9 @@
 """``nb-completion``: complete text, list models, preload the default model, serve HTTP.
 
-    nb-completion complete "The capital of France is" --max-tokens 8 --logprobs 3
-    nb-completion models
-    nb-completion load            # convert and cache the default model once
-    nb-completion serve --port 8321
+nb-completion complete "The capital of France is" --max-tokens 8 --logprobs 3
+nb-completion models
+nb-completion load            # convert and cache the default model once
+nb-completion serve --port 8321
 """
 
 from __future__ import annotations
@@ -19,10 +19,19 @@ from .api.errors import CompletionError
 
 
 def _add_complete(sub: Any) -> None:
-    p = sub.add_parser("complete", help="complete TEXT (streams to the terminal)", description="Complete TEXT with a local model.")
+    p = sub.add_parser(
+        "complete", help="complete TEXT (streams to the terminal)", description="Complete TEXT with a local model."
+    )
     p.add_argument("text", help="the prompt ('-' reads standard input)")
-    p.add_argument("--model", "--model-id", dest="model", default=None, help="model id, local folder, .gguf path or cached hub id")
-    p.add_argument("--strategy", choices=["greedy", "top_p", "top_k"], default=None, help="sampling strategy (default: inferred, else greedy)")
+    p.add_argument(
+        "--model", "--model-id", dest="model", default=None, help="model id, local folder, .gguf path or cached hub id"
+    )
+    p.add_argument(
+        "--strategy",
+        choices=["greedy", "top_p", "top_k"],
+        default=None,
+        help="sampling strategy (default: inferred, else greedy)",
+    )
     p.add_argument("-t", "--temperature", type=float, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
@@ -34,7 +43,11 @@ def _add_complete(sub: Any) -> None:
     p.add_argument("--grammar", default=None, help="constrain output to a grammar file (.gbnf, .lark or .regex)")
     p.add_argument("--grammar-syntax", choices=["gbnf", "lark", "regex"], default=None)
     p.add_argument("--seed", type=int, default=None, help="seed for sampling strategies")
-    p.add_argument("--chat", action="store_true", help="wrap TEXT in the model's chat template as one user turn (the templated prompt goes to stderr)")
+    p.add_argument(
+        "--chat",
+        action="store_true",
+        help="wrap TEXT in the model's chat template as one user turn (the templated prompt goes to stderr)",
+    )
     p.add_argument("--json", action="store_true", help="print the raw CompletionResponse JSON")
     p.add_argument("--no-stream", action="store_true", help="print the text once it is complete")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"])
@@ -143,8 +156,13 @@ def cmd_load(args: argparse.Namespace) -> int:
 def _add_serve(sub: Any) -> None:
     from .server.options import add_serve_arguments
 
-    add_serve_arguments(sub.add_parser("serve", help="serve the llama-stack completion route over HTTP",
-                                       description="Serve the llama-stack completion API over HTTP."))
+    add_serve_arguments(
+        sub.add_parser(
+            "serve",
+            help="serve the llama-stack completion route over HTTP",
+            description="Serve the llama-stack completion API over HTTP.",
+        )
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -154,7 +172,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nb-completion", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="nb-completion", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     from .server.options import OneLineParser
 
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -162,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the registered models")
     load = sub.add_parser("load", help="load (and on first use convert and cache) a model")
     load.add_argument("model", nargs="?", default=None)
-    load.add_argument("--if-needed", action="store_true", help="only when a GGUF's conversion is not cached yet (checks without loading)")
+    load.add_argument(
+        "--if-needed", action="store_true", help="only when a GGUF's conversion is not cached yet (checks without loading)"
+    )
     load.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"])
     load.add_argument("--device", default="auto")
     _add_serve(sub)

@@ -65,8 +65,14 @@ class Scored:
         """The scored tokens (all but a first one with nothing before it) as heatmap records."""
         return [
             TokenRecord(
-                index=t.index, token_id=t.token_id, text=t.text, logprob=t.logprob, rank=t.rank or 1,
-                top=t.top, entropy=t.entropy or 0.0, piece=t.piece,
+                index=t.index,
+                token_id=t.token_id,
+                text=t.text,
+                logprob=t.logprob,
+                rank=t.rank or 1,
+                top=t.top,
+                entropy=t.entropy or 0.0,
+                piece=t.piece,
             )
             for t in self.tokens
             if t.logprob is not None
@@ -74,7 +80,9 @@ class Scored:
 
     def summary(self) -> str:
         n = sum(t.logprob is not None for t in self.tokens)
-        return f"perplexity {self.perplexity:.2f} over {n} scored tokens · total logprob {self.total_logprob:.2f} · {self.model_id}"
+        return (
+            f"perplexity {self.perplexity:.2f} over {n} scored tokens · total logprob {self.total_logprob:.2f} · {self.model_id}"
+        )
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         from .notebook.render_scored import scored_html, scored_svg
@@ -98,7 +106,9 @@ def score(text: str, model_id: Optional[str] = None) -> Scored:
     backend = _local_backend(model_id)
     ids = backend.encode(text)
     if len(ids) > backend.context_length:
-        raise BadRequest("text", f"has {len(ids)} tokens; the context length of '{backend.info.identifier}' is {backend.context_length}")
+        raise BadRequest(
+            "text", f"has {len(ids)} tokens; the context length of '{backend.info.identifier}' is {backend.context_length}"
+        )
     return Scored(text=text, model_id=backend.info.identifier, tokens=score_ids(backend, ids))
 
 

@@ -116,8 +116,12 @@ def summarize(backend: Any, raw: torch.Tensor, position: int, ids: Sequence[int]
     seen = set(int(i) for i in ids)
     top_ids = [int(i) for i in order.tolist()]
     return Distribution(
-        position=position, ids=top_ids, texts=[backend.piece(i) for i in top_ids],
-        logits=[float(v) for v in values.tolist()], rest=bins, seen=[i in seen for i in top_ids],
+        position=position,
+        ids=top_ids,
+        texts=[backend.piece(i) for i in top_ids],
+        logits=[float(v) for v in values.tolist()],
+        rest=bins,
+        seen=[i in seen for i in top_ids],
     )
 
 
@@ -156,7 +160,9 @@ def _one_token(request: CompletionRequest, greedy: bool = False) -> CompletionRe
 
 def _run(backend: Any, request: CompletionRequest, ids: list[int], generator: Any = None):
     if not getattr(backend, "continues_generators", False):
-        raise BadRequest("model_id", f"'{backend.info.identifier}' is remote: Step and the distribution need a model in this kernel")
+        raise BadRequest(
+            "model_id", f"'{backend.info.identifier}' is remote: Step and the distribution need a model in this kernel"
+        )
     seen: dict[str, Any] = {}
 
     def observe(raw: torch.Tensor, processed: torch.Tensor, noise: Optional[torch.Tensor], chosen: int) -> None:

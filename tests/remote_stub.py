@@ -99,8 +99,7 @@ class ReplayServer:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw.decode("utf-8", "replace")
-                stub.requests.append({"method": method, "path": self.path, "body": body,
-                                      "headers": dict(self.headers.items())})
+                stub.requests.append({"method": method, "path": self.path, "body": body, "headers": dict(self.headers.items())})
                 if stub.hang:
                     stub.released.wait(60)
                     return

@@ -51,7 +51,7 @@ def sse_events(raw: str) -> list[str]:
     for event in events:
         assert event.startswith("data: "), repr(event)
         assert "\n" not in event, repr(event)
-    return [e[len("data: "):] for e in events]
+    return [e[len("data: ") :] for e in events]
 
 
 def assert_error_body(body: Any, status: int) -> None:

@@ -31,10 +31,17 @@ def hf(backend, ids, n, **kwargs):
     tensor = torch.tensor([ids])
     with torch.inference_mode():
         out = backend.model.generate(
-            tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=n, do_sample=False,
-            output_logits=True, return_dict_in_generate=True, pad_token_id=0, eos_token_id=None, **kwargs,
+            tensor,
+            attention_mask=torch.ones_like(tensor),
+            max_new_tokens=n,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=0,
+            eos_token_id=None,
+            **kwargs,
         )
-    tokens = out.sequences[0, len(ids):].tolist()
+    tokens = out.sequences[0, len(ids) :].tolist()
     cut = next((i + 1 for i, t in enumerate(tokens) if t in backend.stop_token_ids), len(tokens))
     return tokens[:cut], [step[0] for step in out.logits[:cut]]
 
@@ -138,8 +145,15 @@ def test_a_cancelled_long_prefill_stops_between_chunks(tiny_backend, engine):
 
 def test_sixteen_concurrent_greedy_requests_equal_their_solo_runs(tiny_backend, tiny_model_id):
     prompts = [f"{PROMPTS[i % len(PROMPTS)]} {i}" for i in range(16)]
-    solo = [[t.token_id for e in open_events(build_request(p, model_id=tiny_model_id, sampling_params={"max_tokens": 16}))
-             if isinstance(e, Delta) for t in e.tokens] for p in prompts]
+    solo = [
+        [
+            t.token_id
+            for e in open_events(build_request(p, model_id=tiny_model_id, sampling_params={"max_tokens": 16}))
+            if isinstance(e, Delta)
+            for t in e.tokens
+        ]
+        for p in prompts
+    ]
     streams = [open_events(build_request(p, model_id=tiny_model_id, sampling_params={"max_tokens": 16})) for p in prompts]
     together = [[t.token_id for e in s if isinstance(e, Delta) for t in e.tokens] for s in streams]
     equal = sum(a == b for a, b in zip(solo, together))

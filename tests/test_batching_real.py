@@ -20,15 +20,23 @@ def tokens(stream):
 def hf(backend, prompt, n):
     ids = torch.tensor([backend.encode(prompt)])
     with torch.inference_mode():
-        out = backend.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-                                     output_logits=True, return_dict_in_generate=True)
-    generated = out.sequences[0, ids.shape[1]:].tolist()
+        out = backend.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    generated = out.sequences[0, ids.shape[1] :].tolist()
     cut = next((i for i, t in enumerate(generated) if t in backend.stop_token_ids), len(generated))
     return generated[:cut], [step[0] for step in out.logits[:cut]]
 
 
 def test_sixteen_concurrent_float32_requests_each_equal_hf_generate_alone(real_backend_f32):
-    streams = [open_events(build_request(p, model_id="smollm2-float32", sampling_params={"max_tokens": 24}, logprobs=5)) for p in PROMPTS]
+    streams = [
+        open_events(build_request(p, model_id="smollm2-float32", sampling_params={"max_tokens": 24}, logprobs=5)) for p in PROMPTS
+    ]
     results = [tokens(s) for s in streams]
     assert real_backend_f32.engine.stats.max_rows > 8
     for prompt, records in zip(PROMPTS, results):

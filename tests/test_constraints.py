@@ -282,7 +282,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 _leaf = st.one_of(
     st.builds(lambda n: {"type": "string", "maxLength": n}, st.integers(0, 12)),
-    st.builds(lambda lo, span: {"type": "integer", "minimum": lo, "maximum": lo + span}, st.integers(-50, 50), st.integers(0, 500)),
+    st.builds(
+        lambda lo, span: {"type": "integer", "minimum": lo, "maximum": lo + span}, st.integers(-50, 50), st.integers(0, 500)
+    ),
     st.just({"type": "boolean"}),
     st.just({"type": "null"}),
     st.lists(st.text("abcxyz -", min_size=1, max_size=5), min_size=1, max_size=4, unique=True).map(lambda v: {"enum": v}),
@@ -334,11 +336,13 @@ def test_mask_works_on_a_strided_view(tok):
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 5) | st.sampled_from(["object", "string", "integer", "array", "#/x", "a+"]),
-    lambda kids: st.lists(kids, max_size=3)
-    | st.dictionaries(
-        st.sampled_from(["type", "properties", "items", "required", "enum", "$ref", "anyOf", "pattern", "minLength", "x"]),
-        kids,
-        max_size=3,
+    lambda kids: (
+        st.lists(kids, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["type", "properties", "items", "required", "enum", "$ref", "anyOf", "pattern", "minLength", "x"]),
+            kids,
+            max_size=3,
+        )
     ),
     max_leaves=8,
 )

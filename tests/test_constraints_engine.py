@@ -93,7 +93,9 @@ def test_out_of_tokens_leaves_a_valid_prefix(tiny_model_id):
 )
 def test_grammars_hold_on_a_random_model(tiny_model_id, bnf, pattern):
     for seed in (1, 2, 3):
-        r = complete("x", model_id=tiny_model_id, sampling_params=TOP_P, response_format={"type": "grammar", "bnf": bnf}, seed=seed)
+        r = complete(
+            "x", model_id=tiny_model_id, sampling_params=TOP_P, response_format={"type": "grammar", "bnf": bnf}, seed=seed
+        )
         assert re.fullmatch(pattern, r.content), (bnf, r.content)
         assert r.stop_reason == "end_of_turn"
 
@@ -101,7 +103,11 @@ def test_grammars_hold_on_a_random_model(tiny_model_id, bnf, pattern):
 @pytest.mark.parametrize(
     "fmt, field, needle",
     [
-        ({"type": "json_schema", "json_schema": {"type": "integer", "minimum": "zero"}}, "response_format.json_schema", "minimum"),
+        (
+            {"type": "json_schema", "json_schema": {"type": "integer", "minimum": "zero"}},
+            "response_format.json_schema",
+            "minimum",
+        ),
         ({"type": "grammar", "bnf": {"lark": "start: missing_rule"}}, "response_format.bnf.lark", "missing_rule"),
         ({"type": "grammar", "bnf": {"gbnf": "root ::= [a-"}}, "response_format.bnf.gbnf", "GBNF"),
         ({"type": "grammar", "bnf": {"regex": "(a|b"}}, "response_format.bnf.regex", "unclosed group"),
@@ -149,8 +155,12 @@ def test_a_pydantic_model_class_is_a_schema(tiny_model_id):
     r = complete("x", model_id=tiny_model_id, sampling_params={"max_tokens": 60}, response_format=Item)
     assert r.stop_reason == "end_of_turn"
     Item.model_validate_json(r.content)
-    r = complete("x", model_id=tiny_model_id, sampling_params={"max_tokens": 60},
-                 response_format={"type": "json_schema", "json_schema": Item})
+    r = complete(
+        "x",
+        model_id=tiny_model_id,
+        sampling_params={"max_tokens": 60},
+        response_format={"type": "json_schema", "json_schema": Item},
+    )
     Item.model_validate_json(r.content)
 
 
@@ -201,8 +211,9 @@ def test_cli_bad_schema_prints_the_error_body(tiny_model_id, capsys):
 
 
 def test_a_grammar_complete_from_the_start_gives_empty_output(tiny_model_id):
-    r = complete("x", model_id=tiny_model_id, sampling_params={"max_tokens": 5},
-                 response_format={"type": "grammar", "bnf": {"regex": ""}})
+    r = complete(
+        "x", model_id=tiny_model_id, sampling_params={"max_tokens": 5}, response_format={"type": "grammar", "bnf": {"regex": ""}}
+    )
     assert r.content == "" and r.stop_reason == "end_of_turn"
 
 

@@ -58,11 +58,21 @@ SCHEMAS = {
     ),
     "integer": (
         "How many legs does a spider have? Answer in JSON.",
-        {"type": "object", "properties": {"legs": {"type": "integer", "minimum": 0, "maximum": 100}}, "required": ["legs"], **CLOSED},
+        {
+            "type": "object",
+            "properties": {"legs": {"type": "integer", "minimum": 0, "maximum": 100}},
+            "required": ["legs"],
+            **CLOSED,
+        },
     ),
     "enum": (
         "What colour is the sky? Answer in JSON.",
-        {"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue", "yellow"]}}, "required": ["colour"], **CLOSED},
+        {
+            "type": "object",
+            "properties": {"colour": {"enum": ["red", "green", "blue", "yellow"]}},
+            "required": ["colour"],
+            **CLOSED,
+        },
     ),
     "array": (
         "Name three fruits in JSON.",
@@ -188,8 +198,12 @@ def test_forced_tokens_keep_their_raw_logprobs(real_model_id):
 
 
 def test_out_of_tokens_is_reported_and_the_text_is_a_prefix(real_model_id):
-    r = complete(chat(SCHEMAS["nested"][0]), model_id=real_model_id, sampling_params={"max_tokens": 6},
-                 response_format={"type": "json_schema", "json_schema": SCHEMAS["nested"][1]})
+    r = complete(
+        chat(SCHEMAS["nested"][0]),
+        model_id=real_model_id,
+        sampling_params={"max_tokens": 6},
+        response_format={"type": "json_schema", "json_schema": SCHEMAS["nested"][1]},
+    )
     assert r.stop_reason == "out_of_tokens"
     assert r.content.startswith('{"title":')
     with pytest.raises(json.JSONDecodeError):

@@ -11,4 +11,6 @@ def test_distribution_fixture_is_current():
     spec = importlib.util.spec_from_file_location("make_distribution_fixtures", FIXTURES / "make_distribution_fixtures.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert (FIXTURES / "distribution.json").read_text() == module.text(), "stale: run js/test/fixtures/make_distribution_fixtures.py"
+    assert (FIXTURES / "distribution.json").read_text() == module.text(), (
+        "stale: run js/test/fixtures/make_distribution_fixtures.py"
+    )

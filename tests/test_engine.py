@@ -13,10 +13,16 @@ from nb_completion.service import build_request, open_events
 def hf_greedy(backend, prompt, n, **kwargs):
     ids = torch.tensor([backend.encode(prompt)])
     out = backend.model.generate(
-        ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-        output_logits=True, return_dict_in_generate=True, pad_token_id=0, **kwargs,
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=n,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=0,
+        **kwargs,
     )
-    return out.sequences[0, ids.shape[1]:].tolist(), [step[0] for step in out.logits]
+    return out.sequences[0, ids.shape[1] :].tolist(), [step[0] for step in out.logits]
 
 
 def token_ids(model_id, prompt, seed=None, **kw):
@@ -44,7 +50,9 @@ def test_repetition_penalty_matches_hf_generate(tiny_backend, tiny_model_id):
 
 def test_logprobs_are_log_softmax_of_raw_logits(tiny_backend, tiny_model_id):
     expected, logits = hf_greedy(tiny_backend, "The capital of", 12, repetition_penalty=1.5)
-    request = build_request("The capital of", model_id=tiny_model_id, sampling_params={"max_tokens": 12, "repetition_penalty": 1.5}, logprobs=3)
+    request = build_request(
+        "The capital of", model_id=tiny_model_id, sampling_params={"max_tokens": 12, "repetition_penalty": 1.5}, logprobs=3
+    )
     records = [t for e in open_events(request) if isinstance(e, Delta) for t in e.tokens]
     assert records
     for record, step_logits in zip(records, logits):
@@ -57,7 +65,9 @@ def test_logprobs_are_log_softmax_of_raw_logits(tiny_backend, tiny_model_id):
 
 def test_top_k_one_equals_greedy(tiny_model_id):
     greedy, _ = token_ids(tiny_model_id, "Once upon", sampling_params={"max_tokens": 16})
-    top1, _ = token_ids(tiny_model_id, "Once upon", sampling_params={"max_tokens": 16, "strategy": {"type": "top_k", "top_k": 1}}, seed=3)
+    top1, _ = token_ids(
+        tiny_model_id, "Once upon", sampling_params={"max_tokens": 16, "strategy": {"type": "top_k", "top_k": 1}}, seed=3
+    )
     assert top1 == greedy
 
 
@@ -97,7 +107,12 @@ def test_stop_string_is_excluded_and_ends_with_end_of_turn(tiny_model_id):
     response = complete("The capital of", model_id=tiny_model_id, sampling_params={"max_tokens": 30, "stop": [stop]})
     assert response.content == full[: full.index(stop)]
     assert response.stop_reason.value == "end_of_turn"
-    streamed = "".join(c.delta for c in complete("The capital of", model_id=tiny_model_id, stream=True, sampling_params={"max_tokens": 30, "stop": [stop]}))
+    streamed = "".join(
+        c.delta
+        for c in complete(
+            "The capital of", model_id=tiny_model_id, stream=True, sampling_params={"max_tokens": 30, "stop": [stop]}
+        )
+    )
     assert streamed == response.content
 
 

@@ -110,7 +110,11 @@ def test_json_types_are_strict_and_finite(tiny_model_id, kwargs, field):
 
 
 def test_an_integer_is_still_a_number(tiny_model_id):
-    result = complete("Hi", model_id=tiny_model_id, sampling_params={"strategy": {"type": "top_p", "temperature": 1, "top_p": 1}, "max_tokens": 2})
+    result = complete(
+        "Hi",
+        model_id=tiny_model_id,
+        sampling_params={"strategy": {"type": "top_p", "temperature": 1, "top_p": 1}, "max_tokens": 2},
+    )
     assert result.stop_reason == "out_of_tokens"
 
 

@@ -35,8 +35,9 @@ STARTUP_S = 180
 
 pytestmark = [
     pytest.mark.llama_cpp,
-    pytest.mark.skipif(not (BINARY and os.path.isfile(BINARY) and os.access(BINARY, os.X_OK)),
-                       reason="set LLAMA_SERVER to a llama-server binary"),
+    pytest.mark.skipif(
+        not (BINARY and os.path.isfile(BINARY) and os.access(BINARY, os.X_OK)), reason="set LLAMA_SERVER to a llama-server binary"
+    ),
 ]
 
 
@@ -53,8 +54,27 @@ def server():
     gguf = default_gguf_path()
     port = _free_port()
     log = tempfile.NamedTemporaryFile("w+", prefix="llama-server-", suffix=".log", delete=False)
-    proc = subprocess.Popen([BINARY, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "--alias", ALIAS,
-                             "-c", "2048", "-np", "1", "-t", "2"], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            BINARY,
+            "-m",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--alias",
+            ALIAS,
+            "-c",
+            "2048",
+            "-np",
+            "1",
+            "-t",
+            "2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_S
     try:
@@ -93,8 +113,7 @@ def _raw(server: str, **body) -> dict:
     ``logprobs.content`` entries, gathered from the events."""
     answer = httpx.post(server + "/v1/completions", json={"model": ALIAS, "temperature": 0, "stream": True, **body}, timeout=120)
     assert answer.status_code == 200, answer.text
-    choices = [json.loads(line[len("data: "):])["choices"][0] for line in answer.text.split("\n")
-               if line.startswith("data: {")]
+    choices = [json.loads(line[len("data: ") :])["choices"][0] for line in answer.text.split("\n") if line.startswith("data: {")]
     entries = [e for c in choices for e in ((c.get("logprobs") or {}).get("content") or [])]
     return {"text": "".join(c["text"] for c in choices), "logprobs": {"content": entries}}
 
@@ -114,7 +133,9 @@ def test_plain_completion_is_the_servers_own(server, model):
 
 @pytest.mark.parametrize("prompt", ["The capital of France is", "こんにちは、こんにちは、こんにちは、"])
 def test_logprobs_become_records_with_alternatives(server, model, prompt):
-    events = list(open_events(build_request(prompt, model_id="llama-cpp-live", sampling_params={**GREEDY, "max_tokens": 10}, logprobs=3)))
+    events = list(
+        open_events(build_request(prompt, model_id="llama-cpp-live", sampling_params={**GREEDY, "max_tokens": 10}, logprobs=3))
+    )
     tokens = [t for e in events if isinstance(e, Delta) for t in e.tokens]
     text = "".join(e.text for e in events if isinstance(e, Delta))
     raw = _raw(server, prompt=prompt, max_tokens=10, logprobs=3)
@@ -134,31 +155,52 @@ def test_stop_string_is_trimmed(server, model):
     words = full.split(",")
     assert len(words) > 2, full
     stop = "," + words[2][:3]  # somewhere in the middle of the greedy text
-    cut = complete("Count: one, two, three,", model_id="llama-cpp-live",
-                   sampling_params={**GREEDY, "max_tokens": 12, "stop": [stop]}, logprobs=2)
+    cut = complete(
+        "Count: one, two, three,",
+        model_id="llama-cpp-live",
+        sampling_params={**GREEDY, "max_tokens": 12, "stop": [stop]},
+        logprobs=2,
+    )
     assert cut.content == full[: full.index(stop)] and cut.stop_reason == "end_of_turn"
     assert len(cut.logprobs) >= 1
 
 
 def test_json_schema_output_parses_and_validates(model):
-    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
-              "country": {"type": "string", "maxLength": 12}}, "required": ["city", "country"], "additionalProperties": False}
-    response = complete("The capital of France, as JSON:", model_id="llama-cpp-live", sampling_params={**GREEDY, "max_tokens": 60},
-                        response_format={"type": "json_schema", "json_schema": schema}, logprobs=2)
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 12}, "country": {"type": "string", "maxLength": 12}},
+        "required": ["city", "country"],
+        "additionalProperties": False,
+    }
+    response = complete(
+        "The capital of France, as JSON:",
+        model_id="llama-cpp-live",
+        sampling_params={**GREEDY, "max_tokens": 60},
+        response_format={"type": "json_schema", "json_schema": schema},
+        logprobs=2,
+    )
     jsonschema.validate(json.loads(response.content), schema)
 
 
 def test_gbnf_grammar_is_enforced(model):
     grammar = 'root ::= ("yes" | "no") " because " [a-z ]+ "."'
-    response = complete("Is the sun a star? Answer:", model_id="llama-cpp-live", sampling_params={**GREEDY, "max_tokens": 30},
-                        response_format={"type": "grammar", "bnf": {"gbnf": grammar}})
+    response = complete(
+        "Is the sun a star? Answer:",
+        model_id="llama-cpp-live",
+        sampling_params={**GREEDY, "max_tokens": 30},
+        response_format={"type": "grammar", "bnf": {"gbnf": grammar}},
+    )
     assert re.fullmatch(r"(yes|no) because [a-z ]+\.", response.content), response.content
 
 
 def test_errors_carry_the_servers_status_and_message(model):
     with pytest.raises(CompletionError) as bad_grammar:
-        complete("x", model_id="llama-cpp-live", sampling_params={"max_tokens": 4},
-                 response_format={"type": "grammar", "bnf": {"gbnf": 'root ::= "unclosed'}})
+        complete(
+            "x",
+            model_id="llama-cpp-live",
+            sampling_params={"max_tokens": 4},
+            response_format={"type": "grammar", "bnf": {"gbnf": 'root ::= "unclosed'}},
+        )
     assert bad_grammar.value.status == 400 and "failed to parse grammar" in bad_grammar.value.detail
     with pytest.raises(CompletionError) as too_long:
         complete("x" * 20000, model_id="llama-cpp-live", sampling_params={"max_tokens": 4})

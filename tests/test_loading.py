@@ -120,7 +120,9 @@ def test_a_folder_with_a_gguf_points_at_the_file(tmp_path):
 def test_a_folder_with_a_config_but_no_tokenizer_names_the_tokenizer(tmp_path):
     from transformers import LlamaConfig
 
-    LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path)
+    LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+        tmp_path
+    )
     error = _error(str(tmp_path))
     assert error.status == 400 and "could not load the tokenizer" in error.detail
     assert "Traceback" not in error.detail and len(error.detail) < 700

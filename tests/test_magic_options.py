@@ -34,7 +34,14 @@ def test_short_and_long_forms_build_the_contract_request():
 
 @pytest.mark.parametrize(
     "line, strategy",
-    [("", "greedy"), ("-t 0", "greedy"), ("-t 1.2", "top_p"), ("--top-p 0.5", "top_p"), ("--top-k 4", "top_k"), ("--strategy top_p", "top_p")],
+    [
+        ("", "greedy"),
+        ("-t 0", "greedy"),
+        ("-t 1.2", "top_p"),
+        ("--top-p 0.5", "top_p"),
+        ("--top-k 4", "top_k"),
+        ("--strategy top_p", "top_p"),
+    ],
 )
 def test_strategy_is_inferred_from_what_was_given(line, strategy):
     assert request_for(line).sampling_params.strategy.type == strategy
@@ -110,7 +117,14 @@ def test_interpolation():
 
 @pytest.mark.parametrize(
     "template, needle",
-    [("Hi {nobody}", "'nobody'"), ("a { b", "{{"), ("a } b", "{{"), ("{}", "variable name"), ("{0}", "variable name"), ("{city.nope}", "nope")],
+    [
+        ("Hi {nobody}", "'nobody'"),
+        ("a { b", "{{"),
+        ("a } b", "{{"),
+        ("{}", "variable name"),
+        ("{0}", "variable name"),
+        ("{city.nope}", "nope"),
+    ],
 )
 def test_interpolation_errors_are_clear(template, needle):
     with pytest.raises(BadRequest) as info:
@@ -123,7 +137,10 @@ def test_friendly_settings_and_titles():
     assert sampling_params_from(top_k=5, stop="\n") == {"strategy": {"type": "top_k", "top_k": 5}, "stop": ["\n"]}
     params, label = from_settings({"label": "cold", "sampling_params": {"strategy": {"type": "greedy"}, "max_tokens": 9}})
     assert label == "cold" and params["max_tokens"] == 9
-    assert describe({"strategy": {"type": "top_p", "top_p": 0.9, "temperature": 1.5}, "repetition_penalty": 1.3}) == "top-p 0.9 · T 1.5 · rep. penalty 1.3"
+    assert (
+        describe({"strategy": {"type": "top_p", "top_p": 0.9, "temperature": 1.5}, "repetition_penalty": 1.3})
+        == "top-p 0.9 · T 1.5 · rep. penalty 1.3"
+    )
     assert describe(None) == "greedy"
     with pytest.raises(BadRequest, match=r"settings\[2\]\.temprature"):
         from_settings({"temprature": 1}, "settings[2]")

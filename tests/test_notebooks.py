@@ -178,7 +178,9 @@ def test_inside_a_step(executed):
     shifts = re.findall(r"T = ([\d.]+): .* ([\d.]+)% -> ([\d.]+)%", stdout(cell(nb, "for t in (0.5, 1.0, 1.5)")))
     after = [float(a) for _, _, a in shifts]
     assert len(after) == 3 and after[0] > after[1] > after[2]  # sharper below 1, flatter above
-    u, lo, hi = map(float, re.search(r"u = ([\d.]+) fell in .*: interval ([\d.]+) to ([\d.]+)", stdout(cell(nb, "step = w.step()"))).groups())
+    u, lo, hi = map(
+        float, re.search(r"u = ([\d.]+) fell in .*: interval ([\d.]+) to ([\d.]+)", stdout(cell(nb, "step = w.step()"))).groups()
+    )
     assert lo <= u <= hi
     assert "same tokens: True" in stdout(cell(nb, "Step x 5 from the start"))
     assert data(cell(nb, "\ngood"), "image/svg+xml") and data(cell(nb, "\nbad"), "image/svg+xml")

@@ -16,10 +16,15 @@ def hf(backend, prompt, n, **kwargs):
     ids = torch.tensor([backend.encode(prompt)])
     with torch.inference_mode():
         out = backend.model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-            output_logits=True, return_dict_in_generate=True, **kwargs,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            **kwargs,
         )
-    tokens = out.sequences[0, ids.shape[1]:].tolist()
+    tokens = out.sequences[0, ids.shape[1] :].tolist()
     stops = backend.stop_token_ids
     cut = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
     return tokens[:cut], [step[0] for step in out.logits[:cut]]
@@ -67,7 +72,9 @@ def test_top_k_one_equals_greedy(real_backend_f32):
 
 
 def test_streamed_deltas_join_to_the_non_streamed_content(real_model_id):
-    kw = dict(model_id=real_model_id, sampling_params={"max_tokens": 24, "strategy": {"type": "top_p", "temperature": 0.8}}, seed=11)
+    kw = dict(
+        model_id=real_model_id, sampling_params={"max_tokens": 24, "strategy": {"type": "top_p", "temperature": 0.8}}, seed=11
+    )
     whole = complete("Write a haiku about the sea:", **kw)
     streamed = "".join(c.delta for c in complete("Write a haiku about the sea:", stream=True, **kw))
     assert streamed == whole.content and whole.content

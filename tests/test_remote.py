@@ -90,7 +90,10 @@ def test_remote_streams_token_records(remotes, tiny_model_id, api):
     assert isinstance(remote_events[-1], Finished) and remote_events[-1].completion_tokens == 10
     chunks = list(complete("Once upon a time", model_id=remotes[api], sampling_params={"max_tokens": 10}, stream=True))
     assert chunks[-1].stop_reason == "out_of_tokens" and chunks[-1].delta == ""
-    assert "".join(c.delta for c in chunks) == complete("Once upon a time", model_id=tiny_model_id, sampling_params={"max_tokens": 10}).content
+    assert (
+        "".join(c.delta for c in chunks)
+        == complete("Once upon a time", model_id=tiny_model_id, sampling_params={"max_tokens": 10}).content
+    )
 
 
 def test_openai_remote_sends_the_seed(remotes, tiny_model_id):
@@ -166,7 +169,10 @@ def test_remote_queue_full_is_429(server, ids):
     register_remote(server.url, ids["slow"], api_key="k3y", name="remote-slow")
     try:
         long = {"max_tokens": 40}
-        threads = [threading.Thread(target=complete, args=("A",), kwargs={"model_id": "remote-slow", "sampling_params": long}) for _ in range(2)]
+        threads = [
+            threading.Thread(target=complete, args=("A",), kwargs={"model_id": "remote-slow", "sampling_params": long})
+            for _ in range(2)
+        ]
         for held, t in enumerate(threads, start=1):
             t.start()
             wait_for(lambda held=held: queue_of(server)["running"] + queue_of(server)["waiting"] >= held)
@@ -189,7 +195,9 @@ def test_cancel_closes_the_remote_stream_and_frees_its_engine(server, ids, api):
     try:
         cancel = threading.Event()
         cancelled_before = slow.cancelled
-        events = open_events(build_request("Once", model_id=backend.info.identifier, sampling_params={"max_tokens": 200}), cancel=cancel)
+        events = open_events(
+            build_request("Once", model_id=backend.info.identifier, sampling_params={"max_tokens": 200}), cancel=cancel
+        )
         assert isinstance(next(events), Delta)
         cancel.set()
         rest = list(events)
@@ -206,9 +214,15 @@ def test_cancel_while_the_remote_is_busy_returns_at_once(server, ids):
     at once here, and the remote drops our request as soon as it reaches it."""
     slow = registry.get(ids["slow"])
     backend = register_remote(server.url, ids["slow"], api_key="k3y", name="remote-slow-queued")
-    busy = threading.Thread(target=httpx.post, args=(server.url + "/v1/inference/completion",), kwargs={
-        "json": {"model_id": ids["slow"], "content": "A", "sampling_params": {"max_tokens": 30}},
-        "headers": {"Authorization": "Bearer k3y"}, "timeout": 60})
+    busy = threading.Thread(
+        target=httpx.post,
+        args=(server.url + "/v1/inference/completion",),
+        kwargs={
+            "json": {"model_id": ids["slow"], "content": "A", "sampling_params": {"max_tokens": 30}},
+            "headers": {"Authorization": "Bearer k3y"},
+            "timeout": 60,
+        },
+    )
     try:
         opened_before, cancelled_before = slow.opened, slow.cancelled
         busy.start()
@@ -216,8 +230,11 @@ def test_cancel_while_the_remote_is_busy_returns_at_once(server, ids):
         cancel = threading.Event()
         threading.Timer(0.3, cancel.set).start()
         start = time.monotonic()
-        events = list(open_events(build_request("Once", model_id=backend.info.identifier,
-                                                sampling_params={"max_tokens": 100}), cancel=cancel))
+        events = list(
+            open_events(
+                build_request("Once", model_id=backend.info.identifier, sampling_params={"max_tokens": 100}), cancel=cancel
+            )
+        )
         assert time.monotonic() - start < 0.3 + 0.25
         assert len(events) == 1 and events[0].cancelled and events[0].completion_tokens == 0
         busy.join(60)
@@ -233,12 +250,18 @@ def test_cancel_while_the_remote_is_busy_returns_at_once(server, ids):
 
 def test_split_delta_finds_the_chosen_texts():
     reported = [{" the": -0.1, " t": -2.0}, {"he": -0.5, " cat": -1.0}]
-    assert split_delta(" the cat", [{" the": -0.1, " t": -2.0}, {" cat": -0.3, "he": -1.0}]) == [(" the", " the"), (" cat", " cat")]
+    assert split_delta(" the cat", [{" the": -0.1, " t": -2.0}, {" cat": -0.3, "he": -1.0}]) == [
+        (" the", " the"),
+        (" cat", " cat"),
+    ]
     assert split_delta(" the", reported) == [(" t", " t"), ("he", "he")]  # only this split joins to the delta
     # a character split across two tokens: the first adds nothing, the second brings it whole
     seam = [{"\ufffd": -0.2, "a": -2.0}, {"\ufffd": -0.1, "b": -3.0}]
     assert split_delta("\U0001f642", seam) == [("", "\ufffd"), ("\U0001f642", "\ufffd")]
-    assert split_delta("\ufffd\ufffdex", [{"\ufffd": -1.0}, {"ex": -1.0, "W": -2.0}]) == [("", "\ufffd"), ("\ufffd\ufffdex", "ex")]
+    assert split_delta("\ufffd\ufffdex", [{"\ufffd": -1.0}, {"ex": -1.0, "W": -2.0}]) == [
+        ("", "\ufffd"),
+        ("\ufffd\ufffdex", "ex"),
+    ]
     assert split_delta("xyz", [{"a": -1.0}, {"b": -1.0}]) == [("", None), ("xyz", None)]
 
 

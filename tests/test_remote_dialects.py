@@ -79,15 +79,22 @@ def test_vllm_is_detected_with_its_version(vllm):
 def test_an_unrevealing_listing_is_settled_by_the_first_answer():
     """A server whose /v1/models names no engine (and no /props, no /version) is a plain OpenAI
     one until its first answer carries llama.cpp's ``logprobs.content``."""
-    listing = {"request": {"method": "GET", "path": "/v1/models", "body": None},
-               "response": {"status": 200, "content_type": "application/json",
-                            "body": json.dumps({"object": "list", "data": [{"id": LLAMA_MODEL, "object": "model", "owned_by": "me"}]})}}
+    listing = {
+        "request": {"method": "GET", "path": "/v1/models", "body": None},
+        "response": {
+            "status": 200,
+            "content_type": "application/json",
+            "body": json.dumps({"object": "list", "data": [{"id": LLAMA_MODEL, "object": "model", "owned_by": "me"}]}),
+        },
+    }
     exchanges = [listing] + [e for e in load_exchanges("llama_cpp_server") if e["request"]["method"] == "POST"]
     with ReplayServer(exchanges) as stub:
         backend = register_remote(stub.url, api="openai", name="unrevealing")
         try:
             assert backend.dialect.name == "openai"
-            response = complete("The capital of France is", model_id="unrevealing", sampling_params={**GREEDY, "max_tokens": 6}, logprobs=3)
+            response = complete(
+                "The capital of France is", model_id="unrevealing", sampling_params={**GREEDY, "max_tokens": 6}, logprobs=3
+            )
             assert response.content == " Paris.\n\nThe United"
             assert list(response.logprobs[0].logprobs_by_token) == [" Paris", " the", " London"]
             assert backend.dialect.name == "llama.cpp"
@@ -99,8 +106,11 @@ def test_explicit_llama_cpp_api_probes_nothing():
     with ReplayServer(load_exchanges("llama_cpp_server")) as stub:
         backend = register_remote(stub.url, LLAMA_MODEL, api="llama.cpp", name="explicit-llama", check=False)
         try:
-            content = complete("Count: one, two, three,", model_id="explicit-llama",
-                               sampling_params={**GREEDY, "max_tokens": 12, "stop": [" five"]}).content
+            content = complete(
+                "Count: one, two, three,",
+                model_id="explicit-llama",
+                sampling_params={**GREEDY, "max_tokens": 12, "stop": [" five"]},
+            ).content
             assert content == " four,"
             assert [(r["method"], r["path"]) for r in stub.requests] == [("POST", "/v1/completions")]
             assert backend.dialect == Dialect("llama.cpp")
@@ -136,7 +146,8 @@ def test_llama_cpp_logprobs_become_token_records(llama_cpp):
     response = complete(request)
     assert response.content == recorded["text"]
     assert [lp.logprobs_by_token for lp in response.logprobs] == [
-        {a["token"]: a["logprob"] for a in e["top_logprobs"]} for e in expected]
+        {a["token"]: a["logprob"] for a in e["top_logprobs"]} for e in expected
+    ]
 
 
 def test_llama_cpp_whole_and_streamed_answers_give_the_same_records():
@@ -188,9 +199,14 @@ def test_llama_cpp_stop_string_tokens_get_no_record_and_the_end_token_keeps_one(
 
 
 def test_llama_cpp_is_detected_from_props_when_its_listing_does_not_tell():
-    listing = {"request": {"method": "GET", "path": "/v1/models", "body": None},
-               "response": {"status": 200, "content_type": "application/json",
-                            "body": json.dumps({"object": "list", "data": [{"id": LLAMA_MODEL, "object": "model", "owned_by": "me"}]})}}
+    listing = {
+        "request": {"method": "GET", "path": "/v1/models", "body": None},
+        "response": {
+            "status": 200,
+            "content_type": "application/json",
+            "body": json.dumps({"object": "list", "data": [{"id": LLAMA_MODEL, "object": "model", "owned_by": "me"}]}),
+        },
+    }
     props = _fixture("llama_cpp_server", "props.json")
     with ReplayServer([listing, props]) as stub:
         backend = register_remote(stub.url, api="openai", name="props-detected")
@@ -213,8 +229,9 @@ def test_a_stop_string_the_remote_did_not_apply_is_cut_here(llama_cpp):
     """The logprobs recording was made without ``stop``; replayed for a request with one, it plays
     a remote that ignores ``stop``: the text and its records end before the stop string."""
     stub, name = llama_cpp
-    request = build_request("The capital of France is", model_id=name,
-                            sampling_params={**GREEDY, "max_tokens": 6, "stop": ["\n\n"]}, logprobs=3)
+    request = build_request(
+        "The capital of France is", model_id=name, sampling_params={**GREEDY, "max_tokens": 6, "stop": ["\n\n"]}, logprobs=3
+    )
     events = list(open_events(request))
     assert "".join(e.text for e in events if isinstance(e, Delta)) == " Paris."
     assert [t.text for t in _tokens(events)] == [" Paris", "."]
@@ -225,8 +242,12 @@ def test_a_stop_string_the_remote_did_not_apply_is_cut_here(llama_cpp):
 def test_llama_cpp_json_schema_goes_in_its_json_schema_field(llama_cpp):
     stub, name = llama_cpp
     schema = _fixture("llama_cpp_server", "completion-json-schema-field.json")["request"]["body"]["json_schema"]
-    response = complete("The capital of France, as JSON:", model_id=name, sampling_params={**GREEDY, "max_tokens": 40},
-                        response_format={"type": "json_schema", "json_schema": schema})
+    response = complete(
+        "The capital of France, as JSON:",
+        model_id=name,
+        sampling_params={**GREEDY, "max_tokens": 40},
+        response_format={"type": "json_schema", "json_schema": schema},
+    )
     value = json.loads(response.content)
     jsonschema.validate(value, schema)
     assert value == {"city": "Paris", "country": "FRANCE"}
@@ -238,8 +259,12 @@ def test_llama_cpp_json_schema_goes_in_its_json_schema_field(llama_cpp):
 def test_llama_cpp_gbnf_goes_in_its_grammar_field(llama_cpp):
     stub, name = llama_cpp
     grammar = _fixture("llama_cpp_server", "completion-grammar.json")["request"]["body"]["grammar"]
-    response = complete("Is the sun a star? Answer:", model_id=name, sampling_params={**GREEDY, "max_tokens": 20},
-                        response_format={"type": "grammar", "bnf": {"gbnf": grammar}})
+    response = complete(
+        "Is the sun a star? Answer:",
+        model_id=name,
+        sampling_params={**GREEDY, "max_tokens": 20},
+        response_format={"type": "grammar", "bnf": {"gbnf": grammar}},
+    )
     assert response.content == "yes because it is a celestial body orbiting the sun."
     assert stub.posted()[-1]["grammar"] == grammar
 
@@ -255,10 +280,13 @@ def test_what_llama_cpp_cannot_enforce_is_a_400_and_never_sent(llama_cpp, kind, 
     assert stub.posted() == []
 
 
-@pytest.mark.parametrize("fixture, prompt", [
-    ("error-bad-grammar.json", "x"),
-    ("error-prompt-too-long.json", None),
-])
+@pytest.mark.parametrize(
+    "fixture, prompt",
+    [
+        ("error-bad-grammar.json", "x"),
+        ("error-prompt-too-long.json", None),
+    ],
+)
 def test_llama_cpp_errors_keep_its_status_and_message(llama_cpp, fixture, prompt):
     stub, name = llama_cpp
     recorded = _fixture("llama_cpp_server", fixture)
@@ -311,8 +339,12 @@ def test_vllm_sampled_request_pins_every_sampler_and_reads_a_rank_below_the_top_
 def test_vllm_json_schema_goes_in_structured_outputs(vllm):
     stub, name = vllm
     schema = _fixture("vllm_server", "completion-json-stream.json")["request"]["body"]["structured_outputs"]["json"]
-    response = complete("The capital of France, as JSON:", model_id=name, sampling_params={**GREEDY, "max_tokens": 40},
-                        response_format={"type": "json_schema", "json_schema": schema})
+    response = complete(
+        "The capital of France, as JSON:",
+        model_id=name,
+        sampling_params={**GREEDY, "max_tokens": 40},
+        response_format={"type": "json_schema", "json_schema": schema},
+    )
     jsonschema.validate(json.loads(response.content), schema)
     sent = stub.posted()[-1]
     assert sent["structured_outputs"] == {"json": schema} and "guided_json" not in sent
@@ -320,8 +352,12 @@ def test_vllm_json_schema_goes_in_structured_outputs(vllm):
 
 def test_vllm_regex_goes_in_structured_outputs(vllm):
     stub, name = vllm
-    response = complete("Is the sun a star? Answer:", model_id=name, sampling_params={**GREEDY, "max_tokens": 10},
-                        response_format={"type": "grammar", "bnf": {"regex": "(yes|no)\\."}})
+    response = complete(
+        "Is the sun a star? Answer:",
+        model_id=name,
+        sampling_params={**GREEDY, "max_tokens": 10},
+        response_format={"type": "grammar", "bnf": {"regex": "(yes|no)\\."}},
+    )
     assert response.content == "yes." and response.stop_reason == "end_of_turn"
     assert stub.posted()[-1]["structured_outputs"] == {"regex": "(yes|no)\\."}
 
@@ -338,7 +374,12 @@ def test_vllm_errors_keep_its_status_and_message(vllm, fixture):
     recorded = _fixture("vllm_server", fixture)
     body = recorded["request"]["body"]
     with pytest.raises(CompletionError) as failed:
-        complete(body["prompt"], model_id=name, sampling_params={"max_tokens": body.get("max_tokens", 16)}, logprobs=body.get("logprobs"))
+        complete(
+            body["prompt"],
+            model_id=name,
+            sampling_params={"max_tokens": body.get("max_tokens", 16)},
+            logprobs=body.get("logprobs"),
+        )
     answer = json.loads(recorded["response"]["body"])
     message = (answer.get("error") or answer)["message"]
     assert (failed.value.status, failed.value.detail) == (400, message)
@@ -355,7 +396,9 @@ def test_vllm_error_mid_stream_is_raised_after_the_text_so_far(vllm):
     assert (failed.value.status, failed.value.detail) == (500, "The engine died unexpectedly.")
 
 
-@pytest.mark.parametrize("version, field", [((0, 9, 2), "guided_json"), ((0, 10, 2), "structured_outputs"), (None, "structured_outputs")])
+@pytest.mark.parametrize(
+    "version, field", [((0, 9, 2), "guided_json"), ((0, 10, 2), "structured_outputs"), (None, "structured_outputs")]
+)
 def test_vllm_structured_output_field_follows_its_version(version, field):
     request = build_request("x", model_id="m", response_format={"type": "json_schema", "json_schema": {"type": "object"}})
     body = openai_body(request, "m", 0, None, Dialect("vllm", version))

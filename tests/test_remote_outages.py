@@ -90,8 +90,10 @@ def test_widget_and_magic_keep_working_after_a_remote_fails():
     from nb_completion import CompletionWidget
     from nb_completion.notebook.magic import MagicError
 
-    with ReplayServer(load_exchanges("llama_cpp_server"), drop_after=2) as broken, \
-            ReplayServer(load_exchanges("llama_cpp_server")) as healthy:
+    with (
+        ReplayServer(load_exchanges("llama_cpp_server"), drop_after=2) as broken,
+        ReplayServer(load_exchanges("llama_cpp_server")) as healthy,
+    ):
         register_remote(broken.url, api="openai", name="broken")
         register_remote(healthy.url, api="openai", name="healthy")
         try:
@@ -132,8 +134,14 @@ def _lines(stream, into: "queue.Queue[str]") -> None:
 def test_serve_remote_fronts_a_llama_cpp_server_with_the_llama_stack_route():
     with ReplayServer(load_exchanges("llama_cpp_server")) as stub:
         env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "nb_completion.server", "--port", "0", "--remote", stub.url],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nb_completion.server", "--port", "0", "--remote", stub.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
         try:
@@ -150,14 +158,22 @@ def test_serve_remote_fronts_a_llama_cpp_server_with_the_llama_stack_route():
             listed = httpx.get(url + "/v1/models", timeout=30).json()["data"]
             assert [m["identifier"] for m in listed] == [LLAMA_MODEL]
             assert listed[0]["metadata"]["dialect"] == "llama.cpp"
-            body = {"model_id": LLAMA_MODEL, "content": "The capital of France is",
-                    "sampling_params": {"strategy": {"type": "greedy"}, "max_tokens": 6}, "logprobs": {"top_k": 3}}
+            body = {
+                "model_id": LLAMA_MODEL,
+                "content": "The capital of France is",
+                "sampling_params": {"strategy": {"type": "greedy"}, "max_tokens": 6},
+                "logprobs": {"top_k": 3},
+            }
             answer = httpx.post(url + "/v1/inference/completion", json=body, timeout=60)
             assert answer.status_code == 200, answer.text
             assert answer.json()["content"] == " Paris.\n\nThe United"
             assert list(answer.json()["logprobs"][0]["logprobs_by_token"]) == [" Paris", " the", " London"]
-            bad = {"model_id": LLAMA_MODEL, "content": "x", "sampling_params": {"max_tokens": 4},
-                   "response_format": {"type": "grammar", "bnf": {"gbnf": 'root ::= "unclosed'}}}
+            bad = {
+                "model_id": LLAMA_MODEL,
+                "content": "x",
+                "sampling_params": {"max_tokens": 4},
+                "response_format": {"type": "grammar", "bnf": {"gbnf": 'root ::= "unclosed'}},
+            }
             refused = httpx.post(url + "/v1/inference/completion", json=bad, timeout=60)
             assert_error_body(refused.json(), 400)
             assert refused.json()["detail"] == "Failed to initialize samplers: failed to parse grammar"

@@ -19,7 +19,9 @@ from nb_completion.notebook.render import color_for, error_html, heatmap_html, t
 
 def rec(i, text, p=0.5, rank=1, top=None, entropy=1.0, forced=False):
     lp = math.log(p)
-    return TokenRecord(i, 1000 + i, text, lp, rank, top if top is not None else ((text, lp), ("alt", math.log(0.1))), entropy, forced)
+    return TokenRecord(
+        i, 1000 + i, text, lp, rank, top if top is not None else ((text, lp), ("alt", math.log(0.1))), entropy, forced
+    )
 
 
 class Spans(HTMLParser):
@@ -159,7 +161,9 @@ def test_any_text_round_trips_as_text(texts):
 def test_text_block_stats_and_error_box():
     block = text_block_html("<b>hi</b>", "3 tokens")
     assert "&lt;b&gt;hi&lt;/b&gt;" in block and "3 tokens" in block
-    assert stats_text(Finished("out_of_tokens", 3, 12, tokens_per_second=20.0)) == "12 tokens · 20.0 tokens/s · stop: out_of_tokens"
+    assert (
+        stats_text(Finished("out_of_tokens", 3, 12, tokens_per_second=20.0)) == "12 tokens · 20.0 tokens/s · stop: out_of_tokens"
+    )
     assert "interrupted" in stats_text(Finished("out_of_tokens", 3, 4, cancelled=True))
     box = error_html(Error(status=400, title="Bad Request", detail="content: <x>"))
     assert "400 Bad Request" in box and html.escape("<x>") in box

@@ -47,7 +47,7 @@ def test_lines_wrap_between_words_never_inside_one():
 
 
 def test_wide_characters_take_two_cells_and_text_fits_its_box():
-    (rect, text), = token_groups(heatmap_svg([rec(0, "東京")], legend=False))
+    ((rect, text),) = token_groups(heatmap_svg([rec(0, "東京")], legend=False))
     assert float(rect.get("width")) == 4 * CELL - 1 and float(text.get("textLength")) == 4 * CELL
 
 

@@ -31,7 +31,9 @@ def test_torch_dynamic_quantization_is_not_batch_invariant():
     torch.manual_seed(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        layer = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(96, 40)), {torch.nn.Linear}, dtype=torch.qint8)[0]
+        layer = torch.ao.quantization.quantize_dynamic(
+            torch.nn.Sequential(torch.nn.Linear(96, 40)), {torch.nn.Linear}, dtype=torch.qint8
+        )[0]
     x = batch_with_an_outlier_row()
     with torch.inference_mode():
         solo = torch.cat([layer(x[i : i + 1]) for i in range(len(x))])

@@ -65,8 +65,14 @@ def test_repetition_penalty_matches_transformers_processor():
 
 @pytest.mark.parametrize(
     "factory,value",
-    [(sampling.temperature, 0.0), (sampling.temperature, -1.0), (sampling.top_p, 0.0), (sampling.top_p, 1.5),
-     (sampling.top_k, 0), (sampling.repetition_penalty, 0.0)],
+    [
+        (sampling.temperature, 0.0),
+        (sampling.temperature, -1.0),
+        (sampling.top_p, 0.0),
+        (sampling.top_p, 1.5),
+        (sampling.top_k, 0),
+        (sampling.repetition_penalty, 0.0),
+    ],
 )
 def test_factories_validate_their_arguments(factory, value):
     with pytest.raises(ValueError):

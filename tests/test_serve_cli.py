@@ -33,7 +33,9 @@ def _option_strings(parser) -> set[str]:
 def test_both_entry_points_share_one_parser():
     serve_parser = cli.build_parser()._subparsers._group_actions[0].choices["serve"]
     assert _option_strings(serve_parser) == _option_strings(options.build_parser())
-    assert {"--api-key-file", "--max-tokens-cap", "--allowed-host", "--cors-origin", "--max-connections"} <= _option_strings(serve_parser)
+    assert {"--api-key-file", "--max-tokens-cap", "--allowed-host", "--cors-origin", "--max-connections"} <= _option_strings(
+        serve_parser
+    )
 
 
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
@@ -56,14 +58,20 @@ def test_argument_errors_are_one_line(entry, argv, words):
 
 
 def test_unreadable_key_file_is_one_line(tmp_path):
-    done = subprocess.run([sys.executable, *ENTRY_POINTS["cli"], "--api-key-file", str(tmp_path / "missing")],
-                          capture_output=True, text=True, env=_env(), timeout=120)
+    done = subprocess.run(
+        [sys.executable, *ENTRY_POINTS["cli"], "--api-key-file", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "--api-key-file" in done.stderr
 
 
 def _start(argv: list[str], env: dict) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, *argv, "--tiny", "--port", "0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, *argv, "--tiny", "--port", "0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+    )
     found: dict = {}
 
     def read() -> None:
@@ -86,8 +94,10 @@ def _start(argv: list[str], env: dict) -> tuple[subprocess.Popen, str]:
 def test_every_entry_point_honours_the_key_from_the_environment_or_a_file(entry, tmp_path):
     key_file = tmp_path / "key"
     key_file.write_text("from-file\n")
-    for argv, env, key in ((ENTRY_POINTS[entry], _env(NB_COMPLETION_API_KEY="from-env"), "from-env"),
-                           ([*ENTRY_POINTS[entry], "--api-key-file", str(key_file)], _env(), "from-file")):
+    for argv, env, key in (
+        (ENTRY_POINTS[entry], _env(NB_COMPLETION_API_KEY="from-env"), "from-env"),
+        ([*ENTRY_POINTS[entry], "--api-key-file", str(key_file)], _env(), "from-file"),
+    ):
         proc, url = _start(argv, env)
         try:
             assert httpx.get(url + "/v1/models", timeout=30).status_code == 401

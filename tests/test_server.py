@@ -242,9 +242,16 @@ def test_api_key_401(tiny_model_id):
 
 def test_openai_completions_shapes(client, tiny_model_id):
     greedy = client.post(COMPLETION, json=body(tiny_model_id, logprobs={"top_k": 2})).json()
-    response = client.post("/v1/completions", json={
-        "model": tiny_model_id, "prompt": "The capital of France is", "max_tokens": 12, "temperature": 0, "logprobs": 2,
-    })
+    response = client.post(
+        "/v1/completions",
+        json={
+            "model": tiny_model_id,
+            "prompt": "The capital of France is",
+            "max_tokens": 12,
+            "temperature": 0,
+            "logprobs": 2,
+        },
+    )
     assert response.status_code == 200
     result = response.json()
     assert result["object"] == "text_completion" and result["model"] == tiny_model_id
@@ -266,7 +273,9 @@ def test_openai_echo_returns_the_prompt_tokens_logprobs(client, tiny_model_id):
     prompt = "The capital of France is"
     scored = nb_completion.score(prompt, model_id=tiny_model_id)
     n = len(scored.tokens)
-    only = client.post("/v1/completions", json={"model": tiny_model_id, "prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 2}).json()
+    only = client.post(
+        "/v1/completions", json={"model": tiny_model_id, "prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 2}
+    ).json()
     choice = only["choices"][0]
     assert choice["text"] == prompt and only["usage"]["completion_tokens"] == 0
     lp = choice["logprobs"]
@@ -274,27 +283,52 @@ def test_openai_echo_returns_the_prompt_tokens_logprobs(client, tiny_model_id):
     assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
     assert lp["token_logprobs"][1:] == pytest.approx([t.logprob for t in scored.tokens[1:]], abs=1e-6)
     assert lp["text_offset"][:3] == [0, len(scored.tokens[0].text), len(scored.tokens[0].text) + len(scored.tokens[1].text)]
-    plain = client.post("/v1/completions", json={"model": tiny_model_id, "prompt": prompt, "max_tokens": 4, "temperature": 0, "logprobs": 1}).json()
-    both = client.post("/v1/completions", json={
-        "model": tiny_model_id, "prompt": prompt, "max_tokens": 4, "temperature": 0, "logprobs": 1, "echo": True,
-    }).json()
+    plain = client.post(
+        "/v1/completions", json={"model": tiny_model_id, "prompt": prompt, "max_tokens": 4, "temperature": 0, "logprobs": 1}
+    ).json()
+    both = client.post(
+        "/v1/completions",
+        json={
+            "model": tiny_model_id,
+            "prompt": prompt,
+            "max_tokens": 4,
+            "temperature": 0,
+            "logprobs": 1,
+            "echo": True,
+        },
+    ).json()
     choice = both["choices"][0]
     assert choice["text"] == prompt + plain["choices"][0]["text"]
     assert len(choice["logprobs"]["tokens"]) == n + 4
     assert choice["logprobs"]["token_logprobs"][n:] == plain["choices"][0]["logprobs"]["token_logprobs"]
     assert choice["logprobs"]["text_offset"][n] == len(prompt)
-    stream = client.post("/v1/completions", json={
-        "model": tiny_model_id, "prompt": prompt, "max_tokens": 4, "temperature": 0, "echo": True, "stream": True,
-    })
+    stream = client.post(
+        "/v1/completions",
+        json={
+            "model": tiny_model_id,
+            "prompt": prompt,
+            "max_tokens": 4,
+            "temperature": 0,
+            "echo": True,
+            "stream": True,
+        },
+    )
     chunks = [json.loads(p) for p in sse_events(stream.text)[:-1]]
     assert "".join(c["choices"][0]["text"] for c in chunks) == choice["text"]
 
 
 def test_openai_stream_ends_with_done(client, tiny_model_id):
-    response = client.post("/v1/completions", json={
-        "model": tiny_model_id, "prompt": "Once upon", "max_tokens": 5, "stream": True, "temperature": 0,
-        "stream_options": {"include_usage": True},
-    })
+    response = client.post(
+        "/v1/completions",
+        json={
+            "model": tiny_model_id,
+            "prompt": "Once upon",
+            "max_tokens": 5,
+            "stream": True,
+            "temperature": 0,
+            "stream_options": {"include_usage": True},
+        },
+    )
     payloads = sse_events(response.text)
     assert payloads[-1] == "[DONE]"
     chunks = [json.loads(p) for p in payloads[:-1]]

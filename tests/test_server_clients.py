@@ -47,7 +47,9 @@ def test_llama_stack_client_completion_plain_and_streamed(stack, real_model_id):
     metrics = {m.metric: m.value for m in response.metrics}
     assert 0 < metrics["completion_tokens"] <= 12
 
-    chunks = list(stack.inference.completion(model_id=real_model_id, content=PROMPT, sampling_params={"max_tokens": 12}, stream=True))
+    chunks = list(
+        stack.inference.completion(model_id=real_model_id, content=PROMPT, sampling_params={"max_tokens": 12}, stream=True)
+    )
     assert "".join(c.delta for c in chunks) == response.content  # greedy either way
     assert chunks[-1].stop_reason == response.stop_reason and chunks[-1].delta == ""
     assert all(c.stop_reason is None for c in chunks[:-1])
@@ -63,9 +65,11 @@ def test_llama_stack_client_logprobs(stack, real_model_id):
     first = response.logprobs[0].logprobs_by_token
     assert 1 <= len(first) <= 3 and all(v <= 0 for v in first.values())
     assert max(first, key=first.get) == " Paris"  # greedy picks the most likely token
-    streamed = list(stack.inference.completion(
-        model_id=real_model_id, content=PROMPT, sampling_params={"max_tokens": 6}, logprobs={"top_k": 3}, stream=True
-    ))
+    streamed = list(
+        stack.inference.completion(
+            model_id=real_model_id, content=PROMPT, sampling_params={"max_tokens": 6}, logprobs={"top_k": 3}, stream=True
+        )
+    )
     entries = [lp.logprobs_by_token for c in streamed for lp in (c.logprobs or [])]
     assert [sorted(e) for e in entries] == [sorted(lp.logprobs_by_token) for lp in response.logprobs]
 

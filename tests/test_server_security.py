@@ -86,7 +86,9 @@ def test_only_json_bodies_are_read(client, tiny_model_id, headers, path):
 
 
 def test_json_with_a_charset_is_json(client, tiny_model_id):
-    response = client.post(COMPLETION, content=json.dumps(body(tiny_model_id)), headers={"content-type": "application/json; charset=utf-8"})
+    response = client.post(
+        COMPLETION, content=json.dumps(body(tiny_model_id)), headers={"content-type": "application/json; charset=utf-8"}
+    )
     assert response.status_code == 200
 
 
@@ -134,8 +136,14 @@ def test_configured_cors_origin(tiny_model_id):
     handle = serve(port=0, models=[tiny_model_id], cors_origins=["https://app.example"])
     try:
         with httpx.Client(base_url=handle.url, timeout=60) as c:
-            preflight = c.options(COMPLETION, headers={"origin": "https://app.example", "access-control-request-method": "POST",
-                                                       "access-control-request-headers": "content-type,authorization"})
+            preflight = c.options(
+                COMPLETION,
+                headers={
+                    "origin": "https://app.example",
+                    "access-control-request-method": "POST",
+                    "access-control-request-headers": "content-type,authorization",
+                },
+            )
             assert preflight.status_code == 200
             assert preflight.headers["access-control-allow-origin"] == "https://app.example"
             ok = c.post(COMPLETION, json=body(tiny_model_id), headers={"origin": "https://app.example"})
@@ -159,8 +167,9 @@ def test_allowed_host_option(tiny_model_id):
 
 
 def test_declared_length_over_the_limit_is_413_before_reading(server):
-    head = (f"POST {COMPLETION} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {1024 ** 3}\r\n\r\n").encode()
+    head = (
+        f"POST {COMPLETION} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {1024**3}\r\n\r\n"
+    ).encode()
     answer = raw_exchange(server.url, head)  # no body sent at all: the answer cannot wait for it
     assert status_of(answer) == 413
     assert_error_body(json_of(answer), 413)
@@ -189,8 +198,10 @@ def test_stalled_body_is_408(tiny_model_id, server):
     bodies = server.app.state.server.bodies
     server.app.state.server.bodies = BodyReader(idle_timeout=0.3)
     try:
-        head = (f"POST {COMPLETION} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                f"Content-Length: 100\r\n\r\n{{\"model_id\":").encode()
+        head = (
+            f"POST {COMPLETION} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f'Content-Length: 100\r\n\r\n{{"model_id":'
+        ).encode()
         answer = raw_exchange(server.url, head)
         assert status_of(answer) == 408
         assert_error_body(json_of(answer), 408)
@@ -211,7 +222,9 @@ def test_bodies_are_parsed_off_the_event_loop(client, tiny_model_id, server, mon
 
     monkeypatch.setattr(body_module, "parse_json", slow_parse)
     result: dict = {}
-    poster = threading.Thread(target=lambda: result.update(r=httpx.post(server.url + COMPLETION, json=body(tiny_model_id), timeout=60)))
+    poster = threading.Thread(
+        target=lambda: result.update(r=httpx.post(server.url + COMPLETION, json=body(tiny_model_id), timeout=60))
+    )
     poster.start()
     try:
         assert parsing.wait(30)
@@ -292,7 +305,12 @@ def _wait_for(predicate, limit: float = 10.0) -> None:
     ],
 )
 def test_tokenizer_400s_never_wait_behind_a_generation_nor_take_a_queue_place(server, tiny_model_id, ids, change, field):
-    long_request = {"model_id": ids["slow"], "content": "Once", "stream": True, "sampling_params": {"max_tokens": 200}}  # 10 s at 50 ms a token
+    long_request = {
+        "model_id": ids["slow"],
+        "content": "Once",
+        "stream": True,
+        "sampling_params": {"max_tokens": 200},
+    }  # 10 s at 50 ms a token
     with httpx.Client(base_url=server.url, timeout=60) as c, c.stream("POST", COMPLETION, json=long_request) as stream:
         assert stream.status_code == 200
         lines = stream.iter_lines()  # kept: a dropped iterator would close the stream
@@ -309,7 +327,9 @@ def test_tokenizer_400s_never_wait_behind_a_generation_nor_take_a_queue_place(se
 
 
 def test_regex_that_blows_up_at_the_first_token_is_400(client, tiny_model_id):
-    response = client.post(COMPLETION, json=body(tiny_model_id, response_format={"type": "grammar", "bnf": {"regex": "a{1000000}"}}, stream=True))
+    response = client.post(
+        COMPLETION, json=body(tiny_model_id, response_format={"type": "grammar", "bnf": {"regex": "a{1000000}"}}, stream=True)
+    )
     assert response.status_code == 400
     assert response.json()["detail"].startswith("response_format.bnf.regex:")
     fine = client.post(COMPLETION, json=body(tiny_model_id, response_format={"type": "grammar", "bnf": {"regex": "a{1000}"}}))
@@ -320,11 +340,17 @@ def test_regex_that_blows_up_at_the_first_token_is_400(client, tiny_model_id):
 
 
 def test_max_tokens_cap(client, server, tiny_model_id):
-    capped = client.post(COMPLETION, json={"model_id": tiny_model_id, "content": "Once", "sampling_params": {"max_tokens": 0}}).json()
+    capped = client.post(
+        COMPLETION, json={"model_id": tiny_model_id, "content": "Once", "sampling_params": {"max_tokens": 0}}
+    ).json()
     metrics = {m["metric"]: m["value"] for m in capped["metrics"]}
     assert capped["stop_reason"] == "out_of_tokens" and metrics["completion_tokens"] == 200  # not the 250 left in the context
     over = client.post(COMPLETION, json=body(tiny_model_id, sampling_params={"max_tokens": 201}))
-    assert over.status_code == 400 and over.json()["detail"].startswith("sampling_params.max_tokens:") and "200" in over.json()["detail"]
+    assert (
+        over.status_code == 400
+        and over.json()["detail"].startswith("sampling_params.max_tokens:")
+        and "200" in over.json()["detail"]
+    )
     openai = client.post("/v1/completions", json={"model": tiny_model_id, "prompt": "Hi", "max_tokens": None, "temperature": 0})
     assert openai.status_code == 200 and openai.json()["usage"]["completion_tokens"] <= 200
     over = client.post("/v1/completions", json={"model": tiny_model_id, "prompt": "Hi", "max_tokens": 201})
@@ -348,8 +374,14 @@ def test_cap_leaves_room_for_the_prompt(tiny_model_id, tiny_backend):
 
 
 def test_models_show_no_filesystem_paths(tiny_backend, tmp_path):
-    backend = LocalBackend(tiny_backend.model, tiny_backend.tokenizer, "tiny-from-disk", source=str(tmp_path / "cache" / "model"),
-                           dtype="float32", device="cpu")
+    backend = LocalBackend(
+        tiny_backend.model,
+        tiny_backend.tokenizer,
+        "tiny-from-disk",
+        source=str(tmp_path / "cache" / "model"),
+        dtype="float32",
+        device="cpu",
+    )
     backend.info.metadata["gguf"] = str(tmp_path / "model.gguf")
     registry.register(backend)
     handle = serve(port=0, models=["tiny-from-disk"])
@@ -404,10 +436,14 @@ def test_warning_when_served_to_the_network_without_a_key(tiny_model_id, caplog)
         ('{"model_id": "%s", "content": "x", "stream": "yes"}', "stream"),
         ('{"model_id": "%s", "content": "x", "sampling_params": {"max_tokens": "10"}}', "sampling_params.max_tokens"),
         ('{"model_id": "%s", "content": "x", "sampling_params": {"max_tokens": true}}', "sampling_params.max_tokens"),
-        ('{"model_id": "%s", "content": "x", "sampling_params": {"strategy": {"type": "top_p", "temperature": 1e400}}}',
-         "sampling_params.strategy.temperature"),
-        ('{"model_id": "%s", "content": "x", "response_format": {"type": "json_schema", "json_schema": {"maximum": -1e999}}}',
-         "response_format.json_schema.maximum"),
+        (
+            '{"model_id": "%s", "content": "x", "sampling_params": {"strategy": {"type": "top_p", "temperature": 1e400}}}',
+            "sampling_params.strategy.temperature",
+        ),
+        (
+            '{"model_id": "%s", "content": "x", "response_format": {"type": "json_schema", "json_schema": {"maximum": -1e999}}}',
+            "response_format.json_schema.maximum",
+        ),
         ('{"model_id": "%s", "content": "hi \\ud800"}', "content"),
         ('{"model_id": "%s", "content": [{"type": "text", "text": "\\udc00"}]}', "content[0].text"),
     ],

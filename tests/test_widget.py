@@ -312,7 +312,9 @@ def test_static_html_shows_the_last_result_with_hover_titles(backend):
 def test_a_model_that_fails_to_load_is_an_error_in_the_panel(tmp_path):
     from transformers import LlamaConfig
 
-    LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path)
+    LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+        tmp_path
+    )
     w = CompletionWidget("Hi", model_id=str(tmp_path))  # a config but no tokenizer, no weights
     seen = []
     w.observe(lambda c: seen.append(c["new"]), names=["status"])

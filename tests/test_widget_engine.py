@@ -79,7 +79,9 @@ def test_default_model_streams_and_stops_within_half_a_second(real_model_id):
 
 
 def test_tiny_model_follows_the_grammar_control(tiny_model_id):
-    w = CompletionWidget("n =", model_id=tiny_model_id, max_tokens=6, response_format="grammar", grammar_syntax="regex", grammar="[0-9]{1,4}")
+    w = CompletionWidget(
+        "n =", model_id=tiny_model_id, max_tokens=6, response_format="grammar", grammar_syntax="regex", grammar="[0-9]{1,4}"
+    )
     w.generate(wait=True, timeout=60)
     assert w.status == "done", w.error
     assert w.text.isdigit() and 1 <= len(w.text) <= 4, w.text

@@ -78,8 +78,14 @@ def test_a_widget_shown_before_its_run_is_saved_with_the_last_completion(tmp_pat
 
 def test_saved_notebook_shows_the_heatmap_without_a_kernel(tmp_path):
     nbconvert = pytest.importorskip("nbconvert")
-    nb = run_notebook(tmp_path, [SETUP, "w = CompletionWidget('def add(a, b):', model_id=tiny, max_tokens=6, logprobs_top_k=3)\n"
-                                 "w.generate(wait=True, timeout=120)\nw"])
+    nb = run_notebook(
+        tmp_path,
+        [
+            SETUP,
+            "w = CompletionWidget('def add(a, b):', model_id=tiny, max_tokens=6, logprobs_top_k=3)\n"
+            "w.generate(wait=True, timeout=120)\nw",
+        ],
+    )
     copy = static_copy(nb.cells[1])
     assert copy["text/html"].count("data-token-index=") == 6
     # A notebook saved from JupyterLab (which by default does not save widget state) and exported

@@ -56,7 +56,10 @@ def _strategy(strategy: str | None, temperature: float | None, top_p: float | No
         if temperature == 0:
             given.remove("temperature")
         if given:
-            raise BadRequest(f"{field}.{given[0]}", "the greedy strategy always picks the most likely token; drop it or choose strategy top_p / top_k")
+            raise BadRequest(
+                f"{field}.{given[0]}",
+                "the greedy strategy always picks the most likely token; drop it or choose strategy top_p / top_k",
+            )
         return {"type": "greedy"}
     if strategy == "top_p":
         if top_k is not None:
@@ -69,7 +72,10 @@ def _strategy(strategy: str | None, temperature: float | None, top_p: float | No
         return out
     if strategy == "top_k":
         if temperature is not None and temperature != 1:
-            raise BadRequest(f"{field}.temperature", "the top_k strategy samples at temperature 1.0 in the contract; use strategy top_p to set a temperature")
+            raise BadRequest(
+                f"{field}.temperature",
+                "the top_k strategy samples at temperature 1.0 in the contract; use strategy top_p to set a temperature",
+            )
         if top_p is not None:
             raise BadRequest(f"{field}.top_p", "the top_k strategy has no top_p in the contract; choose one of top_p / top_k")
         return {"type": "top_k"} if top_k is None else {"type": "top_k", "top_k": top_k}
@@ -179,7 +185,9 @@ def from_settings(settings: dict, field: str = "settings") -> tuple[dict, str | 
         return settings, label
     unknown = [k for k in settings if k not in FRIENDLY_KEYS]
     if unknown:
-        raise BadRequest(f"{field}.{unknown[0]}", f"unknown setting; use {', '.join(FRIENDLY_KEYS)}, label, seed or sampling_params")
+        raise BadRequest(
+            f"{field}.{unknown[0]}", f"unknown setting; use {', '.join(FRIENDLY_KEYS)}, label, seed or sampling_params"
+        )
     return sampling_params_from(**settings), label
 
 

@@ -120,9 +120,7 @@ class GrammarResponseFormat(_Tagged):
     bnf: dict[str, Any]
 
 
-ResponseFormat = Annotated[
-    Union[JsonSchemaResponseFormat, GrammarResponseFormat], Field(discriminator="type")
-]
+ResponseFormat = Annotated[Union[JsonSchemaResponseFormat, GrammarResponseFormat], Field(discriminator="type")]
 
 
 class LogProbConfig(_Request):

@@ -47,7 +47,9 @@ def check_text(value: Any, field: str) -> None:
     if isinstance(value, str):
         at = lone_surrogate(value)
         if at is not None:
-            raise BadRequest(field or "request", f"holds a lone UTF-16 surrogate {value[at]!r} at index {at} (not valid Unicode text)")
+            raise BadRequest(
+                field or "request", f"holds a lone UTF-16 surrogate {value[at]!r} at index {at} (not valid Unicode text)"
+            )
     elif isinstance(value, dict):
         for key, item in value.items():
             check_text(key, field)
@@ -140,7 +142,9 @@ def check(request: CompletionRequest) -> CompletionRequest:
         strategy = params.strategy
         if isinstance(strategy, TopPSamplingStrategy):
             if strategy.temperature is not None and not BOUNDS["temperature"].holds(strategy.temperature):
-                raise BadRequest("sampling_params.strategy.temperature", f"{BOUNDS['temperature'].text}, got {strategy.temperature}")
+                raise BadRequest(
+                    "sampling_params.strategy.temperature", f"{BOUNDS['temperature'].text}, got {strategy.temperature}"
+                )
             if strategy.temperature is not None and strategy.temperature < MIN_TEMPERATURE:
                 raise BadRequest(
                     "sampling_params.strategy.temperature",
@@ -155,7 +159,8 @@ def check(request: CompletionRequest) -> CompletionRequest:
         penalty = params.repetition_penalty
         if penalty is not None and not BOUNDS["repetition_penalty"].holds(penalty):
             raise BadRequest(
-                "sampling_params.repetition_penalty", f"{BOUNDS['repetition_penalty'].text} (multiplicative; 1.0 is off), got {penalty}"
+                "sampling_params.repetition_penalty",
+                f"{BOUNDS['repetition_penalty'].text} (multiplicative; 1.0 is off), got {penalty}",
             )
         low, high = REPETITION_PENALTY_RANGE
         if penalty is not None and not low <= penalty <= high:
@@ -178,8 +183,10 @@ def check(request: CompletionRequest) -> CompletionRequest:
     check_text(_texts(request.content), "content")
     if request.response_format is not None:
         fmt = request.response_format
-        check_text(fmt.bnf if isinstance(fmt, GrammarResponseFormat) else fmt.json_schema,
-                   "response_format.bnf" if isinstance(fmt, GrammarResponseFormat) else "response_format.json_schema")
+        check_text(
+            fmt.bnf if isinstance(fmt, GrammarResponseFormat) else fmt.json_schema,
+            "response_format.bnf" if isinstance(fmt, GrammarResponseFormat) else "response_format.json_schema",
+        )
     return request
 
 

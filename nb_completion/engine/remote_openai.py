@@ -65,7 +65,7 @@ def fit_shares(shares: list[str], text: str) -> list[str]:
         elif "\ufffd" in share:
             take = ""  # part of a character another token completes
         else:
-            take = text[pos:pos + len(share)]  # as much of the text in its place
+            take = text[pos : pos + len(share)]  # as much of the text in its place
         fitted.append(take)
         pos += len(take)
     if fitted and pos < len(text):
@@ -143,8 +143,19 @@ class OpenAIAnswer:
                 rank = len(top) + 1 if top else 0
             logprob = float(entry.get("logprob", top[rank - 1][1] if 0 < rank <= len(top) else 0.0))
             values = [lp for _, lp in top] + ([logprob] if rank > len(top) or not top else [])
-            records.append(TokenRecord(self.tally.tokens, token_id, share, logprob, rank, top, entropy_lower_bound(values),
-                                       elapsed=self.tally.elapsed(), piece=str(entry.get("token", share))))
+            records.append(
+                TokenRecord(
+                    self.tally.tokens,
+                    token_id,
+                    share,
+                    logprob,
+                    rank,
+                    top,
+                    entropy_lower_bound(values),
+                    elapsed=self.tally.elapsed(),
+                    piece=str(entry.get("token", share)),
+                )
+            )
             self.tally.tokens += 1
         return records
 
@@ -159,8 +170,14 @@ class OpenAIAnswer:
             reported = dict(top or {})
             if self.top_k == 0 and chosen_lp is not None:
                 reported = {token_text: chosen_lp}
-            record = make_record(self.tally.tokens, share, openai_chosen(token_text, chosen_lp, reported),
-                                 reported, self.top_k, self.tally.elapsed())
+            record = make_record(
+                self.tally.tokens,
+                share,
+                openai_chosen(token_text, chosen_lp, reported),
+                reported,
+                self.top_k,
+                self.tally.elapsed(),
+            )
             if chosen_lp is not None and self.top_k > 0:  # the chosen token's own logprob, exact
                 record = replace(record, logprob=chosen_lp)
             records.append(record)

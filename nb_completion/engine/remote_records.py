@@ -58,8 +58,7 @@ def entropy_lower_bound(logprobs: Iterator[float] | list[float]) -> float:
     return -sum(p * math.log(p) for p in probs + [rest] if p > 0)
 
 
-def make_record(index: int, text: str, chosen: str | None, reported: dict[str, float], top_k: int,
-                elapsed: float) -> TokenRecord:
+def make_record(index: int, text: str, chosen: str | None, reported: dict[str, float], top_k: int, elapsed: float) -> TokenRecord:
     """One token from what the remote reported. ``text``: what it adds to the output; ``chosen``:
     its key among the reported texts (``None``: not among them)."""
     ordered = tuple(sorted(reported.items(), key=lambda kv: kv[1], reverse=True))
@@ -67,14 +66,32 @@ def make_record(index: int, text: str, chosen: str | None, reported: dict[str, f
     lowest = values[-1] if values else 0.0
     if top_k == 0:  # only the chosen token was reported: exact logprob, unknown rank
         logprob = reported.get(chosen, lowest) if chosen is not None else lowest
-        return TokenRecord(index, -1, text, logprob, 0, (), entropy_lower_bound([logprob]), elapsed=elapsed,
-                           piece=chosen if chosen is not None else text)
+        return TokenRecord(
+            index,
+            -1,
+            text,
+            logprob,
+            0,
+            (),
+            entropy_lower_bound([logprob]),
+            elapsed=elapsed,
+            piece=chosen if chosen is not None else text,
+        )
     if chosen is not None and chosen in reported:
         rank, logprob = [t for t, _ in ordered].index(chosen) + 1, reported[chosen]
     else:
         rank, logprob = len(ordered) + 1, lowest
-    return TokenRecord(index, -1, text, logprob, rank, ordered, entropy_lower_bound(values), elapsed=elapsed,
-                       piece=chosen if chosen is not None else text)
+    return TokenRecord(
+        index,
+        -1,
+        text,
+        logprob,
+        rank,
+        ordered,
+        entropy_lower_bound(values),
+        elapsed=elapsed,
+        piece=chosen if chosen is not None else text,
+    )
 
 
 _PARTIAL = re.compile("\ufffd|‹[0-9A-F]{2}(?: [0-9A-F]{2})*›")  # a broken character, or its bytes (engine/token_text.py)
@@ -149,7 +166,7 @@ def openai_chosen(text: str, logprob: float | None, reported: dict[str, float]) 
         if len(candidates) == 1 and candidates is same:
             return next(iter(same))
         if candidates:
-            (_, chosen), = split_delta(text, [candidates])
+            ((_, chosen),) = split_delta(text, [candidates])
             if chosen is not None:
                 return chosen
     return None

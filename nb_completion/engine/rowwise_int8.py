@@ -78,7 +78,6 @@ class RowwiseInt8Linear(torch.nn.Module):
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features)
 
-
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per row"
 
@@ -92,7 +91,9 @@ class _Fused(torch.nn.Module):
         biases = [m.bias for m in linears]
         bias = None
         if any(b is not None for b in biases):
-            bias = torch.cat([b.detach().float() if b is not None else torch.zeros(m.out_features) for b, m in zip(biases, linears)])
+            bias = torch.cat(
+                [b.detach().float() if b is not None else torch.zeros(m.out_features) for b, m in zip(biases, linears)]
+            )
         self.linear = RowwiseInt8Linear(weight, bias)
         self.sizes = [m.out_features for m in linears]
         # [input, parts]: a plain list, so updating it skips nn.Module.__setattr__ (per layer, per step)

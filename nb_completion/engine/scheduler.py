@@ -123,7 +123,13 @@ class Engine:
     """Continuous batching over one model. ``submit`` from any thread; the engine thread does the rest."""
 
     def __init__(
-        self, model: Any, *, max_batch: Optional[int] = None, parked: int = 4, chunk: int = 128, max_len: Optional[int] = None,
+        self,
+        model: Any,
+        *,
+        max_batch: Optional[int] = None,
+        parked: int = 4,
+        chunk: int = 128,
+        max_len: Optional[int] = None,
         compile: bool = False,
     ):
         self.model = model
@@ -280,7 +286,9 @@ class Engine:
         self.store.copy(seq.slot, slot, seq.cached)
         self.parked[slot] = _Parked(seq.ids[: seq.cached], self._next_tick())
 
-    def _retire(self, seq: Sequence, reason: str, stop_token_id: Optional[int] = None, error: BaseException | None = None) -> None:
+    def _retire(
+        self, seq: Sequence, reason: str, stop_token_id: Optional[int] = None, error: BaseException | None = None
+    ) -> None:
         if seq.done:
             return
         seq.done = True
@@ -315,7 +323,12 @@ class Engine:
             self.waiting.extend(self._inbox)
             self._inbox.clear()
         admitting, self._admitting = self._admitting, None
-        for seq in [*self.waiting, *self.decoding, *([self.prefilling] if self.prefilling else []), *([admitting] if admitting else [])]:
+        for seq in [
+            *self.waiting,
+            *self.decoding,
+            *([self.prefilling] if self.prefilling else []),
+            *([admitting] if admitting else []),
+        ]:
             seq.done = True
             try:
                 seq.work.sink.on_error(exc)
@@ -327,9 +340,15 @@ class Engine:
 
     # ---- the passes ----------------------------------------------------------------------------
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any, decode: bool = False) -> torch.Tensor:
+    def _forward(
+        self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any, decode: bool = False
+    ) -> torch.Tensor:
         out = (self._decode_call if decode else self.model)(
-            input_ids=ids, position_ids=positions, attention_mask=mask, use_cache=True, logits_to_keep=1,
+            input_ids=ids,
+            position_ids=positions,
+            attention_mask=mask,
+            use_cache=True,
+            logits_to_keep=1,
             **{self.cache_name: view},
         )
         return out.logits[:, -1]

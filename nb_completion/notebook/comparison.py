@@ -106,7 +106,10 @@ class Comparison(ShownOnce, Sequence[Run]):
     def _repr_svg_(self) -> str:
         prompt = self.content if isinstance(self.content, str) else str(self.content)
         header = f"prompt {prompt!r} · model {self.model_id} · seed {self.seed}"
-        columns = [(run.label if run.settings == run.label else f"{run.label} ({run.settings})", run.summary(), run.tokens) for run in self.runs]
+        columns = [
+            (run.label if run.settings == run.label else f"{run.label} ({run.settings})", run.summary(), run.tokens)
+            for run in self.runs
+        ]
         return columns_svg(columns, header=header, color_by=self.color_by)
 
     def _seeds(self) -> str:

@@ -192,7 +192,9 @@ def _content(opts: MagicOptions, cell: str | None, namespace: dict) -> str:
     if cell is None:
         template = opts.prompt
         if not template.strip():
-            raise BadRequest("content", "nothing to complete: `%complete [options] prompt words`, or a %%complete cell (see --help)")
+            raise BadRequest(
+                "content", "nothing to complete: `%complete [options] prompt words`, or a %%complete cell (see --help)"
+            )
     else:
         if opts.prompt:
             raise BadRequest("options", f"unexpected text {opts.prompt!r} on the %%complete line; the prompt is the cell body")
@@ -254,10 +256,12 @@ class CompletionMagics(Magics):
             raise MagicError.wrap(drained.error)
         if drained.interrupted:
             self.shell.displayhook.update_user_ns(result)  # `_` holds the partial text
-            raise GenerationInterrupted(f"generation stopped after {len(drained.tokens)} tokens; the partial text is kept in `_`" + (f" and `{opts.out}`" if opts.out else ""))
+            raise GenerationInterrupted(
+                f"generation stopped after {len(drained.tokens)} tokens; the partial text is kept in `_`"
+                + (f" and `{opts.out}`" if opts.out else "")
+            )
         result.mark_shown()  # the live display already shows it: `Out[n]` stays quiet
         return result
-
 
     def _score(self, opts: MagicOptions, text: str, namespace: dict):
         """``%%complete --score``: the cell's text scored (nothing generated); shown as a heatmap."""

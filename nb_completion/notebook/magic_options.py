@@ -61,25 +61,56 @@ def _make_parser() -> _Parser:
         ),
         add_help=True,
     )
-    p.add_argument("-m", "--model", metavar="ID", help="model id, local model folder, .gguf path or cached hub id (loaded on first use; default: the default model; see --models)")
-    p.add_argument("--strategy", choices=STRATEGIES, help="sampling strategy (inferred from the options below when absent; greedy without any)")
+    p.add_argument(
+        "-m",
+        "--model",
+        metavar="ID",
+        help="model id, local model folder, .gguf path or cached hub id (loaded on first use; default: the default model; see --models)",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="sampling strategy (inferred from the options below when absent; greedy without any)",
+    )
     p.add_argument("-t", "--temperature", metavar="T", help="temperature (> 0) for top_p sampling; 0 means greedy")
     p.add_argument("--top-p", metavar="P", help="nucleus sampling: keep the most likely tokens up to mass P, in (0, 1]")
     p.add_argument("--top-k", metavar="K", help="sample among the K most likely tokens")
-    p.add_argument("-n", "--max-tokens", metavar="N", help=f"at most N new tokens (default {DEFAULT_MAX_TOKENS}; 0: until the model stops)")
+    p.add_argument(
+        "-n", "--max-tokens", metavar="N", help=f"at most N new tokens (default {DEFAULT_MAX_TOKENS}; 0: until the model stops)"
+    )
     p.add_argument("--repetition-penalty", metavar="R", help="multiplicative penalty (> 0; 1 is off, > 1 discourages repeats)")
     p.add_argument("--stop", action="append", metavar="TEXT", help=r"stop string, repeatable (up to 4; \n and \t are understood)")
     p.add_argument("--logprobs", metavar="K", help="return the K most likely alternatives per token (0..20) in the response (-o)")
-    p.add_argument("--json-schema", metavar="SCHEMA", help="constrain the output to JSON matching SCHEMA: inline JSON, or {var} holding a dict or pydantic model (it parses when the run ends by itself; one cut by --max-tokens is marked incomplete)")
+    p.add_argument(
+        "--json-schema",
+        metavar="SCHEMA",
+        help="constrain the output to JSON matching SCHEMA: inline JSON, or {var} holding a dict or pydantic model (it parses when the run ends by itself; one cut by --max-tokens is marked incomplete)",
+    )
     p.add_argument("--grammar", metavar="GRAMMAR", help="constrain the output to a grammar: inline text or {var}")
-    p.add_argument("--grammar-syntax", choices=("gbnf", "lark", "regex"), default="gbnf", help="syntax of --grammar (default gbnf)")
-    p.add_argument("--chat", action="store_true", help="wrap the cell in the model's chat template as one user turn (Instruct models answer instead of continuing the text); the templated prompt is shown above the answer")
+    p.add_argument(
+        "--grammar-syntax", choices=("gbnf", "lark", "regex"), default="gbnf", help="syntax of --grammar (default gbnf)"
+    )
+    p.add_argument(
+        "--chat",
+        action="store_true",
+        help="wrap the cell in the model's chat template as one user turn (Instruct models answer instead of continuing the text); the templated prompt is shown above the answer",
+    )
     p.add_argument("--seed", metavar="S", help="random seed, for reproducible sampling")
     p.add_argument("--no-stream", action="store_true", help="show the text only when it is complete")
-    p.add_argument("--heatmap", nargs="?", const="probability", choices=("probability", "entropy"), help="show the tokens coloured by probability (or entropy) under the text")
+    p.add_argument(
+        "--heatmap",
+        nargs="?",
+        const="probability",
+        choices=("probability", "entropy"),
+        help="show the tokens coloured by probability (or entropy) under the text",
+    )
     p.add_argument("-o", "--out", metavar="NAME", help="store the CompletionResponse in the variable NAME")
     p.add_argument("--models", action="store_true", help="list the registered models and exit")
-    p.add_argument("--score", action="store_true", help="score the cell's text instead of continuing it: each token coloured by its surprisal, its rank and the expected alternatives on hover, and the perplexity (-o stores the Scored result)")
+    p.add_argument(
+        "--score",
+        action="store_true",
+        help="score the cell's text instead of continuing it: each token coloured by its surprisal, its rank and the expected alternatives on hover, and the perplexity (-o stores the Scored result)",
+    )
     p.add_argument("prompt", nargs="*", help=argparse.SUPPRESS)
     return p
 

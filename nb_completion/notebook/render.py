@@ -123,10 +123,7 @@ def _token_span(record: TokenRecord, color_by: str) -> str:
     shown = shown_text(record)  # a partial character shows its bytes; a withheld end token ⟨end⟩
     body = visible(shown) if shown else f'<span style="{MUTED}">⟨end⟩</span>'
     title = html.escape(token_title(record), quote=True).replace("\n", "&#10;")
-    return (
-        f'<span data-token-index="{record.index}" tabindex="0" title="{title}" '
-        f'style="{";".join(style)}">{body}</span>'
-    )
+    return f'<span data-token-index="{record.index}" tabindex="0" title="{title}" style="{";".join(style)}">{body}</span>'
 
 
 def legend_html(color_by: str = "probability", *, forced: bool = False, partial: bool = False) -> str:
@@ -145,7 +142,7 @@ def legend_html(color_by: str = "probability", *, forced: bool = False, partial:
         + (" &nbsp;·&nbsp; <i>italic</i>: forced by the grammar" if forced else "")
         + " &nbsp;·&nbsp; · space ↵ newline"
         + (" &nbsp;·&nbsp; ‹E3 81›: bytes of a partial character" if partial else "")
-        +         " &nbsp;·&nbsp; hover a token for its alternatives</div>"
+        + " &nbsp;·&nbsp; hover a token for its alternatives</div>"
     )
 
 

@@ -113,7 +113,7 @@ def _token_layer(tokens: Sequence[TokenRecord], lines: list[list[_Run]], color_b
             x, w = x0 + run.col * CELL, max(run.cells, 1) * CELL
             title = f"#{record.index} {record.probability:.1%} · rank {record.rank}"
             parts = [
-                f'<g><title>{_xml_text(title)}</title>',
+                f"<g><title>{_xml_text(title)}</title>",
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{w - 1:.1f}" height="{LINE - 3}" rx="2" fill="{color_for(record, color_by)}"/>',  # 1 px apart
                 f'<text x="{x:.1f}" y="{y + LINE - 8:.1f}" textLength="{w:.1f}" lengthAdjust="spacingAndGlyphs"'
                 + (' font-style="italic"' if record.forced else "")
@@ -215,14 +215,20 @@ def columns_svg(
     body: list[str] = []
     if header:
         body.append(f'<text x="{PAD}" y="{PAD + 14}" font-size="12" fill="{MUTED}">{_xml_text(header)}</text>')
-    laid = [(title, _wrap(summary, int(width * CELL / 6.6)), tokens, _layout(tokens, width)) for title, summary, tokens in columns]
+    laid = [
+        (title, _wrap(summary, int(width * CELL / 6.6)), tokens, _layout(tokens, width)) for title, summary, tokens in columns
+    ]
     heights = [18 + 15 * len(summary) + 6 + len(lines) * LINE + PAD for _, summary, _, lines in laid]
     bottom = top + max(heights, default=0)
     every: list[TokenRecord] = []
     for n, (title, summary, tokens, lines) in enumerate(laid):
         x = PAD + n * (col_width + gap)
-        body.append(f'<rect x="{x:.1f}" y="{top}" width="{col_width:.1f}" height="{bottom - top}" rx="6" fill="none" stroke="#bbbbbb"/>')
-        body.append(f'<text x="{x + PAD:.1f}" y="{top + 16}" font-weight="bold" font-family="system-ui,sans-serif">{_xml_text(title)}</text>')
+        body.append(
+            f'<rect x="{x:.1f}" y="{top}" width="{col_width:.1f}" height="{bottom - top}" rx="6" fill="none" stroke="#bbbbbb"/>'
+        )
+        body.append(
+            f'<text x="{x + PAD:.1f}" y="{top + 16}" font-weight="bold" font-family="system-ui,sans-serif">{_xml_text(title)}</text>'
+        )
         for k, part in enumerate(summary):
             body.append(f'<text x="{x + PAD:.1f}" y="{top + 32 + 15 * k}" font-size="11" fill="{MUTED}">{_xml_text(part)}</text>')
         body += _token_layer(tokens, lines, color_by, x + PAD, top + 18 + 15 * len(summary) + 6)

@@ -74,9 +74,15 @@ def distribution_svg(dist: Mapping[str, Any], controls: Mapping[str, Any], width
     raw, processed = processed_probabilities(dist, controls)
     n = min(BARS, len(raw))
     top = max(raw[:n] + processed[:n] + [1e-9])
-    where = "the next token" if dist.get("end") else (f"before prompt token #{dist['index']}" if dist.get("prompt") else f"before token #{dist['index']}")
-    body = [f'<text x="8" y="18" font-weight="bold">{_xml_text(f"Next-token distribution, {where}")}</text>',
-            f'<text x="8" y="34" fill="{MUTED}" font-size="11">{_xml_text(f"grey: raw · blue: after {_settings(controls)} · struck out: excluded")}</text>']
+    where = (
+        "the next token"
+        if dist.get("end")
+        else (f"before prompt token #{dist['index']}" if dist.get("prompt") else f"before token #{dist['index']}")
+    )
+    body = [
+        f'<text x="8" y="18" font-weight="bold">{_xml_text(f"Next-token distribution, {where}")}</text>',
+        f'<text x="8" y="34" fill="{MUTED}" font-size="11">{_xml_text(f"grey: raw · blue: after {_settings(controls)} · struck out: excluded")}</text>',
+    ]
     label_w, bar_x, bar_w = 150, 160, width - 160 - 130
     y = 44
     cut_drawn = False
@@ -86,9 +92,13 @@ def distribution_svg(dist: Mapping[str, Any], controls: Mapping[str, Any], width
         text = _xml_text(str(dist["texts"][i]).replace("\n", "↵").replace(" ", "·"))
         colour = CHART["chosen"] if chosen else CHART["kept"]
         body.append(f'<g data-token-id="{dist["ids"][i]}" data-excluded="{str(excluded).lower()}">')
-        body.append(f'<text x="8" y="{y + 13}" font-size="12"{f" fill={chr(34)}{MUTED}{chr(34)}" if excluded else ""}>{text}</text>')
+        body.append(
+            f'<text x="8" y="{y + 13}" font-size="12"{f" fill={chr(34)}{MUTED}{chr(34)}" if excluded else ""}>{text}</text>'
+        )
         if excluded:
-            body.append(f'<line x1="8" y1="{y + 9}" x2="{min(8 + 7.2 * len(dist["texts"][i]), label_w)}" y2="{y + 9}" stroke="{MUTED}"/>')
+            body.append(
+                f'<line x1="8" y1="{y + 9}" x2="{min(8 + 7.2 * len(dist["texts"][i]), label_w)}" y2="{y + 9}" stroke="{MUTED}"/>'
+            )
         body.append(f'<rect x="{bar_x}" y="{y + 2}" width="{bar_w * raw[i] / top:.1f}" height="6" fill="{CHART["raw"]}"/>')
         body.append(f'<rect x="{bar_x}" y="{y + 9}" width="{bar_w * processed[i] / top:.1f}" height="6" fill="{colour}"/>')
         value = f"{_pct(raw[i])} → {'excluded' if excluded else _pct(processed[i])}"
@@ -97,8 +107,12 @@ def distribution_svg(dist: Mapping[str, Any], controls: Mapping[str, Any], width
         if controls.get("strategy") == "top_p" and float(controls.get("top_p", 1)) < 1 and not cut_drawn:
             following = processed[i + 1] if i + 1 < n else 0.0
             if not excluded and following == 0.0 and i + 1 < n:
-                body.append(f'<line x1="8" y1="{y + 1}" x2="{width - 8}" y2="{y + 1}" stroke="{CHART["cut"]}" stroke-width="2" stroke-dasharray="5 3"/>')
-                body.append(f'<text x="{width - 8}" y="{y - 2}" font-size="10" text-anchor="end" fill="{CHART["cut"]}">top-p cut</text>')
+                body.append(
+                    f'<line x1="8" y1="{y + 1}" x2="{width - 8}" y2="{y + 1}" stroke="{CHART["cut"]}" stroke-width="2" stroke-dasharray="5 3"/>'
+                )
+                body.append(
+                    f'<text x="{width - 8}" y="{y - 2}" font-size="10" text-anchor="end" fill="{CHART["cut"]}">top-p cut</text>'
+                )
                 cut_drawn = True
                 y += 4
     others = len(dist["ids"]) - n + sum(k for k, _ in dist.get("rest") or [])
@@ -131,7 +145,9 @@ def _wrap(width: float, height: float, body: list[str], label: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
         f'role="img" aria-label="{_xml_text(label)}" font-family="ui-monospace,SFMono-Regular,Menlo,Consolas,monospace" '
-        f'font-size="13" fill="{PALETTE["text"]}"><rect width="100%" height="100%" rx="6" fill="#ffffff"/>' + "".join(body) + "</svg>"
+        f'font-size="13" fill="{PALETTE["text"]}"><rect width="100%" height="100%" rx="6" fill="#ffffff"/>'
+        + "".join(body)
+        + "</svg>"
     )
 
 
@@ -149,5 +165,6 @@ def stack_svg(parts: Sequence[str], gap: int = 8) -> str:
     height = y - gap
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}">'
-        + "".join(body) + "</svg>"
+        + "".join(body)
+        + "</svg>"
     )

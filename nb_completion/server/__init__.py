@@ -20,7 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from starlette.applications import Starlette
 
 
-def create_app(models: Iterable[str] | None = None, api_key: str | None = None, queue_size: int = 8, **options: Any) -> "Starlette":
+def create_app(
+    models: Iterable[str] | None = None, api_key: str | None = None, queue_size: int = 8, **options: Any
+) -> "Starlette":
     """The ASGI app (for another ASGI server); ``options``: ``max_tokens_cap``, ``host_policy``."""
     from .app import create_app as _create
 

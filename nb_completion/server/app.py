@@ -50,8 +50,9 @@ OPENAI_PATH = "/v1/completions"
 
 
 class ServerState:
-    def __init__(self, models: Iterable[str] | None, api_key: str | None, engine: EngineQueue,
-                 max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP):
+    def __init__(
+        self, models: Iterable[str] | None, api_key: str | None, engine: EngineQueue, max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP
+    ):
         self.models = list(models) if models is not None else None
         self.api_key = api_key or None
         self.engine = engine
@@ -115,8 +116,13 @@ async def _collect(job: Job) -> list[Delta | Finished]:
         events.append(item)
 
 
-async def _sse_body(job: Job, encode: Callable[[Any], list[bytes]], on_error: Callable[[CompletionError], bytes],
-                    tail: bytes = b"", where: str = "") -> AsyncIterator[bytes]:
+async def _sse_body(
+    job: Job,
+    encode: Callable[[Any], list[bytes]],
+    on_error: Callable[[CompletionError], bytes],
+    tail: bytes = b"",
+    where: str = "",
+) -> AsyncIterator[bytes]:
     try:
         while True:
             item = await job.next()
@@ -206,8 +212,9 @@ async def openai_completions(request: Request) -> Response:
         def encode(event: Delta | Finished) -> list[bytes]:
             out = []
             chunk = shaper.chunk(event)
-            if chunk is not None and (chunk["choices"][0]["text"] or chunk["choices"][0]["logprobs"]
-                                      or chunk["choices"][0]["finish_reason"]):
+            if chunk is not None and (
+                chunk["choices"][0]["text"] or chunk["choices"][0]["logprobs"] or chunk["choices"][0]["finish_reason"]
+            ):
                 out.append(sse.event(chunk))
             if isinstance(event, Finished) and options["include_usage"]:
                 out.append(sse.event(shaper.usage_chunk(event)))
@@ -298,9 +305,15 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(EngineFailure("The server failed while answering this request."), _is_openai(request))
 
 
-def create_app(models: Iterable[str] | None = None, api_key: str | None = None, queue_size: int = 8,
-               engine: EngineQueue | None = None, *, max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP,
-               host_policy: HostPolicy | None = None) -> Starlette:
+def create_app(
+    models: Iterable[str] | None = None,
+    api_key: str | None = None,
+    queue_size: int = 8,
+    engine: EngineQueue | None = None,
+    *,
+    max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP,
+    host_policy: HostPolicy | None = None,
+) -> Starlette:
     """The ASGI app. ``models``: the ids served (default: every registered model, the default
     model included and loaded on first use). ``max_tokens_cap``: the most tokens one request may
     generate (``max_tokens`` 0 means up to it). ``host_policy``: the Host/Origin guard (default:
@@ -325,4 +338,3 @@ def create_app(models: Iterable[str] | None = None, api_key: str | None = None, 
     )
     app.state.server = state
     return app
-

@@ -91,7 +91,9 @@ def _check_values(value: Any, root: str = "") -> None:
         if isinstance(item, str):
             at = lone_surrogate(item)
             if at is not None:
-                raise BadRequest(path or "request", f"holds a lone UTF-16 surrogate {item[at]!r} at index {at} (not valid Unicode text)")
+                raise BadRequest(
+                    path or "request", f"holds a lone UTF-16 surrogate {item[at]!r} at index {at} (not valid Unicode text)"
+                )
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise BadRequest(path or "request", "must be a finite number (this one overflows to infinity)")

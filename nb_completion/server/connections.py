@@ -88,8 +88,13 @@ class ConnectionLimits:
         self.open.pop(protocol, None)
 
     def status(self) -> dict:
-        return {"open": len(self.open), "max": self.max_connections, "evicted_idle": self.evicted,
-                "timed_out": self.timed_out, "refused": self.refused}
+        return {
+            "open": len(self.open),
+            "max": self.max_connections,
+            "evicted_idle": self.evicted,
+            "timed_out": self.timed_out,
+            "refused": self.refused,
+        }
 
 
 class GuardedH11Protocol(H11Protocol):

@@ -93,12 +93,16 @@ class GuardMiddleware:
         error = None
         if host is not None and not self.policy.host_allowed(host):
             error = CompletionError(
-                421, f"this server does not answer to the host '{shorten(host, 100)}' "
-                "(a DNS-rebinding guard; the server's operator can add it with --allowed-host)")
+                421,
+                f"this server does not answer to the host '{shorten(host, 100)}' "
+                "(a DNS-rebinding guard; the server's operator can add it with --allowed-host)",
+            )
         elif origin is not None and not self.policy.origin_allowed(origin, host):
             error = CompletionError(
-                403, f"cross-origin requests from '{shorten(origin, 100)}' are not allowed "
-                "(the server's operator can allow an origin with --cors-origin)")
+                403,
+                f"cross-origin requests from '{shorten(origin, 100)}' are not allowed "
+                "(the server's operator can allow an origin with --cors-origin)",
+            )
         if error is not None:
             await error_response(error)(scope, receive, send)
             return
@@ -113,6 +117,13 @@ def middleware(policy: HostPolicy) -> list:
     if policy.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
-        stack.append(Middleware(CORSMiddleware, allow_origins=list(policy.cors_origins), allow_methods=["GET", "POST"],
-                                allow_headers=["authorization", "content-type"], max_age=600))
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(policy.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type"],
+                max_age=600,
+            )
+        )
     return stack

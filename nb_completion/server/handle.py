@@ -113,12 +113,20 @@ def serve(
     if models is not None:
         models = _preload(models)
     if not is_loopback(host) and not api_key:
-        log.warning("serving on %s without an API key: anyone who can reach this address can use the models "
-                    "(set NB_COMPLETION_API_KEY or --api-key-file)", host)
+        log.warning(
+            "serving on %s without an API key: anyone who can reach this address can use the models "
+            "(set NB_COMPLETION_API_KEY or --api-key-file)",
+            host,
+        )
     policy = HostPolicy(host, allowed_hosts, cors_origins)
     limits = ConnectionLimits(max_connections or DEFAULT_MAX_CONNECTIONS, header_timeout or DEFAULT_HEADER_TIMEOUT)
-    app = create_app(models=models, api_key=api_key, queue_size=queue_size,
-                     max_tokens_cap=max_tokens_cap or DEFAULT_MAX_TOKENS_CAP, host_policy=policy)
+    app = create_app(
+        models=models,
+        api_key=api_key,
+        queue_size=queue_size,
+        max_tokens_cap=max_tokens_cap or DEFAULT_MAX_TOKENS_CAP,
+        host_policy=policy,
+    )
     app.state.connections = limits
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -135,11 +143,18 @@ def serve(
     sock.set_inheritable(True)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=3, ws="none",
+        app,
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=3,
+        ws="none",
         **uvicorn_options(limits),
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"nb-completion-server:{bound_port}", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"nb-completion-server:{bound_port}", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + startup_timeout
     while not server.started:

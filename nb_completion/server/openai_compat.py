@@ -45,9 +45,23 @@ _NEUTRAL = {
     "logit_bias": (None,),
 }
 _FIELDS = {
-    "model", "prompt", "max_tokens", "temperature", "top_p", "stop", "logprobs", "stream",
-    "stream_options", "seed", "top_k", "repetition_penalty", "guided_json", "guided_regex",
-    "guided_grammar", "echo", *_NEUTRAL,
+    "model",
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "logprobs",
+    "stream",
+    "stream_options",
+    "seed",
+    "top_k",
+    "repetition_penalty",
+    "guided_json",
+    "guided_regex",
+    "guided_grammar",
+    "echo",
+    *_NEUTRAL,
 }
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
 
@@ -73,7 +87,9 @@ def _prompt(body: dict) -> str:
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     if not isinstance(prompt, str):
-        raise BadRequest("prompt", "must be a string or a list holding one string (token-id prompts and batches are not supported)")
+        raise BadRequest(
+            "prompt", "must be a string or a list holding one string (token-id prompts and batches are not supported)"
+        )
     return prompt
 
 
@@ -193,13 +209,18 @@ def openai_field(field: str, body: Any) -> str:
     if field.startswith("response_format") and isinstance(body, dict):
         given = next((k for k in ("guided_json", "guided_regex", "guided_grammar") if body.get(k) is not None), None)
         if given is not None:
-            for prefix in ("response_format.json_schema", "response_format.bnf.regex", "response_format.bnf.gbnf",
-                           "response_format.bnf", "response_format"):
+            for prefix in (
+                "response_format.json_schema",
+                "response_format.bnf.regex",
+                "response_format.bnf.gbnf",
+                "response_format.bnf",
+                "response_format",
+            ):
                 if field == prefix or field.startswith(prefix + ".") or field.startswith(prefix + "["):
-                    return given + field[len(prefix):]
+                    return given + field[len(prefix) :]
     for ours, theirs in _LLAMA_TO_OPENAI:
         if field == ours or field.startswith(ours + ".") or field.startswith(ours + "["):
-            return theirs + field[len(ours):]
+            return theirs + field[len(ours) :]
     return field
 
 
@@ -253,7 +274,14 @@ class OpenAIShaper:
         self._offset = 0
 
     def _frame(self, choices: list, **extra: Any) -> dict:
-        return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "choices": choices, **extra}
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **extra,
+        }
 
     def _logprobs(self, tokens: Iterable[TokenRecord]) -> dict | None:
         if self.n_logprobs is None:
@@ -306,7 +334,9 @@ class OpenAIShaper:
         """``echo`` with ``max_tokens: 0``: the prompt scored, nothing generated."""
         text, block = self._echo_block()
         choice = {"index": 0, "text": text, "logprobs": block, "finish_reason": "length"}
-        return self._frame([choice], usage={"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens})
+        return self._frame(
+            [choice], usage={"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens}
+        )
 
     @staticmethod
     def finish_reason(finished: Finished) -> str:

@@ -100,10 +100,15 @@ def build_openapi(api_key_required: bool = False) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "The models",
-                            "content": {"application/json": {"schema": {
-                                "type": "object", "required": ["data"],
-                                "properties": {"data": {"type": "array", "items": _MODEL_SCHEMA}},
-                            }}},
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["data"],
+                                        "properties": {"data": {"type": "array", "items": _MODEL_SCHEMA}},
+                                    }
+                                }
+                            },
                         },
                     },
                 }
@@ -112,9 +117,20 @@ def build_openapi(api_key_required: bool = False) -> dict[str, Any]:
                 "get": {
                     "operationId": "health",
                     "security": [],
-                    "responses": {"200": {"description": "Health", "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["status"], "properties": {"status": {"type": "string"}},
-                    }}}}},
+                    "responses": {
+                        "200": {
+                            "description": "Health",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["status"],
+                                        "properties": {"status": {"type": "string"}},
+                                    }
+                                }
+                            },
+                        }
+                    },
                 }
             },
             "/v1/completions": {
@@ -122,7 +138,10 @@ def build_openapi(api_key_required: bool = False) -> dict[str, Any]:
                     "operationId": "openai_completions",
                     "description": "OpenAI-compatible legacy completions (one choice).",
                     "requestBody": {"required": True, "content": {"application/json": {"schema": _OPENAI_REQUEST}}},
-                    "responses": {"200": {"description": "An OpenAI text_completion, or its SSE stream ending in [DONE]"}, **error_responses},
+                    "responses": {
+                        "200": {"description": "An OpenAI text_completion, or its SSE stream ending in [DONE]"},
+                        **error_responses,
+                    },
                 }
             },
         },

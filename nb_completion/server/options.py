@@ -65,35 +65,73 @@ def _positive_seconds(text: str) -> float:
 
 def _refuse_key_on_command_line(_: str) -> str:
     raise argparse.ArgumentTypeError(
-        f"a key on the command line is visible to every user in ps; set {API_KEY_ENV} or use --api-key-file FILE")
+        f"a key on the command line is visible to every user in ps; set {API_KEY_ENV} or use --api-key-file FILE"
+    )
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
     add("--port", type=_port, default=8321, help="port (default 8321; 0 picks a free one)")
-    add("--model", action="append", dest="models", metavar="ID",
-        help="a model to serve, loaded at start (repeatable; default: the default model, loaded on first use)")
+    add(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="ID",
+        help="a model to serve, loaded at start (repeatable; default: the default model, loaded on first use)",
+    )
     add("--tiny", action="store_true", help="also serve the tiny random in-process model 'tiny-llama' (for trying things out)")
     add("--dtype", default="auto", choices=DTYPES, help="dtype for the models loaded at start")
     add("--device", default="auto", help="device for the models loaded at start")
-    add("--api-key-file", metavar="FILE", default=None,
-        help=f"require 'Authorization: Bearer KEY' with KEY read from FILE (default: ${API_KEY_ENV}, else no key)")
+    add(
+        "--api-key-file",
+        metavar="FILE",
+        default=None,
+        help=f"require 'Authorization: Bearer KEY' with KEY read from FILE (default: ${API_KEY_ENV}, else no key)",
+    )
     add("--api-key", type=_refuse_key_on_command_line, default=None, help=argparse.SUPPRESS)
-    add("--queue-size", type=_int_at_least(0, "requests waiting behind the running one"), default=8,
-        help="requests that may wait behind the running one before 429 (default 8)")
-    add("--max-tokens-cap", type=_int_at_least(1, "tokens"), default=DEFAULT_MAX_TOKENS_CAP,
-        help=f"the most tokens one request may generate; max_tokens 0 means up to it (default {DEFAULT_MAX_TOKENS_CAP})")
-    add("--allowed-host", action="append", dest="allowed_hosts", default=[], metavar="NAME",
+    add(
+        "--queue-size",
+        type=_int_at_least(0, "requests waiting behind the running one"),
+        default=8,
+        help="requests that may wait behind the running one before 429 (default 8)",
+    )
+    add(
+        "--max-tokens-cap",
+        type=_int_at_least(1, "tokens"),
+        default=DEFAULT_MAX_TOKENS_CAP,
+        help=f"the most tokens one request may generate; max_tokens 0 means up to it (default {DEFAULT_MAX_TOKENS_CAP})",
+    )
+    add(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        default=[],
+        metavar="NAME",
         help="a Host name to answer besides localhost, loopback addresses and --host (repeatable; "
-             "'.example.com' matches subdomains; '*' any)")
-    add("--cors-origin", action="append", dest="cors_origins", default=[], metavar="ORIGIN",
-        help="a web origin (https://app.example.com) allowed to call the server from a browser (repeatable; default none)")
-    add("--max-connections", type=_int_at_least(1, "connections"), default=DEFAULT_MAX_CONNECTIONS,
+        "'.example.com' matches subdomains; '*' any)",
+    )
+    add(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin (https://app.example.com) allowed to call the server from a browser (repeatable; default none)",
+    )
+    add(
+        "--max-connections",
+        type=_int_at_least(1, "connections"),
+        default=DEFAULT_MAX_CONNECTIONS,
         help=f"open connections before the longest-idle one is closed (default {DEFAULT_MAX_CONNECTIONS}, "
-             "kept under the open-file limit)")
-    add("--header-timeout", type=_positive_seconds, default=DEFAULT_HEADER_TIMEOUT,
-        help=f"seconds a connection has to send a request's headers (default {DEFAULT_HEADER_TIMEOUT:g})")
+        "kept under the open-file limit)",
+    )
+    add(
+        "--header-timeout",
+        type=_positive_seconds,
+        default=DEFAULT_HEADER_TIMEOUT,
+        help=f"seconds a connection has to send a request's headers (default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
     add("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     add_remote_arguments(parser)  # --remote URL: front a vLLM / llama.cpp / llama-stack engine
     return parser
@@ -120,9 +158,16 @@ def api_key(args: argparse.Namespace) -> str | None:
 def serve_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """``serve()``'s keyword arguments from parsed options (models aside)."""
     return {
-        "host": args.host, "port": args.port, "api_key": api_key(args), "queue_size": args.queue_size,
-        "log_level": args.log_level, "max_tokens_cap": args.max_tokens_cap, "allowed_hosts": args.allowed_hosts,
-        "cors_origins": args.cors_origins, "max_connections": args.max_connections, "header_timeout": args.header_timeout,
+        "host": args.host,
+        "port": args.port,
+        "api_key": api_key(args),
+        "queue_size": args.queue_size,
+        "log_level": args.log_level,
+        "max_tokens_cap": args.max_tokens_cap,
+        "allowed_hosts": args.allowed_hosts,
+        "cors_origins": args.cors_origins,
+        "max_connections": args.max_connections,
+        "header_timeout": args.header_timeout,
     }
 
 
@@ -171,7 +216,11 @@ def run_serve(args: argparse.Namespace) -> int:
     except (ValueError, CompletionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"nb-completion: serving on {handle.url}  (POST /v1/inference/completion, POST /v1/completions, "
-          f"GET /v1/models, GET /v1/health, GET /openapi.json); Ctrl-C stops", file=sys.stderr, flush=True)
+    print(
+        f"nb-completion: serving on {handle.url}  (POST /v1/inference/completion, POST /v1/completions, "
+        f"GET /v1/models, GET /v1/health, GET /openapi.json); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
     handle.wait()
     return 0

@@ -43,7 +43,9 @@ def _prompt_tokens(backend: Any, text: str) -> int:
 
 def _max_tokens(requested: int, cap: int, room: int | None, model_id: str, prompt_tokens: int | None) -> int:
     if requested > cap:
-        raise BadRequest("sampling_params.max_tokens", f"must be at most {cap} on this server (its --max-tokens-cap), got {requested}")
+        raise BadRequest(
+            "sampling_params.max_tokens", f"must be at most {cap} on this server (its --max-tokens-cap), got {requested}"
+        )
     if room is not None and requested > room:
         raise BadRequest(
             "sampling_params.max_tokens",

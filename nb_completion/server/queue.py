@@ -33,7 +33,6 @@ OPENED = object()
 END = object()
 
 
-
 class QueueFull(CompletionError):
     """429: the bounded queue is full. ``retry_after`` (seconds) goes into ``Retry-After``."""
 
@@ -41,8 +40,7 @@ class QueueFull(CompletionError):
         self.retry_after = retry_after
         super().__init__(
             429,
-            f"the request queue is full ({waiting} waiting behind the running requests); "
-            f"retry in about {retry_after} s",
+            f"the request queue is full ({waiting} waiting behind the running requests); retry in about {retry_after} s",
         )
 
 

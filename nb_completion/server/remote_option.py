@@ -17,21 +17,38 @@ REMOTE_APIS = ("openai", "llama.cpp", "vllm", "llama-stack")
 
 
 def _refuse_key(_: str) -> str:
-    raise argparse.ArgumentTypeError(
-        "a key on the command line is visible to every user in ps; set NB_COMPLETION_REMOTE_API_KEY")
+    raise argparse.ArgumentTypeError("a key on the command line is visible to every user in ps; set NB_COMPLETION_REMOTE_API_KEY")
 
 
 def add_remote_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("fronting a remote engine")
-    group.add_argument("--remote", action="append", default=None, metavar="URL",
-                       help="serve the models of the engine at URL (repeatable); without --model, only those")
-    group.add_argument("--remote-model", action="append", default=None, metavar="ID",
-                       help="the remote's model to serve (repeatable; default: every model it lists)")
-    group.add_argument("--remote-api", default="openai", choices=REMOTE_APIS,
-                       help="the remote's API: 'openai' (default; vLLM or llama.cpp detected), 'llama.cpp', 'vllm', 'llama-stack'")
+    group.add_argument(
+        "--remote",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="serve the models of the engine at URL (repeatable); without --model, only those",
+    )
+    group.add_argument(
+        "--remote-model",
+        action="append",
+        default=None,
+        metavar="ID",
+        help="the remote's model to serve (repeatable; default: every model it lists)",
+    )
+    group.add_argument(
+        "--remote-api",
+        default="openai",
+        choices=REMOTE_APIS,
+        help="the remote's API: 'openai' (default; vLLM or llama.cpp detected), 'llama.cpp', 'vllm', 'llama-stack'",
+    )
     group.add_argument("--remote-api-key", type=_refuse_key, default=None, help=argparse.SUPPRESS)
-    group.add_argument("--remote-timeout", type=float, default=300.0,
-                       help="seconds the remote may stay silent before a request fails with 502 (default 300)")
+    group.add_argument(
+        "--remote-timeout",
+        type=float,
+        default=300.0,
+        help="seconds the remote may stay silent before a request fails with 502 (default 300)",
+    )
     return parser
 
 
@@ -48,7 +65,6 @@ def register_remotes(args: argparse.Namespace) -> list[str]:
     for url in getattr(args, "remote", None) or []:
         wanted = args.remote_model or [m["identifier"] for m in remote_models(url, _remote_key())]
         for model_id in wanted:
-            backend = register_remote(url, model_id, api=args.remote_api, api_key=_remote_key(),
-                                      timeout=args.remote_timeout)
+            backend = register_remote(url, model_id, api=args.remote_api, api_key=_remote_key(), timeout=args.remote_timeout)
             ids.append(backend.info.identifier)
     return ids

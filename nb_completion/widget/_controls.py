@@ -170,7 +170,7 @@ def from_response_format(value: Any) -> dict[str, Any]:
         bnf = value.get("bnf") or {}
         if len(bnf) != 1 or next(iter(bnf)) not in GRAMMAR_SYNTAXES:
             raise ValueError(f"response_format.bnf must hold one of {GRAMMAR_SYNTAXES}, got {list(bnf)}")
-        (syntax, text), = bnf.items()
+        ((syntax, text),) = bnf.items()
         return {"response_format": "grammar", "grammar_syntax": syntax, "grammar": text}
     raise ValueError(f"response_format: expected 'none', 'json_schema', 'grammar' or a spec dict, got {value!r}")
 

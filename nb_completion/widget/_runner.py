@@ -94,7 +94,9 @@ class Runner:
                     self._on_prompt(self.request.content)
             events = []
             top_k = self.request.logprobs.top_k or 0 if self.request.logprobs else None
-            for event in open_events(self.request, seed=self.seed, cancel=self.cancel_event, on_progress=progress, generator=self.generator):
+            for event in open_events(
+                self.request, seed=self.seed, cancel=self.cancel_event, on_progress=progress, generator=self.generator
+            ):
                 events.append(event)
                 if isinstance(event, Delta):
                     outcome.records.extend(event.tokens)

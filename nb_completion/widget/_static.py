@@ -48,9 +48,7 @@ def static_html(
         f"{html.escape(_summary(status, metrics))}</div>"
     )
     prompt_html = (
-        f'<div style="{_MONO};{_MUTED};white-space:pre-wrap;word-break:break-word">{html.escape(prompt)}</div>'
-        if prompt
-        else ""
+        f'<div style="{_MONO};{_MUTED};white-space:pre-wrap;word-break:break-word">{html.escape(prompt)}</div>' if prompt else ""
     )
     if records:
         body = heatmap_html(list(records), color_by=color_by)

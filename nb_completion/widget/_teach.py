@@ -57,12 +57,23 @@ def prompt_token_dicts(backend: Any, ids: list[int], scored: Optional[list] = No
     out = []
     for i, token_id in enumerate(ids):
         piece = backend.piece(token_id)
-        item: dict[str, Any] = {"index": i, "token_id": token_id, "text": detok.add_token(token_id), "piece": piece, "prompt": True}
+        item: dict[str, Any] = {
+            "index": i,
+            "token_id": token_id,
+            "text": detok.add_token(token_id),
+            "piece": piece,
+            "prompt": True,
+        }
         if token_id in specials:
             item["special"] = True
         if scored is not None and scored[i].logprob is not None:
             t = scored[i]
-            item.update(logprob=round(t.logprob, 5), rank=t.rank, entropy=round(t.entropy, 4), top=[[a, round(_finite(lp), 5)] for a, lp in t.top])
+            item.update(
+                logprob=round(t.logprob, 5),
+                rank=t.rank,
+                entropy=round(t.entropy, 4),
+                top=[[a, round(_finite(lp), 5)] for a, lp in t.top],
+            )
         out.append(item)
     return out
 
@@ -88,7 +99,9 @@ class TeachingMixin:
         if root or not self._paths:
             self._paths = []
         parent = None if not self._paths else (0 if kind == "generate" else self._current)
-        path = Path(len(self._paths), parent, split, kind, self._paths[0].source if self._paths else self.content, prompt, list(records))
+        path = Path(
+            len(self._paths), parent, split, kind, self._paths[0].source if self._paths else self.content, prompt, list(records)
+        )
         self._paths.append(path)
         self._current = path.id
         return path
@@ -157,7 +170,9 @@ class TeachingMixin:
 
         backend = load_backend(self.model_name or None)
         if not getattr(backend, "continues_generators", False):
-            raise BadRequest("model_id", f"'{self.model_name}' is remote: Step, Score and the distribution need a model in this kernel")
+            raise BadRequest(
+                "model_id", f"'{self.model_name}' is remote: Step, Score and the distribution need a model in this kernel"
+            )
         return backend
 
     def _request(self, prompt: str):
@@ -215,7 +230,11 @@ class TeachingMixin:
                     if result.record is not None:
                         path.records.append(dataclasses.replace(result.record, index=len(path.records)))
                     self._show(path, status="done", new_run=False)
-                    m = {"tokens": len(path.records), "stop_reason": "end_of_turn"} if result.record is None else {"tokens": len(path.records)}
+                    m = (
+                        {"tokens": len(path.records), "stop_reason": "end_of_turn"}
+                        if result.record is None
+                        else {"tokens": len(path.records)}
+                    )
                     self.metrics = m
                     self.draw = {**result.draw.to_dict(), "index": len(path.records) - 1 if result.record else None}
                 if result.record is None:
@@ -243,8 +262,13 @@ class TeachingMixin:
         log_z = dist.log_z
         top = tuple((t, lp - log_z) for t, lp in zip(dist.texts[: max(self.logprobs_top_k, 5)], dist.logits))
         record = TokenRecord(
-            index=position, token_id=int(token_id), text=StreamingDetokenizer(backend.tokenizer, prefix_ids).add_token(token_id),
-            logprob=dist.logprob(token_id), rank=dist.ids.index(token_id) + 1, top=top, entropy=_entropy(dist),
+            index=position,
+            token_id=int(token_id),
+            text=StreamingDetokenizer(backend.tokenizer, prefix_ids).add_token(token_id),
+            logprob=dist.logprob(token_id),
+            rank=dist.ids.index(token_id) + 1,
+            top=top,
+            entropy=_entropy(dist),
             piece=backend.piece(token_id),
         )
         with self._lock:

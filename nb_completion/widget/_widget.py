@@ -59,6 +59,7 @@ def _asset(name: str, fallback: str) -> Path | str:
     path = STATIC / name
     return path if path.exists() else fallback
 
+
 STATUSES = ("idle", "loading", "running", "done", "stopped", "error")
 _DIRECT = {
     "strategy", "temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "stop",
@@ -252,7 +253,11 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     def _static_copy(self) -> dict[str, str]:
         with self._lock:
             records = list(self._records)
-        parts = [heatmap_svg(records, color_by=self.color_by, header=[f"nb_completion · {self.model_name}", self.prompt_echo])] if records else []
+        parts = (
+            [heatmap_svg(records, color_by=self.color_by, header=[f"nb_completion · {self.model_name}", self.prompt_echo])]
+            if records
+            else []
+        )
         try:
             parts += self.teaching_svgs()
         except Exception:  # a bonus: never let it hide the heatmap

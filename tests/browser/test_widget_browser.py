@@ -67,9 +67,16 @@ def lab(tmp_path_factory):
     log = open(work / "lab.log", "w")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={work}", "--ServerApp.port_retries=0",
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={work}",
+            "--ServerApp.port_retries=0",
         ],  # fmt: skip
         cwd=work,
         env=env,
@@ -243,9 +250,7 @@ def _scenario(pg, folder: Path):
     # Generate: tokens stream in (the first click also loads the default model)
     pg.evaluate(APPEND_PROBE)
     pg.get_by_role("button", name="Generate").click()
-    pg.wait_for_function(
-        "document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length >= 3", timeout=120_000
-    )
+    pg.wait_for_function("document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length >= 3", timeout=120_000)
     pg.wait_for_selector(".nbc-widget [role='status'][data-status='done']", timeout=60_000)
     appends = pg.evaluate("window.__nbcAppends")  # [time (ms), tokens in the view] per DOM update
     assert len(appends) >= 3, appends  # streamed in several deltas, not all at the end
@@ -275,7 +280,10 @@ def _scenario(pg, folder: Path):
     assert "rank" in text and "%" in text, text
     # placed next to the token (just below it, or above when there is no room)
     token_box, tip_box = second.bounding_box(), tip.bounding_box()
-    assert abs(tip_box["y"] - (token_box["y"] + token_box["height"])) < 12 or abs(tip_box["y"] + tip_box["height"] - token_box["y"]) < 12
+    assert (
+        abs(tip_box["y"] - (token_box["y"] + token_box["height"])) < 12
+        or abs(tip_box["y"] + tip_box["height"] - token_box["y"]) < 12
+    )
     assert tip_box["x"] - 8 <= token_box["x"] <= tip_box["x"] + tip_box["width"]
     alternatives = tip.locator("button.nbc-alt")
     assert alternatives.count() >= 2
@@ -299,9 +307,7 @@ def _scenario(pg, folder: Path):
     pg.get_by_label("Max tokens").fill("2000")
     prompt.press("Control+Enter")
     pg.wait_for_selector(".nbc-widget [role='status'][data-status='running']", timeout=10_000)
-    pg.wait_for_function(
-        "document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length >= 20", timeout=60_000
-    )
+    pg.wait_for_function("document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length >= 20", timeout=60_000)
     # Ctrl+Enter generated in the panel instead of re-running the cell (JupyterLab's shortcut)
     assert pg.locator(".jp-Cell").count() == 1
     assert pg.locator(".jp-Cell .jp-InputPrompt").first.inner_text().strip() == "[1]:"
@@ -335,9 +341,7 @@ def _scenario(pg, folder: Path):
     pg.get_by_role("menuitem", name="Settings", exact=True).click()
     pg.locator(".lm-Menu").get_by_text("Theme", exact=True).hover()
     pg.locator(".lm-Menu").get_by_text("JupyterLab Dark", exact=True).click()
-    pg.wait_for_function(
-        f"getComputedStyle(document.querySelector('.nbc-widget')).backgroundColor !== {light!r}", timeout=30_000
-    )
+    pg.wait_for_function(f"getComputedStyle(document.querySelector('.nbc-widget')).backgroundColor !== {light!r}", timeout=30_000)
     _tokens(pg).nth(2).hover()
     pg.get_by_role("tooltip").wait_for(state="visible", timeout=5_000)
     pg.screenshot(path=str(SHOTS / "5-dark-page.png"))
@@ -401,7 +405,9 @@ def _partial_and_breaks(pg, folder: Path):
     tip = pg.get_by_role("tooltip")
     tip.wait_for(state="visible", timeout=5_000)
     assert "part of a character" in tip.inner_text()
-    alts = [tip.locator("button.nbc-alt").nth(i).get_attribute("data-alt-text") for i in range(tip.locator("button.nbc-alt").count())]
+    alts = [
+        tip.locator("button.nbc-alt").nth(i).get_attribute("data-alt-text") for i in range(tip.locator("button.nbc-alt").count())
+    ]
     assert len(alts) == len(set(alts)) == 5 and "\ufffd" not in "".join(alts), alts  # top-k entries, none collapsed
     assert "bytes of a partial character" in pg.locator(".nbc-widget .nbc-legend").inner_text()
     _shot(pg, "7-partial-characters")
@@ -449,7 +455,9 @@ def _teaching_views(pg):
     assert n >= 1
     # Step: exactly one more token, the draw shown on its cumulative bar
     pg.get_by_role("button", name="Step").click()
-    pg.wait_for_function(f"() => document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length === {n + 1}", timeout=60_000)
+    pg.wait_for_function(
+        f"() => document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length === {n + 1}", timeout=60_000
+    )
     draw = w.locator(".nbc-draw")
     draw.wait_for(state="visible", timeout=10_000)
     assert "Step drew u = " in draw.inner_text()
@@ -463,7 +471,7 @@ def _teaching_views(pg):
     _shot(pg, "9-step-and-distribution")
     pg.get_by_label("Strategy").select_option("top_k")
     pg.get_by_role("spinbutton", name="Top-k", exact=True).fill("3")
-    pg.wait_for_function(f"() => document.querySelectorAll(\"{KEPT}\").length === 3", timeout=10_000)
+    pg.wait_for_function(f'() => document.querySelectorAll("{KEPT}").length === 3', timeout=10_000)
     assert pg.locator(KEPT).count() == 3
     struck = fig.locator("[data-excluded='true']").first
     assert "line-through" in struck.locator(".nbc-dist-label").evaluate("e => getComputedStyle(e).textDecorationLine")
@@ -490,7 +498,9 @@ def _teaching_views(pg):
     items.nth(1).focus()
     pg.keyboard.press("ArrowUp")
     pg.keyboard.press("Enter")
-    pg.wait_for_function("() => document.querySelector(\".nbc-widget [role='treeitem']\").getAttribute('aria-selected') === 'true'", timeout=30_000)
+    pg.wait_for_function(
+        "() => document.querySelector(\".nbc-widget [role='treeitem']\").getAttribute('aria-selected') === 'true'", timeout=30_000
+    )
     assert _tokens(pg).count() == n + 1
     assert forced_id is not None
     # Score: the prompt's tokens coloured by surprisal, the perplexity, nothing generated
