@@ -156,7 +156,8 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise BadRequest("stream", "must be a boolean")
-    options = body.get("stream_options") or {}
+    options = body.get("stream_options")
+    options = {} if options is None else options
     if not isinstance(options, dict) or set(options) - {"include_usage", "continuous_usage_stats"}:
         raise BadRequest("stream_options", "only {'include_usage': bool} is supported")
     seed = check_seed(body.get("seed"))
