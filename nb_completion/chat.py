@@ -11,26 +11,13 @@ this: it stays the contract's raw completion.
 
 from __future__ import annotations
 
-from typing import Any
 
+from .api.content import content_text
 from .api.errors import BadRequest
-from .api.types import CompletionRequest, ImageContentItem, TextContentItem
+from .api.types import CompletionRequest
 from .engine.backend import Backend
 
 __all__ = ["chat_prompt", "with_chat_template"]
-
-
-def _text(content: Any) -> str:
-    items = content if isinstance(content, list) else [content]
-    parts: list[str] = []
-    for item in items:
-        if isinstance(item, str):
-            parts.append(item)
-        elif isinstance(item, TextContentItem):
-            parts.append(item.text)
-        elif isinstance(item, ImageContentItem):
-            raise BadRequest("content", "chat=True takes text content only")
-    return "".join(parts)
 
 
 def chat_prompt(backend: Backend, text: str) -> str:
@@ -58,4 +45,8 @@ def chat_prompt(backend: Backend, text: str) -> str:
 
 def with_chat_template(request: CompletionRequest, backend: Backend) -> CompletionRequest:
     """The same request, its content replaced by the templated prompt."""
-    return request.model_copy(update={"content": chat_prompt(backend, _text(request.content))})
+    return request.model_copy(
+        update={
+            "content": chat_prompt(backend, content_text(request.content, images_refused="chat=True takes text content only"))
+        }
+    )

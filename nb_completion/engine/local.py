@@ -18,13 +18,12 @@ from typing import Any, Iterator, Optional
 import torch
 
 
+from ..api.content import content_text
 from ..api.bounds import ALTERNATIVES, TEMPERATURE, TOP_P
 from ..api.errors import BadRequest
 from ..api.types import (
     CompletionRequest,
-    ImageContentItem,
     SamplingParams,
-    TextContentItem,
     TopKSamplingStrategy,
     TopPSamplingStrategy,
 )
@@ -38,20 +37,6 @@ from .stopping import StopStringFilter
 from .token_text import token_display_text
 
 END_OF_MESSAGE_TOKENS = ("<|eom_id|>",)
-
-
-def content_text(content: Any, model_id: str) -> str:
-    """The request's content as one text; image items are refused by a text-only model."""
-    items = content if isinstance(content, list) else [content]
-    parts: list[str] = []
-    for item in items:
-        if isinstance(item, str):
-            parts.append(item)
-        elif isinstance(item, TextContentItem):
-            parts.append(item.text)
-        elif isinstance(item, ImageContentItem):
-            raise BadRequest("content", f"model '{model_id}' is text-only and cannot take image content")
-    return "".join(parts)
 
 
 @dataclass
@@ -119,7 +104,11 @@ class LocalBackend:
     def _plan(self, request: CompletionRequest, seed: Optional[int], ids: Optional[list[int]] = None) -> _Plan:
         started = time.perf_counter()
         if ids is None:
-            ids = self.encode(content_text(request.content, self.info.identifier))
+            ids = self.encode(
+                content_text(
+                    request.content, images_refused=f"model '{self.info.identifier}' is text-only and cannot take image content"
+                )
+            )
         if not ids:
             raise BadRequest("content", "is empty and the model has no beginning-of-sequence token")
         params = request.sampling_params or SamplingParams()

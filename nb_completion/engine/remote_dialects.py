@@ -36,8 +36,9 @@ from typing import Any
 import httpx
 
 from ..api.bounds import TEMPERATURE, TOP_P
+from ..api.content import content_text
 from ..api.errors import BadRequest
-from ..api.types import CompletionRequest, ImageContentItem, SamplingParams, TextContentItem
+from ..api.types import CompletionRequest, SamplingParams
 from ..api.validation import grammar_key
 from .remote_errors import gateway_error
 
@@ -123,18 +124,6 @@ def detect(client: httpx.Client, listing: Any = None, name: str | None = None) -
 
 
 # ---- request bodies --------------------------------------------------------------------------------
-
-
-def _text(content: Any, model_id: str) -> str:
-    items = content if isinstance(content, list) else [content]
-    parts = []
-    for item in items:
-        if isinstance(item, ImageContentItem):
-            raise BadRequest(
-                "content", f"model '{model_id}' is served through an OpenAI completions route, which takes text only"
-            )
-        parts.append(item.text if isinstance(item, TextContentItem) else item)
-    return "".join(parts)
 
 
 def llama_stack_body(request: CompletionRequest, remote_id: str, top_k: int) -> dict:
@@ -227,7 +216,10 @@ def openai_body(request: CompletionRequest, remote_id: str, top_k: int, seed: in
     params = request.sampling_params or SamplingParams()
     body: dict[str, Any] = {
         "model": remote_id,
-        "prompt": _text(request.content, request.model_id),
+        "prompt": content_text(
+            request.content,
+            images_refused=f"model '{request.model_id}' is served through an OpenAI completions route, which takes text only",
+        ),
         "max_tokens": params.max_tokens or None,  # 0 (until the end) is null, as vLLM reads it
         "stream": True,
         "stream_options": {"include_usage": True},

@@ -16,21 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..api.errors import BadRequest
-from ..api.types import CompletionRequest, ImageContentItem, SamplingParams, TextContentItem
+from ..api.types import CompletionRequest, SamplingParams
+from ..api.content import content_text
 from ..api.validation import grammar_key
-
-
-def _content_text(content: Any, model_id: str) -> str:
-    items = content if isinstance(content, list) else [content]
-    parts: list[str] = []
-    for item in items:
-        if isinstance(item, str):
-            parts.append(item)
-        elif isinstance(item, TextContentItem):
-            parts.append(item.text)
-        elif isinstance(item, ImageContentItem):
-            raise BadRequest("content", f"model '{model_id}' is text-only and cannot take image content")
-    return "".join(parts)
 
 
 def _prompt_tokens(backend: Any, text: str) -> int:
@@ -88,7 +76,7 @@ def precheck(request: CompletionRequest, backend: Any, max_tokens_cap: int) -> C
     room = prompt_tokens = None
     context = getattr(backend, "context_length", None)
     if getattr(backend, "tokenizer", None) is not None and context:
-        text = _content_text(request.content, model_id)
+        text = content_text(request.content, images_refused=f"model '{model_id}' is text-only and cannot take image content")
         prompt_tokens = _prompt_tokens(backend, text)
         room = int(context) - prompt_tokens
         if room <= 0:
