@@ -201,7 +201,7 @@ def _openai_mutations(model_id: str):
             [
                 ("n", 2),
                 ("best_of", 3),
-                ("echo", True),
+                ("echo", "yes"),  # echo itself is supported (prompt logprobs); a non-boolean is not
                 ("suffix", "x"),
                 ("logit_bias", {"1": 5}),
                 ("frequency_penalty", 0.5),
