@@ -23,15 +23,17 @@ from typing import Any
 import anywidget
 import traitlets as t
 
+from ..api.bounds import ALTERNATIVES, TOP_P
 from ..api.errors import BadRequest, CompletionError, EngineFailure
+from ..api.shorthand import STRATEGIES
 from ..api.types import CompletionResponse
 from ..engine import registry
+from ..engine.fold import Metrics, incomplete
 from ..engine.records import TokenRecord
 from ._controls import (
     CONTROL_NAMES,
     FORMATS,
     GRAMMAR_SYNTAXES,
-    STRATEGIES,
     build,
     check_controls,
     control_of,
@@ -40,7 +42,7 @@ from ._controls import (
     from_sampling_params,
     schema_text,
 )
-from ._runner import Outcome, Runner
+from ._runner import RunResult, Runner
 from ..notebook.render_svg import heatmap_svg
 from ..notebook.render_teach_svg import stack_svg
 from ._static import static_copy_bundle, static_html
@@ -94,12 +96,12 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     model_ids = t.List(t.Unicode()).tag(sync=True)
     strategy = t.Enum(STRATEGIES, "greedy").tag(sync=True)
     temperature = t.Float(0.8).tag(sync=True)
-    top_p = t.Float(0.95).tag(sync=True)
+    top_p = t.Float(TOP_P).tag(sync=True)
     top_k = t.Int(40).tag(sync=True)
     max_tokens = t.Int(64).tag(sync=True)
     repetition_penalty = t.Float(1.0).tag(sync=True)
     stop_strings = t.List(t.Unicode()).tag(sync=True)  # sampling_params.stop (`stop()` stops)
-    logprobs_top_k = t.Int(5).tag(sync=True)
+    logprobs_top_k = t.Int(ALTERNATIVES).tag(sync=True)
     response_format = t.Enum(FORMATS, "none").tag(sync=True)
     json_schema = t.Unicode("").tag(sync=True)
     grammar = t.Unicode("").tag(sync=True)
@@ -376,7 +378,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
                 }
             )
 
-    def _on_done(self, run: int, outcome: Outcome) -> None:
+    def _on_done(self, run: int, outcome: RunResult) -> None:
         with self._lock:
             if run != self.run:
                 return
@@ -384,17 +386,18 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
             metrics = live_metrics(generated)
             finished = outcome.finished
             if finished is not None:
+                counts = Metrics.of(finished)
                 metrics.update(
-                    prompt_tokens=finished.prompt_tokens,
-                    completion_tokens=finished.completion_tokens,
+                    prompt_tokens=counts.prompt_tokens,
+                    completion_tokens=counts.completion_tokens,
                     stop_reason=finished.stop_reason,
                     cancelled=finished.cancelled,
                 )
-                if finished.time_to_first_token is not None:
-                    metrics["time_to_first_token"] = round(finished.time_to_first_token, 4)
-                if finished.tokens_per_second is not None:
-                    metrics["tokens_per_second"] = round(finished.tokens_per_second, 2)
-                if self._constrained and finished.stop_reason == "out_of_tokens" and not finished.cancelled:
+                if counts.time_to_first_token is not None:
+                    metrics["time_to_first_token"] = round(counts.time_to_first_token, 4)
+                if counts.tokens_per_second is not None:
+                    metrics["tokens_per_second"] = round(counts.tokens_per_second, 2)
+                if incomplete(finished, self._constrained):
                     metrics["incomplete"] = True  # max_tokens cut the JSON / grammar short: it may not parse
                 if finished.stop_string is not None:
                     metrics["stop_string"] = finished.stop_string  # a stop string, not the model's end token
@@ -424,10 +427,10 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         self._refresh_static_copy()
 
     def _flag(self, exc: CompletionError) -> dict[str, str]:
-        if exc.status != 400:
+        if not isinstance(exc, BadRequest):
             return {}
-        control = control_of(exc.detail, self.response_format)
-        return {control: exc.detail.split(":", 1)[-1].strip()} if control else {}
+        control = control_of(exc.field, self.response_format)
+        return {control: exc.message} if control else {}
 
     def _show_error(self, exc: CompletionError) -> None:
         with self.hold_sync():
@@ -479,7 +482,7 @@ def _trait_values(kwargs: dict[str, Any]) -> dict[str, Any]:
         values.update(from_response_format(kwargs.pop("response_format")))
     if "logprobs" in kwargs:
         logprobs = kwargs.pop("logprobs")
-        values["logprobs_top_k"] = 5 if logprobs is True else 0 if logprobs in (None, False) else int(logprobs)
+        values["logprobs_top_k"] = ALTERNATIVES if logprobs is True else 0 if logprobs in (None, False) else int(logprobs)
     unknown = sorted(set(kwargs) - _DIRECT)
     if unknown:
         raise TypeError(f"CompletionWidget got unexpected keyword argument(s): {', '.join(unknown)}")
