@@ -113,6 +113,9 @@ def test_keywords_become_observable_traits():
     assert (grammar.response_format, grammar.grammar_syntax, grammar.grammar) == ("grammar", "regex", "[0-9]+")
     with pytest.raises(TypeError, match="tempreature"):
         CompletionWidget(tempreature=0.3)
+    for state in ("status", "tokens", "stop_strings"):  # traits, but not constructor keywords
+        with pytest.raises(TypeError, match=state):
+            CompletionWidget(**{state: None})
 
 
 def test_invalid_controls_are_flagged_and_nothing_is_sent(backend):
