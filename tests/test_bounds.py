@@ -131,3 +131,54 @@ def test_bound_texts_name_the_interval():
     assert Bound(0, 1, low_open=True).text == "must be in (0, 1]"
     assert Bound(1, integer=True).text == "must be >= 1"
     assert Bound(0, 20, integer=True).text == "must be in [0, 20]"
+
+
+def _widget_values(**changes):
+    values = {
+        "strategy": "top_p", "temperature": 0.8, "top_p": 0.95, "top_k": 40, "max_tokens": 64,
+        "repetition_penalty": 1.0, "logprobs_top_k": 5, "seed": None, "stop_strings": [],
+        "response_format": "none", "json_schema": "", "grammar": "",
+    }  # fmt: skip
+    return {**values, **changes}
+
+
+def test_the_widgets_python_checks_enforce_the_table():
+    from nb_completion.widget._controls import check_controls
+
+    for name, bound in BOUNDS.items():
+        for probe in PROBES:
+            value = int(probe) if float(probe).is_integer() else probe
+            strategy = "top_k" if name == "top_k" else "top_p"
+            flagged = name in check_controls(_widget_values(strategy=strategy, **{name: value}))
+            assert flagged == (not bound.holds(value)), (name, value)
+
+
+def test_the_widgets_python_messages_are_the_browsers():
+    """What a control shows is the same whether Python or validate.js flagged it."""
+    from nb_completion.widget._controls import check_controls
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is needed to run the widget's checks")
+    bad = {"temperature": -1, "top_p": 2, "top_k": 0, "max_tokens": -1, "repetition_penalty": -1, "logprobs_top_k": 21}
+    script = (
+        f"import {{ parseField }} from {json.dumps(VALIDATE_JS.as_uri())};\n"
+        f"const bad = {json.dumps(bad)}, out = {{}};\n"
+        "for (const [n, v] of Object.entries(bad)) out[n] = parseField(n, String(v)).error;\n"
+        "console.log(JSON.stringify(out));\n"
+    )
+    run = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    browser = json.loads(run.stdout)
+    for name, value in bad.items():
+        strategy = "top_k" if name == "top_k" else "top_p"
+        assert check_controls(_widget_values(strategy=strategy, **{name: value}))[name] == browser[name], name
+
+
+def test_the_widgets_defaults_are_the_tables():
+    from nb_completion import CompletionWidget
+    from nb_completion.api.bounds import ALTERNATIVES
+
+    w = CompletionWidget("x")
+    assert (w.top_p, w.logprobs_top_k) == (TOP_P, ALTERNATIVES)
+    assert CompletionWidget("x", logprobs=True).logprobs_top_k == ALTERNATIVES

@@ -113,6 +113,9 @@ def test_keywords_become_observable_traits():
     assert (grammar.response_format, grammar.grammar_syntax, grammar.grammar) == ("grammar", "regex", "[0-9]+")
     with pytest.raises(TypeError, match="tempreature"):
         CompletionWidget(tempreature=0.3)
+    for state in ("status", "tokens", "stop_strings"):  # traits, but not constructor keywords
+        with pytest.raises(TypeError, match=state):
+            CompletionWidget(**{state: None})
 
 
 def test_invalid_controls_are_flagged_and_nothing_is_sent(backend):
@@ -133,6 +136,20 @@ def test_invalid_controls_are_flagged_and_nothing_is_sent(backend):
     assert w.invalid == {}
     result = w.generate(wait=True, timeout=10)
     assert w.status == "done" and w.error == {} and result.content == w.text
+
+
+def test_an_engines_400_is_flagged_at_the_control_its_field_names(backend):
+    """The control and its message come from ``BadRequest.field`` / ``.message``, whatever the text says."""
+    from nb_completion.api.errors import BadRequest
+
+    def refuse(request, *, seed=None, cancel=None):
+        raise BadRequest("sampling_params.stop[1]", "not usable here: it ends every token")
+
+    backend.open = refuse
+    w, _ = make(backend, stop=["a", "b"])
+    w.generate(wait=True, timeout=10)
+    assert w.status == "error" and w.error["status"] == 400
+    assert w.invalid == {"stop_strings": "not usable here: it ends every token"}
 
 
 # ---- streaming --------------------------------------------------------------------------------

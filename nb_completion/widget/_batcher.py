@@ -42,7 +42,3 @@ class DeltaBatcher(Generic[T]):
     def _take(self) -> list[T]:
         batch, self._pending = self._pending, []
         return batch
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from typing import Any, Mapping
 
 from pydantic import BaseModel
 
+from ..api.bounds import BOUNDS, MAX_STOP_STRINGS
 from ..api.errors import BadRequest
+from ..api.shorthand import flat_options, response_format_from, sampling_params_from, schema_from
 from ..api.types import CompletionRequest
-from ..api.validation import MAX_LOGPROBS_TOP_K, MAX_STOP_STRINGS
 from ..service import build_request
 
-STRATEGIES = ("greedy", "top_p", "top_k")
 FORMATS = ("none", "json_schema", "grammar")
 GRAMMAR_SYNTAXES = ("gbnf", "lark", "regex")
 
@@ -45,9 +44,8 @@ _FIELD_TO_CONTROL = {
 }
 
 
-def control_of(detail: str, response_format: str = "none") -> str | None:
-    """The control a 400's detail (``"field: message"``) points at, if any."""
-    field = detail.split(":", 1)[0].strip()
+def control_of(field: str, response_format: str = "none") -> str | None:
+    """The control a 400's field (``BadRequest.field``) points at, if any."""
     for prefix, control in sorted(_FIELD_TO_CONTROL.items(), key=lambda kv: -len(kv[0])):
         if field == prefix or field.startswith(prefix + ".") or field.startswith(prefix + "["):
             return control
@@ -62,27 +60,21 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+# what the table's bound text leaves unsaid, per control
+_NOTES = {"max_tokens": " (0: until the model stops)", "repetition_penalty": " (1.0 is off)"}
+
+
+def _out_of_bounds(name: str, value: Any) -> str | None:
+    """The message for ``value`` outside ``bounds.BOUNDS[name]`` (as ``js/src/validate.js`` says it), or None."""
+    bound = BOUNDS[name]
+    return None if bound.holds(value) else bound.text.replace(">=", "≥") + _NOTES.get(name, "")
 
 
 def check_controls(v: Mapping[str, Any]) -> dict[str, str]:
     """``{control: message}`` for every relevant control whose value cannot be sent."""
-    bad: dict[str, str] = {}
-    strategy = v["strategy"]
-    if strategy == "top_p":
-        if not (_num(v["temperature"]) and v["temperature"] > 0):
-            bad["temperature"] = "must be > 0"
-        if not (_num(v["top_p"]) and 0 < v["top_p"] <= 1):
-            bad["top_p"] = "must be in (0, 1]"
-    elif strategy == "top_k" and not (_is_int(v["top_k"]) and v["top_k"] >= 1):
-        bad["top_k"] = "must be ≥ 1"
-    if not (_is_int(v["max_tokens"]) and v["max_tokens"] >= 0):
-        bad["max_tokens"] = "must be ≥ 0 (0: until the model stops)"
-    if not (_num(v["repetition_penalty"]) and v["repetition_penalty"] > 0):
-        bad["repetition_penalty"] = "must be > 0 (1.0 is off)"
-    if not (_is_int(v["logprobs_top_k"]) and 0 <= v["logprobs_top_k"] <= MAX_LOGPROBS_TOP_K):
-        bad["logprobs_top_k"] = f"must be in [0, {MAX_LOGPROBS_TOP_K}]"
+    names = {"top_p": ("temperature", "top_p"), "top_k": ("top_k",)}.get(v["strategy"], ())
+    names += ("max_tokens", "repetition_penalty", "logprobs_top_k")
+    bad = {name: message for name in names if (message := _out_of_bounds(name, v[name]))}
     seed = v["seed"]
     if seed is not None and not (_is_int(seed) and 0 <= seed < 2**63):
         bad["seed"] = "must be ≥ 0"
@@ -115,24 +107,21 @@ def first_problem(bad: Mapping[str, str]) -> BadRequest:
 
 def build(v: Mapping[str, Any], content: Any) -> CompletionRequest:
     """The request the controls describe, for ``content``; ``BadRequest`` names the spec field."""
-    strategy: dict[str, Any] = {"type": v["strategy"]}
-    if v["strategy"] == "top_p":
-        strategy.update(temperature=v["temperature"], top_p=v["top_p"])
-    elif v["strategy"] == "top_k":
-        strategy["top_k"] = v["top_k"]
-    sampling: dict[str, Any] = {
-        "strategy": strategy,
-        "max_tokens": v["max_tokens"],
-        "repetition_penalty": v["repetition_penalty"],
-    }
-    stops = [s for s in v["stop_strings"] if s != ""]
-    if stops:
-        sampling["stop"] = stops
+    strategy = v["strategy"]
+    sampling = sampling_params_from(
+        strategy,
+        temperature=v["temperature"] if strategy == "top_p" else None,
+        top_p=v["top_p"] if strategy == "top_p" else None,
+        top_k=v["top_k"] if strategy == "top_k" else None,
+        max_tokens=v["max_tokens"],
+        repetition_penalty=v["repetition_penalty"],
+        stop=[s for s in v["stop_strings"] if s != ""] or None,
+    )
     response_format = None
     if v["response_format"] == "json_schema":
-        response_format = {"type": "json_schema", "json_schema": json.loads(v["json_schema"])}
+        response_format = response_format_from(json_schema=v["json_schema"])
     elif v["response_format"] == "grammar":
-        response_format = {"type": "grammar", "bnf": {v["grammar_syntax"]: v["grammar"]}}
+        response_format = response_format_from(grammar=v["grammar"], syntax=v["grammar_syntax"])
     return build_request(
         content,
         model_id=v["model_name"] or None,
@@ -147,11 +136,7 @@ def build(v: Mapping[str, Any], content: Any) -> CompletionRequest:
 
 def schema_text(value: Any) -> str:
     """A JSON-schema control value from a dict, JSON text or pydantic model (class or instance)."""
-    if inspect.isclass(value) and issubclass(value, BaseModel):
-        value = value.model_json_schema()
-    elif isinstance(value, BaseModel):
-        value = type(value).model_json_schema()
-    return value if isinstance(value, str) else json.dumps(value, indent=2)
+    return value if isinstance(value, str) else json.dumps(schema_from(value), indent=2)
 
 
 def from_response_format(value: Any) -> dict[str, Any]:
@@ -177,15 +162,7 @@ def from_response_format(value: Any) -> dict[str, Any]:
 
 def from_sampling_params(params: Any) -> dict[str, Any]:
     """Trait values from a spec ``sampling_params`` dict (or ``SamplingParams``)."""
-    if hasattr(params, "model_dump"):
-        params = params.model_dump(exclude_none=True)
-    out: dict[str, Any] = {}
-    strategy = dict(params.get("strategy") or {"type": "greedy"})
-    out["strategy"] = strategy.pop("type", "greedy")
-    for key in ("temperature", "top_p", "top_k"):
-        if strategy.get(key) is not None:
-            out[key] = strategy[key]
-    for key in ("max_tokens", "repetition_penalty", "stop"):
-        if params.get(key) is not None:
-            out["stop_strings" if key == "stop" else key] = params[key]
+    out = flat_options(params)
+    if "stop" in out:
+        out["stop_strings"] = out.pop("stop")
     return out

@@ -8,10 +8,10 @@ executing; running the engine here keeps that thread free.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..api.errors import CompletionError, EngineFailure
+from ..api.errors import CompletionError, as_completion_error
 from ..api.types import CompletionRequest, CompletionResponse
 from ..engine.records import Delta, Finished, TokenRecord
 from ..service import apply_chat, open_events, to_response
@@ -19,10 +19,9 @@ from ._batcher import DeltaBatcher
 
 
 @dataclass
-class Outcome:
-    """What one run produced: the records, the spec response, or the error that ended it."""
+class RunResult:
+    """How one widget run ended: its ``Finished``, the spec response, or the error that ended it."""
 
-    records: list[TokenRecord] = field(default_factory=list)
     finished: Finished | None = None
     response: CompletionResponse | None = None
     error: CompletionError | None = None
@@ -50,11 +49,10 @@ class Runner:
         seed: int | None,
         generator: Any = None,
         on_batch: Callable[[list[TokenRecord]], None],
-        on_done: Callable[[Outcome], None],
+        on_done: Callable[[RunResult], None],
         on_loading: Callable[[str], None] | None = None,
         on_prompt: Callable[[str], None] | None = None,
         chat: bool = False,
-        batcher: DeltaBatcher | None = None,
     ):
         self.request = request
         self.chat = chat
@@ -63,11 +61,11 @@ class Runner:
         self.generator = generator  # a local model's sampling generator, continued by Step
         self.cancel_event = threading.Event()
         self.done = threading.Event()
-        self.outcome = Outcome()
+        self.outcome = RunResult()
         self._on_batch = on_batch
         self._on_done = on_done
         self._on_loading = on_loading
-        self._batcher = batcher or DeltaBatcher()
+        self._batcher: DeltaBatcher[TokenRecord] = DeltaBatcher()
         self._thread = threading.Thread(target=self._main, name="nb_completion-widget", daemon=True)
 
     def start(self) -> "Runner":
@@ -99,18 +97,14 @@ class Runner:
             ):
                 events.append(event)
                 if isinstance(event, Delta):
-                    outcome.records.extend(event.tokens)
                     self._emit(self._batcher.add(event.tokens))
                 elif isinstance(event, Finished):
                     outcome.finished = event
             self._emit(self._batcher.flush())
             outcome.response = to_response(events, top_k)
-        except CompletionError as exc:
-            self._emit(self._batcher.flush())
-            outcome.error = exc
         except Exception as exc:  # never let a bug kill the thread silently or leak a trace
             self._emit(self._batcher.flush())
-            outcome.error = EngineFailure(f"The engine failed while generating ({type(exc).__name__}).")
+            outcome.error = as_completion_error(exc)
         finally:
             try:
                 self._on_done(outcome)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import html
 from typing import Any, Mapping, Sequence
 
+from ..engine.fold import INCOMPLETE_NOTE
 from ..engine.records import TokenRecord
 
 _BOX = "border:1px solid #c8c8c8;border-radius:6px;padding:8px 10px;font-family:system-ui,sans-serif;font-size:13px"
 _MUTED = "opacity:0.6"
 _MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace"
-INCOMPLETE_NOTE = "incomplete: max tokens ended the constrained output before it was complete; it may not parse"
 
 
 def _summary(status: str, metrics: Mapping[str, Any]) -> str:

@@ -14,38 +14,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..api.bounds import ALTERNATIVES
 from ..api.errors import BadRequest, CompletionError
 from ..engine import registry
 from ..engine.records import TokenRecord
 from ._controls import build, check_controls, first_problem
+from ._session import Path, Session
 from ._tokens import _finite
-
-
-@dataclass
-class Path:
-    id: int
-    parent: Optional[int]
-    split: int  # the index of the first token that differs from the parent's
-    kind: str  # generate | step | branch | force
-    source: str  # the content control the tree started from
-    prompt: str  # the text the model reads before the tokens (templated with chat)
-    records: list[TokenRecord] = field(default_factory=list)
-    prompt_ids: Optional[list[int]] = None
-
-    def logprob(self) -> float:
-        return sum(_finite(r.logprob) for r in self.records)
-
-
-def tree_item(path: Path, current: int, depth: int) -> dict[str, Any]:
-    at = path.records[path.split] if path.parent is not None and path.split < len(path.records) else None
-    return {
-        "id": path.id, "parent": path.parent, "depth": depth, "split": path.split, "kind": path.kind,
-        "token": at.text if at is not None else None, "tokens": len(path.records),
-        "logprob": round(path.logprob(), 4), "current": path.id == current,
-    }  # fmt: skip
 
 
 def prompt_token_dicts(backend: Any, ids: list[int], scored: Optional[list] = None) -> list[dict[str, Any]]:
@@ -79,11 +56,11 @@ def prompt_token_dicts(backend: Any, ids: list[int], scored: Optional[list] = No
 
 
 class TeachingMixin:
-    """Mixed into ``CompletionWidget`` (which holds the traits and ``_records``/``_start``)."""
+    """Mixed into ``CompletionWidget`` (which holds the traits, ``_session`` and ``_start``)."""
+
+    _session: Session
 
     def _teach_init(self) -> None:
-        self._paths: list[Path] = []
-        self._current: Optional[int] = None
         self._generator: Any = None  # the sampling generator Step continues
         self._generator_path: Optional[int] = None
         self._step_lock = threading.Lock()
@@ -93,75 +70,46 @@ class TeachingMixin:
     # ---- the tree ------------------------------------------------------------------------------
 
     def _path(self) -> Optional[Path]:
-        return self._paths[self._current] if self._current is not None else None
+        return self._session.tree.path()
 
     def _new_path(self, kind: str, prompt: str, records: list[TokenRecord], split: int = 0, root: bool = False) -> Path:
-        if root or not self._paths:
-            self._paths = []
-        parent = None if not self._paths else (0 if kind == "generate" else self._current)
-        path = Path(
-            len(self._paths), parent, split, kind, self._paths[0].source if self._paths else self.content, prompt, list(records)
-        )
-        self._paths.append(path)
-        self._current = path.id
-        return path
+        return self._session.tree.new(kind, prompt, records, source=self.content, split=split, root=root)
 
     def _tree_start(self, prompt: str, prefix: list[TokenRecord], branch: Optional[dict], generator: Any) -> None:
         """A run starts (Generate or a branch): its path, and the generator a later Step continues."""
-        if branch is None:
-            fresh = not self._paths or self.content != self._paths[0].source
-            self._new_path("generate", prompt, prefix, root=fresh)
-        else:
-            self._new_path("branch", prompt, prefix, split=branch["index"])
-        self._generator, self._generator_path = generator, self._current
+        path = self._session.tree.start(prompt, prefix, branch, source=self.content)
+        self._generator, self._generator_path = generator, path.id
 
     def _tree_sync(self) -> None:
         """The shown tokens are the current path's (after a run, a step, a prompt template)."""
-        path = self._path()
-        if path is not None:
-            path.records = list(self._records)
-            path.prompt = self.prompt_echo
+        self._session.sync_path(self.prompt_echo)
         self._publish_tree()
 
     def _publish_tree(self) -> None:
-        items, depth = [], {}
-        for path in self._paths:
-            depth[path.id] = 0 if path.parent is None else depth[path.parent] + 1
-            items.append(tree_item(path, self._current, depth[path.id]))
-        self.tree = items
+        self.tree = self._session.tree.items()
 
     def show_branch(self, path_id: int) -> None:
         """Show the tree's path ``path_id`` (nothing is re-run)."""
-        if not isinstance(path_id, int) or not 0 <= path_id < len(self._paths):
-            raise BadRequest("id", f"no branch {path_id!r} (the tree has {len(self._paths)})")
+        path = self._session.tree.get(path_id)
         self.stop(wait=True)
-        path = self._paths[path_id]
         with self._lock:
-            self._current = path.id
             self._show(path, status="done")
         self._probe_end()
         self._refresh_static_copy()
 
     def _show(self, path: Path, status: Optional[str] = None, new_run: bool = True) -> None:
-        self._records = list(path.records)
-        self._prefix_len = 0
-        self._branch_points = {p.split for p in self._lineage(path) if p.parent is not None}
+        session = self._session
+        session.show(path)
         with self.hold_sync():
             if new_run:
                 self.run = self.run + 1
             self.prompt_echo = path.prompt
-            self.tokens = self._dicts(self._records)
-            self.text = "".join(r.text for r in self._records)
+            self.tokens = session.dicts()
+            self.text = session.text
             self.branch = None
             if status:
                 self.status = status
             self._publish_tree()
-
-    def _lineage(self, path: Path) -> list[Path]:
-        out = [path]
-        while out[-1].parent is not None:
-            out.append(self._paths[out[-1].parent])
-        return out
 
     # ---- Step, force, distribution ---------------------------------------------------------------
 
@@ -212,7 +160,7 @@ class TeachingMixin:
             result = None
             for _ in range(n):
                 path = self._path()
-                if path is None or self.content != self._paths[0].source:
+                if path is None or self.content != self._session.tree.source:
                     prompt = self.content
                     if self.chat:
                         from ..service import apply_chat
@@ -260,7 +208,7 @@ class TeachingMixin:
         if token_id not in dist.ids:
             raise BadRequest("token_id", f"{token_id!r} is not among the {len(dist.ids)} tokens of this distribution")
         log_z = dist.log_z
-        top = tuple((t, lp - log_z) for t, lp in zip(dist.texts[: max(self.logprobs_top_k, 5)], dist.logits))
+        top = tuple((t, lp - log_z) for t, lp in zip(dist.texts[: max(self.logprobs_top_k, ALTERNATIVES)], dist.logits))
         record = TokenRecord(
             index=position,
             token_id=int(token_id),

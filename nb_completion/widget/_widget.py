@@ -23,15 +23,17 @@ from typing import Any
 import anywidget
 import traitlets as t
 
+from ..api.bounds import ALTERNATIVES, TOP_P
 from ..api.errors import BadRequest, CompletionError, EngineFailure
+from ..api.shorthand import STRATEGIES
 from ..api.types import CompletionResponse
 from ..engine import registry
+from ..engine.fold import Metrics, incomplete
 from ..engine.records import TokenRecord
 from ._controls import (
     CONTROL_NAMES,
     FORMATS,
     GRAMMAR_SYNTAXES,
-    STRATEGIES,
     build,
     check_controls,
     control_of,
@@ -40,12 +42,13 @@ from ._controls import (
     from_sampling_params,
     schema_text,
 )
-from ._runner import Outcome, Runner
+from ._runner import RunResult, Runner
 from ..notebook.render_svg import heatmap_svg
 from ..notebook.render_teach_svg import stack_svg
+from . import _protocol as protocol
+from ._session import Session
 from ._static import static_copy_bundle, static_html
 from ._teach import TeachingMixin
-from ._tokens import branch_record, live_metrics, reindex, token_dict
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 _NOT_BUILT = (
@@ -61,10 +64,7 @@ def _asset(name: str, fallback: str) -> Path | str:
 
 
 STATUSES = ("idle", "loading", "running", "done", "stopped", "error")
-_DIRECT = {
-    "strategy", "temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "stop",
-    "logprobs_top_k", "seed", "json_schema", "grammar", "grammar_syntax", "color_by", "chat",
-}  # fmt: skip
+# keyword=True tags the traits the constructor takes by name (``trait_names(keyword=True)``)
 
 
 class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
@@ -92,21 +92,21 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     content = t.Unicode("").tag(sync=True)
     model_name = t.Unicode("").tag(sync=True)  # the model_id of requests (`model_id` is ipywidgets')
     model_ids = t.List(t.Unicode()).tag(sync=True)
-    strategy = t.Enum(STRATEGIES, "greedy").tag(sync=True)
-    temperature = t.Float(0.8).tag(sync=True)
-    top_p = t.Float(0.95).tag(sync=True)
-    top_k = t.Int(40).tag(sync=True)
-    max_tokens = t.Int(64).tag(sync=True)
-    repetition_penalty = t.Float(1.0).tag(sync=True)
+    strategy = t.Enum(STRATEGIES, "greedy").tag(sync=True, keyword=True)
+    temperature = t.Float(0.8).tag(sync=True, keyword=True)
+    top_p = t.Float(TOP_P).tag(sync=True, keyword=True)
+    top_k = t.Int(40).tag(sync=True, keyword=True)
+    max_tokens = t.Int(64).tag(sync=True, keyword=True)
+    repetition_penalty = t.Float(1.0).tag(sync=True, keyword=True)
     stop_strings = t.List(t.Unicode()).tag(sync=True)  # sampling_params.stop (`stop()` stops)
-    logprobs_top_k = t.Int(5).tag(sync=True)
+    logprobs_top_k = t.Int(ALTERNATIVES).tag(sync=True, keyword=True)
     response_format = t.Enum(FORMATS, "none").tag(sync=True)
-    json_schema = t.Unicode("").tag(sync=True)
-    grammar = t.Unicode("").tag(sync=True)
-    grammar_syntax = t.Enum(GRAMMAR_SYNTAXES, "gbnf").tag(sync=True)
-    seed = t.Int(None, allow_none=True).tag(sync=True)
-    chat = t.Bool(False).tag(sync=True)  # wrap the prompt in the model's chat template (one user turn)
-    color_by = t.Enum(("probability", "entropy"), "probability").tag(sync=True)
+    json_schema = t.Unicode("").tag(sync=True, keyword=True)
+    grammar = t.Unicode("").tag(sync=True, keyword=True)
+    grammar_syntax = t.Enum(GRAMMAR_SYNTAXES, "gbnf").tag(sync=True, keyword=True)
+    seed = t.Int(None, allow_none=True).tag(sync=True, keyword=True)
+    chat = t.Bool(False).tag(sync=True, keyword=True)  # wrap the prompt in the model's chat template (one user turn)
+    color_by = t.Enum(("probability", "entropy"), "probability").tag(sync=True, keyword=True)
     palette = t.Enum(("default", "colorblind"), "default").tag(sync=True)  # colour-blind-safe option
     show_tokens = t.Bool(False).tag(sync=True)  # outline token boundaries in the prompt too
 
@@ -131,14 +131,11 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     perplexity = t.Float(None, allow_none=True).tag(sync=True)
 
     def __init__(self, content: str = "", model_id: str | None = None, **sampling: Any):
-        values = _trait_values(sampling)
-        self._lock = threading.RLock()
+        values = _trait_values(sampling, set(self.trait_names(keyword=True)))
+        self._session = Session()
+        self._lock = self._session.lock
         self._teach_init()
         self._runner: Runner | None = None
-        self._records: list[TokenRecord] = []  # shown tokens: a branch's prefix + generated
-        self._prefix_len = 0
-        self._branch_points: set[int] = set()
-        self._constrained = False
         self._copy_id: str | None = None  # display id of the static copy, once shown in a notebook
         self.result: CompletionResponse | None = None
         super().__init__(
@@ -180,18 +177,8 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         is the shown completion's prompt (with ``chat``, already templated) + those tokens' text.
         The ``content`` control is untouched; the current sampling controls apply."""
         with self._lock:
-            records = list(self._records)
-            points = set(self._branch_points)
             prompt = self.prompt_echo
-        if not isinstance(index, int) or not 0 <= index < len(records):
-            raise BadRequest("index", f"no token #{index} (the output has {len(records)} tokens)")
-        try:
-            alt = branch_record(records[index], text)
-        except ValueError as exc:
-            raise BadRequest("text", str(exc)) from None
-        prefix = records[:index] + [alt]
-        branch = {"index": index, "chosen": text, "original": records[index].text, "rank": alt.rank}
-        points = {p for p in points if p < index} | {index}
+        prefix, branch, points = self._session.branch_from(index, text)
         started = self._start(prompt, prefix, branch, points)
         return self.wait() if wait and started else None
 
@@ -199,7 +186,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     def records(self) -> list[TokenRecord]:
         """The shown tokens as ``TokenRecord``s (a branch's prefix included)."""
         with self._lock:
-            return list(self._records)
+            return list(self._session.records)
 
     @property
     def running(self) -> bool:
@@ -208,7 +195,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     def to_html(self) -> str:
         """A self-contained HTML rendering of the shown result (heatmap with hover titles)."""
         with self._lock:
-            records = list(self._records)
+            records = list(self._session.records)
         return static_html(
             records,
             prompt=self.prompt_echo,
@@ -222,7 +209,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     def to_svg(self) -> str:
         """An SVG image of the shown result's heatmap (colours as fill attributes, no styles)."""
         with self._lock:
-            records = list(self._records)
+            records = list(self._session.records)
         return heatmap_svg(records, color_by=self.color_by)
 
     def _repr_mimebundle_(self, **kwargs: Any):
@@ -230,7 +217,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
         try:
             static = {"text/html": self.to_html()}
-            parts = ([self.to_svg()] if self._records else []) + self.teaching_svgs()
+            parts = ([self.to_svg()] if self._session.records else []) + self.teaching_svgs()
             if parts:
                 static["image/svg+xml"] = stack_svg(parts)
         except Exception:  # the static copy is a bonus: never let it hide the live panel
@@ -252,7 +239,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
 
     def _static_copy(self) -> dict[str, str]:
         with self._lock:
-            records = list(self._records)
+            records = list(self._session.records)
         parts = (
             [heatmap_svg(records, color_by=self.color_by, header=[f"nb_completion · {self.model_name}", self.prompt_echo])]
             if records
@@ -307,10 +294,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         with self._lock:
             run = self.run + 1
             self._tree_start(prompt, prefix, branch, generator)
-            self._records = list(prefix)
-            self._prefix_len = len(prefix)
-            self._branch_points = set(points)
-            self._constrained = request.response_format is not None
+            self._session.begin(prefix, points, constrained=request.response_format is not None)
             self.result = None
             self._runner = Runner(
                 request,
@@ -329,8 +313,8 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
                 self.metrics = {}
                 self.branch = branch
                 self.prompt_echo = prompt
-                self.tokens = self._dicts(self._records)
-                self.text = "".join(r.text for r in self._records)
+                self.tokens = self._session.dicts()
+                self.text = self._session.text
                 self.model_ids = registry.registered_ids()
         self._runner.start()
         return True
@@ -343,9 +327,6 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         from ..engine.sampling import make_generator
 
         return make_generator(values["seed"], backend.device)
-
-    def _dicts(self, records: list[TokenRecord]) -> list[dict]:
-        return [token_dict(r, branch=r.index in self._branch_points) for r in records]
 
     def _set_status(self, run: int, status: str) -> None:
         with self._lock:
@@ -361,51 +342,42 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         with self._lock:
             if run != self.run:
                 return
-            fresh = reindex(records, self._prefix_len)
-            start = len(self._records)
-            self._records.extend(fresh)
+            session = self._session
+            start, fresh = session.add(records)
             if self.status == "loading":
                 self.status = "running"
-            self.send(
-                {
-                    "type": "delta",
-                    "run": run,
-                    "start": start,
-                    "tokens": self._dicts(fresh),
-                    "metrics": live_metrics(self._records[self._prefix_len :]),
-                }
-            )
+            self.send(protocol.delta(run, start, session.dicts(fresh), session.live_metrics()))
 
-    def _on_done(self, run: int, outcome: Outcome) -> None:
+    def _on_done(self, run: int, outcome: RunResult) -> None:
         with self._lock:
             if run != self.run:
                 return
-            generated = self._records[self._prefix_len :]
-            metrics = live_metrics(generated)
+            session = self._session
+            metrics = session.live_metrics()
             finished = outcome.finished
             if finished is not None:
+                counts = Metrics.of(finished)
                 metrics.update(
-                    prompt_tokens=finished.prompt_tokens,
-                    completion_tokens=finished.completion_tokens,
+                    prompt_tokens=counts.prompt_tokens,
+                    completion_tokens=counts.completion_tokens,
                     stop_reason=finished.stop_reason,
                     cancelled=finished.cancelled,
                 )
-                if finished.time_to_first_token is not None:
-                    metrics["time_to_first_token"] = round(finished.time_to_first_token, 4)
-                if finished.tokens_per_second is not None:
-                    metrics["tokens_per_second"] = round(finished.tokens_per_second, 2)
-                if self._constrained and finished.stop_reason == "out_of_tokens" and not finished.cancelled:
+                if counts.time_to_first_token is not None:
+                    metrics["time_to_first_token"] = round(counts.time_to_first_token, 4)
+                if counts.tokens_per_second is not None:
+                    metrics["tokens_per_second"] = round(counts.tokens_per_second, 2)
+                if incomplete(finished, session.constrained):
                     metrics["incomplete"] = True  # max_tokens cut the JSON / grammar short: it may not parse
                 if finished.stop_string is not None:
                     metrics["stop_string"] = finished.stop_string  # a stop string, not the model's end token
                 if self._runner is not None and self._runner.request.response_format is not None:
                     metrics["grammar"] = True  # an end of turn means the structured output is complete
             self.result = outcome.response
-            prefix_text = "".join(r.text for r in self._records[: self._prefix_len])
-            body = outcome.response.content if outcome.response else "".join(r.text for r in generated)
+            body = outcome.response.content if outcome.response else "".join(r.text for r in session.generated)
             with self.hold_sync():
-                self.tokens = self._dicts(self._records)
-                self.text = prefix_text + body
+                self.tokens = session.dicts()
+                self.text = session.prefix_text + body
                 self.metrics = metrics
                 self.model_ids = registry.registered_ids()  # a model loaded by this run is listed now
                 if outcome.error is not None:
@@ -424,10 +396,10 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         self._refresh_static_copy()
 
     def _flag(self, exc: CompletionError) -> dict[str, str]:
-        if exc.status != 400:
+        if not isinstance(exc, BadRequest):
             return {}
-        control = control_of(exc.detail, self.response_format)
-        return {control: exc.detail.split(":", 1)[-1].strip()} if control else {}
+        control = control_of(exc.field, self.response_format)
+        return {control: exc.message} if control else {}
 
     def _show_error(self, exc: CompletionError) -> None:
         with self.hold_sync():
@@ -437,17 +409,17 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     # ---- messages from the browser ---------------------------------------------------------------
 
     def _on_frontend_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        kind = content.get("type") if isinstance(content, dict) else None
+        kind = protocol.kind_of(content)
         try:
-            if kind == "generate":
+            if kind == protocol.GENERATE:
                 self.generate()
-            elif kind == "stop":
+            elif kind == protocol.STOP:
                 self.stop()
-            elif kind == "branch":
+            elif kind == protocol.BRANCH:
                 self.continue_from(content.get("index"), content.get("text"))
-            elif kind == "snapshot":
+            elif kind == protocol.SNAPSHOT:
                 self._send_snapshot()
-            elif kind == "models":
+            elif kind == protocol.MODELS:
                 self.model_ids = registry.registered_ids()
             else:
                 self._teach_msg(kind, content)
@@ -458,18 +430,12 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
 
     def _send_snapshot(self) -> None:
         with self._lock:
-            self.send(
-                {
-                    "type": "snapshot",
-                    "run": self.run,
-                    "tokens": self._dicts(self._records),
-                    "metrics": live_metrics(self._records[self._prefix_len :]),
-                }
-            )
+            self.send(protocol.snapshot(self.run, self._session.dicts(), self._session.live_metrics()))
 
 
-def _trait_values(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Constructor keywords -> trait values; unknown names are a ``TypeError``."""
+def _trait_values(kwargs: dict[str, Any], keywords: set[str]) -> dict[str, Any]:
+    """Constructor keywords -> trait values; ``keywords`` are the traits taken by name (and
+    ``stop`` for ``stop_strings``); unknown names are a ``TypeError``."""
     kwargs = dict(kwargs)
     values: dict[str, Any] = {}
     if "sampling_params" in kwargs:
@@ -479,8 +445,8 @@ def _trait_values(kwargs: dict[str, Any]) -> dict[str, Any]:
         values.update(from_response_format(kwargs.pop("response_format")))
     if "logprobs" in kwargs:
         logprobs = kwargs.pop("logprobs")
-        values["logprobs_top_k"] = 5 if logprobs is True else 0 if logprobs in (None, False) else int(logprobs)
-    unknown = sorted(set(kwargs) - _DIRECT)
+        values["logprobs_top_k"] = ALTERNATIVES if logprobs is True else 0 if logprobs in (None, False) else int(logprobs)
+    unknown = sorted(set(kwargs) - keywords - {"stop"})
     if unknown:
         raise TypeError(f"CompletionWidget got unexpected keyword argument(s): {', '.join(unknown)}")
     if "json_schema" in kwargs:
