@@ -92,7 +92,9 @@ def fold(events: Iterable[Event]) -> Folded:
     return run
 
 
-INCOMPLETE_NOTE = "incomplete: max_tokens ended the constrained output before it was complete; it may not parse (allow more tokens)"
+INCOMPLETE_NOTE = (
+    "incomplete: max_tokens ended the constrained output before it was complete; it may not parse (allow more tokens)"
+)
 
 
 def incomplete(finished: Finished | None, constrained: bool) -> bool:
