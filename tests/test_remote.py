@@ -229,13 +229,12 @@ def test_cancel_while_the_remote_is_busy_returns_at_once(server, ids):
         wait_for(lambda: slow.opened == opened_before + 1)  # the remote is generating for someone else
         cancel = threading.Event()
         threading.Timer(0.3, cancel.set).start()
-        start = time.monotonic()
         events = list(
             open_events(
                 build_request("Once", model_id=backend.info.identifier, sampling_params={"max_tokens": 100}), cancel=cancel
             )
         )
-        assert time.monotonic() - start < 0.3 + 0.25
+        assert busy.is_alive()  # ours ended on Stop while the remote was still busy with the other request
         assert len(events) == 1 and events[0].cancelled and events[0].completion_tokens == 0
         busy.join(60)
         wait_for(lambda: slow.cancelled != cancelled_before)
