@@ -42,6 +42,21 @@ def real_backend_f32():
     return load_model(dtype="float32", name="smollm2-float32")
 
 
+@pytest.fixture()
+def shell():
+    """IPython's shell with ``%load_ext nb_completion``, displays captured as a notebook's
+    front end would receive them (display handles, updates)."""
+    from IPython.core.displaypub import CapturingDisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_cell("%load_ext nb_completion")
+    previous = ip.display_pub
+    ip.display_pub = CapturingDisplayPublisher()
+    yield ip
+    ip.display_pub = previous
+
+
 @pytest.fixture(scope="module")
 def ids(tiny_backend):
     """Helper backends for the HTTP tests (slow, failing on open, failing mid-stream), by role."""

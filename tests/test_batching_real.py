@@ -6,6 +6,7 @@ import torch
 
 from nb_completion.engine.records import Delta
 from nb_completion.service import build_request, open_events
+from hf_oracle import hf_greedy
 
 pytestmark = pytest.mark.real_model
 
@@ -17,22 +18,6 @@ def tokens(stream):
     return [t for e in stream if isinstance(e, Delta) for t in e.tokens]
 
 
-def hf(backend, prompt, n):
-    ids = torch.tensor([backend.encode(prompt)])
-    with torch.inference_mode():
-        out = backend.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=n,
-            do_sample=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-    generated = out.sequences[0, ids.shape[1] :].tolist()
-    cut = next((i for i, t in enumerate(generated) if t in backend.stop_token_ids), len(generated))
-    return generated[:cut], [step[0] for step in out.logits[:cut]]
-
-
 def test_sixteen_concurrent_float32_requests_each_equal_hf_generate_alone(real_backend_f32):
     streams = [
         open_events(build_request(p, model_id="smollm2-float32", sampling_params={"max_tokens": 24}, logprobs=5)) for p in PROMPTS
@@ -40,7 +25,7 @@ def test_sixteen_concurrent_float32_requests_each_equal_hf_generate_alone(real_b
     results = [tokens(s) for s in streams]
     assert real_backend_f32.engine.stats.max_rows > 8
     for prompt, records in zip(PROMPTS, results):
-        expected, logits = hf(real_backend_f32, prompt, 24)
+        expected, logits = hf_greedy(real_backend_f32, prompt, 24)
         assert [r.token_id for r in records] == expected, prompt
         for record, step in zip(records, logits):
             reference = torch.log_softmax(step.float(), -1)

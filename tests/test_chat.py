@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import pytest
 from conftest import TINY_CHAT_TEMPLATE
-from IPython.core.displaypub import CapturingDisplayPublisher
-from IPython.core.interactiveshell import InteractiveShell
 
 from nb_completion import complete
 from nb_completion.api.errors import CompletionError
@@ -22,16 +20,6 @@ SCHEMA = '{"type": "object", "properties": {"name": {"type": "string"}}, "requir
 @pytest.fixture(scope="module")
 def chat_folder(save_tiny):
     return str(save_tiny("tiny-chat", chat_template=TINY_CHAT_TEMPLATE))
-
-
-@pytest.fixture()
-def shell():
-    ip = InteractiveShell.instance()
-    ip.run_cell("%load_ext nb_completion")
-    previous = ip.display_pub
-    ip.display_pub = CapturingDisplayPublisher()
-    yield ip
-    ip.display_pub = previous
 
 
 def templated(model_id: str, text: str) -> str:

@@ -8,8 +8,6 @@ import os
 import shutil
 
 import pytest
-from IPython.core.displaypub import CapturingDisplayPublisher
-from IPython.core.interactiveshell import InteractiveShell
 
 from nb_completion import complete
 from nb_completion.api.errors import CompletionError
@@ -19,16 +17,6 @@ from nb_completion.engine.loading import ensure_loaded
 from nb_completion.engine.local import LocalBackend
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-
-
-@pytest.fixture()
-def shell():
-    ip = InteractiveShell.instance()
-    ip.run_cell("%load_ext nb_completion")
-    previous = ip.display_pub
-    ip.display_pub = CapturingDisplayPublisher()
-    yield ip
-    ip.display_pub = previous
 
 
 # ---- one load-on-first-use path -----------------------------------------------------------------

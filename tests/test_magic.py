@@ -12,7 +12,6 @@ import time
 
 import pytest
 from IPython.core.displaypub import CapturingDisplayPublisher
-from IPython.core.interactiveshell import InteractiveShell
 
 from nb_completion.api.errors import BadRequest
 from nb_completion.api.types import CompletionResponse
@@ -54,16 +53,6 @@ class FakeBackend:
 
 
 WORDS = [" Paris", " is", " the", " capital", " of", " France", "."]
-
-
-@pytest.fixture()
-def shell():
-    ip = InteractiveShell.instance()
-    ip.run_cell("%load_ext nb_completion")
-    previous = ip.display_pub
-    ip.display_pub = CapturingDisplayPublisher()  # the notebook path: display handles
-    yield ip
-    ip.display_pub = previous
 
 
 def _backend(model_id, **kw):

@@ -6,28 +6,11 @@ import torch
 from nb_completion import complete
 from nb_completion.engine.records import Delta
 from nb_completion.service import build_request, open_events
+from hf_oracle import hf_greedy
 
 pytestmark = pytest.mark.real_model
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Here is a list of fruits:\n1."]
-
-
-def hf(backend, prompt, n, **kwargs):
-    ids = torch.tensor([backend.encode(prompt)])
-    with torch.inference_mode():
-        out = backend.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=n,
-            do_sample=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-            **kwargs,
-        )
-    tokens = out.sequences[0, ids.shape[1] :].tolist()
-    stops = backend.stop_token_ids
-    cut = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
-    return tokens[:cut], [step[0] for step in out.logits[:cut]]
 
 
 def ours(model_id, prompt, n, top_k=None, **params):
@@ -37,18 +20,18 @@ def ours(model_id, prompt, n, top_k=None, **params):
 
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_greedy_is_token_identical_to_hf_generate(real_backend_f32, prompt):
-    expected, _ = hf(real_backend_f32, prompt, 32)
+    expected, _ = hf_greedy(real_backend_f32, prompt, 32)
     assert [r.token_id for r in ours("smollm2-float32", prompt, 32)] == expected
 
 
 @pytest.mark.parametrize("prompt", PROMPTS[:2])
 def test_repetition_penalty_is_token_identical_to_hf_generate(real_backend_f32, prompt):
-    expected, _ = hf(real_backend_f32, prompt, 32, repetition_penalty=1.3)
+    expected, _ = hf_greedy(real_backend_f32, prompt, 32, repetition_penalty=1.3)
     assert [r.token_id for r in ours("smollm2-float32", prompt, 32, repetition_penalty=1.3)] == expected
 
 
 def test_logprobs_equal_log_softmax_of_hf_raw_logits(real_backend_f32):
-    expected, logits = hf(real_backend_f32, PROMPTS[0], 16)
+    expected, logits = hf_greedy(real_backend_f32, PROMPTS[0], 16)
     records = ours("smollm2-float32", PROMPTS[0], 16, top_k=5)
     assert len(records) == len(expected)
     for record, step in zip(records, logits):
@@ -59,7 +42,7 @@ def test_logprobs_equal_log_softmax_of_hf_raw_logits(real_backend_f32):
 
 def test_reported_logprobs_by_token_match_the_records(real_backend_f32):
     response = complete(PROMPTS[0], model_id="smollm2-float32", sampling_params={"max_tokens": 6}, logprobs={"top_k": 0})
-    _, logits = hf(real_backend_f32, PROMPTS[0], 6)
+    _, logits = hf_greedy(real_backend_f32, PROMPTS[0], 6)
     for entry, step in zip(response.logprobs, logits):
         (value,) = entry.logprobs_by_token.values()
         assert value == pytest.approx(float(torch.log_softmax(step.float(), -1).max()), abs=1e-4)
