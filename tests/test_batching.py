@@ -265,8 +265,8 @@ def test_a_failing_forward_pass_ends_its_sequences_with_an_error_and_the_engine_
 
     model = build_model(len(tiny_backend.tokenizer))
     backend = LocalBackend(model, tiny_backend.tokenizer, "tiny-failing-once")
-    assert backend.engine.cache_name  # the engine reads the forward's signature before the patch
-    real_forward, calls = model.forward, []
+    engine = backend.engine  # the lean pass or the model's own forward: both go through _forward
+    real_forward, calls = engine._forward, []
 
     def forward(*args, **kwargs):
         calls.append(1)
@@ -274,7 +274,7 @@ def test_a_failing_forward_pass_ends_its_sequences_with_an_error_and_the_engine_
             raise RuntimeError("out of memory (simulated)")
         return real_forward(*args, **kwargs)
 
-    model.forward = forward
+    engine._forward = forward
     registry.register(backend)  # errors become the spec's Error once, at service.open_events
     try:
         request = build_request("Once upon a time", model_id="tiny-failing-once", sampling_params={"max_tokens": 10})

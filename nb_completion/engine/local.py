@@ -67,8 +67,12 @@ class LocalBackend:
             loaded=True,
         )
         self.device = next(model.parameters()).device
-        # Engine(...) keywords, read when it starts; NB_COMPLETION_COMPILE=1 compiles the decode pass
-        self.engine_options: dict[str, Any] = {"compile": True} if os.environ.get("NB_COMPLETION_COMPILE") == "1" else {}
+        # Engine(...) keywords, read when it starts: NB_COMPLETION_COMPILE=1 compiles the decode pass,
+        # NB_COMPLETION_LEAN=0 runs the model's own forward instead of the lean pass (the reference)
+        self.engine_options: dict[str, Any] = {
+            "compile": os.environ.get("NB_COMPLETION_COMPILE") == "1",
+            "lean": os.environ.get("NB_COMPLETION_LEAN", "1") != "0",
+        }
         self._engine: Optional[Engine] = None
         self._engine_lock = threading.Lock()
         self._pieces: dict[int, str] = {}

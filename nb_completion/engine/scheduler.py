@@ -36,7 +36,9 @@ import torch
 
 from .batch_sampling import Chosen, RowParams, RowTable, choose_batch
 from .generate import _cache_kwarg
+from . import llama_pass
 from .kv import SlotStore, aligned, decode_mask, prefill_mask
+from .llama_pass import LlamaPass
 
 log = logging.getLogger("nb_completion.engine")
 
@@ -131,17 +133,21 @@ class Engine:
         chunk: int = 128,
         max_len: Optional[int] = None,
         compile: bool = False,
+        lean: bool = True,
     ):
         self.model = model
-        # torch.compile of the decode pass (dynamic shapes; prefill stays eager): opt-in, its first
-        # passes compile for minutes on a small CPU; eager is the reference (docs/engine.md).
-        self._decode_call = torch.compile(model.forward, dynamic=True) if compile else model
         self.device = next(model.parameters()).device
         max_batch = max_batch or default_max_batch(self.device)
         dtype = model.get_input_embeddings().weight.dtype
         context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
         self.max_batch, self.parked_slots, self.chunk = max_batch, parked, chunk
         self.store = SlotStore(model, max_batch + parked, max_len or context, self.device, dtype)
+        # The lean pass (llama_pass.py) for Llama-architecture models, else the model's own forward,
+        # which stays the reference (``lean=False``). torch.compile of the decode pass is opt-in: its
+        # first passes compile for minutes on a small CPU (docs/engine.md).
+        self.lean = LlamaPass(model, self.store.max_len) if lean and llama_pass.supports(model) else None
+        self._prefill_call = self.lean or self._model_pass
+        self._decode_call = torch.compile(self._prefill_call, dynamic=True) if compile else self._prefill_call
         self.table = RowTable(max_batch + parked, int(model.config.vocab_size), self.device)
         self.cache_name = _cache_kwarg(model)
         self.dtype = dtype
@@ -343,7 +349,11 @@ class Engine:
     def _forward(
         self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any, decode: bool = False
     ) -> torch.Tensor:
-        out = (self._decode_call if decode else self.model)(
+        """Logits ``[rows, vocab]`` of each row's last position."""
+        return (self._decode_call if decode else self._prefill_call)(ids, positions, mask, view)
+
+    def _model_pass(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any) -> torch.Tensor:
+        out = self.model(
             input_ids=ids,
             position_ids=positions,
             attention_mask=mask,
