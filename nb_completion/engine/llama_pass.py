@@ -10,7 +10,7 @@ copied) with fewer, larger operations:
 * the rotary ``cos``/``sin`` come from a table built once (``RotaryTable``), looked up by position;
 * q and k are rotated together in one expression, ``x * cos + roll(x) * sin_signed``, which is
   ``rotate_half`` written without a ``cat`` (the sign sits in the table; products are the same);
-* norms are ``torch.rms_norm``; attention is ``scaled_dot_product_attention`` with GQA.
+* norms are ``LlamaRMSNorm``'s arithmetic without the module; attention is ``scaled_dot_product_attention`` with GQA.
 
 The engine keeps the model's own ``forward`` as the reference (``Engine(model, lean=False)``);
 ``tests/test_llama_pass.py`` checks this pass against it and against HF ``generate()``.
@@ -85,6 +85,13 @@ class RotaryTable:
         self.half = half
 
 
+def _rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``LlamaRMSNorm``, op for op (``torch.rms_norm`` takes longer on the CPU): in float32, then back."""
+    x = h if h.dtype == torch.float32 else h.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * (x if x.dtype == h.dtype else x.to(h.dtype))
+
+
 @dataclass
 class _Layer:
     norm_in: torch.Tensor
@@ -124,25 +131,60 @@ class LlamaPass:
         self.rotary = RotaryTable(inner.rotary_emb, max_len, self.embed.device, self.embed.dtype)
 
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, mask: Optional[torch.Tensor], view: Any) -> torch.Tensor:
+        """Any pass the engine makes, through its cache view (``kv.BatchView``)."""
+        return self._run(ids, positions, mask, view.update)
+
+    def decode(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, keys: list, values: list) -> torch.Tensor:
+        """A decode pass of the sequences in slots ``[0, rows)``, one token each (``ids [rows, 1]``),
+        writing the store's tensors directly: the form ``torch.compile`` traces without a break."""
+        rows, kv_len = ids.shape[0], mask.shape[-1]
+        row_index = torch.arange(rows, device=ids.device)
+        at = positions[:, 0]
+
+        def update(k: torch.Tensor, v: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+            key_store, value_store = keys[index], values[index]
+            key_store[row_index, :, at] = k[:, :, 0]
+            value_store[row_index, :, at] = v[:, :, 0]
+            return key_store[:rows, :, :kv_len], value_store[:rows, :, :kv_len]
+
+        return self._run(ids, positions, mask, update)
+
+    def _run(self, ids: torch.Tensor, positions: torch.Tensor, mask: Optional[torch.Tensor], update: Callable) -> torch.Tensor:
         rows, q_len = ids.shape
         heads, kv_heads, head_dim, eps = self.heads, self.kv_heads, self.head_dim, self.eps
-        shape = (self.hidden,)
         rotated = heads + kv_heads
         cos = self.rotary.cos[positions][:, :, None]  # [rows, q_len, 1, head_dim]
         sin = self.rotary.sin_signed[positions][:, :, None]
         half = self.rotary.half
         h = F.embedding(ids, self.embed)
         for index, layer in enumerate(self.layers):
-            x = torch.rms_norm(h, shape, layer.norm_in, eps)
+            x = _rms_norm(h, layer.norm_in, eps)
             qkv = layer.qkv(x).view(rows, q_len, rotated + kv_heads, head_dim)
             qk = qkv[:, :, :rotated]
             qk = (qk * cos + torch.roll(qk, half, dims=-1) * sin).transpose(1, 2)
-            keys, values = view.update(qk[:, heads:], qkv[:, :, rotated:].transpose(1, 2), index)
+            keys, values = update(qk[:, heads:], qkv[:, :, rotated:].transpose(1, 2), index)
             attn = F.scaled_dot_product_attention(
                 qk[:, :heads], keys, values, attn_mask=mask, scale=self.scale, enable_gqa=kv_heads != heads
             )
             h = h + layer.o(attn.transpose(1, 2).reshape(rows, q_len, heads * head_dim))
-            x = torch.rms_norm(h, shape, layer.norm_post, eps)
+            x = _rms_norm(h, layer.norm_post, eps)
             gate, up = layer.gate_up(x).chunk(2, dim=-1)
             h = h + layer.down(F.silu(gate) * up)
-        return self.lm_head(torch.rms_norm(h[:, -1], shape, self.norm, eps))
+        return self.lm_head(_rms_norm(h[:, -1], self.norm, eps))
+
+
+def compile_decode(decode: Callable) -> Callable:
+    """``torch.compile`` of ``LlamaPass.decode`` for any number of rows and cached length.
+
+    Sizes are not "duck-shaped" (a cached length of 64 must not be taken for ``head_dim``), and
+    on the CPU inductor emits a C++ wrapper, so a step runs no Python between its kernels except
+    the int8 matmuls' custom op."""
+    import torch.fx.experimental._config as fx_config
+
+    compiled = torch.compile(decode, dynamic=True, options={"cpp_wrapper": True})
+
+    def call(*args: Any) -> torch.Tensor:
+        with fx_config.patch(use_duck_shape=False):  # read when a new shape is traced
+            return compiled(*args)
+
+    return call

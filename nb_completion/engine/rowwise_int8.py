@@ -27,16 +27,17 @@ import torch
 FUSE = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 # fbgemm's packed weights are TorchScript objects that torch.compile cannot trace; under
-# compilation each layer calls an opaque custom op that finds its weights here by key.
+# compilation each layer's int8 matmul is an opaque custom op that finds its weights here by key
+# (the per-row scaling around it is traced and fused with its neighbours).
 _LAYERS: "weakref.WeakValueDictionary[int, RowwiseInt8Linear]" = weakref.WeakValueDictionary()
 
 
-@torch.library.custom_op("nb_completion::rowwise_int8_linear", mutates_args=())
-def _rowwise_op(rows: torch.Tensor, key: int) -> torch.Tensor:
-    return _LAYERS[key]._matmul(rows)
+@torch.library.custom_op("nb_completion::int8_linear_dynamic", mutates_args=())
+def _linear_op(rows: torch.Tensor, key: int) -> torch.Tensor:
+    return torch.ops.quantized.linear_dynamic(rows, _LAYERS[key]._packed, False)
 
 
-@_rowwise_op.register_fake
+@_linear_op.register_fake
 def _(rows: torch.Tensor, key: int) -> torch.Tensor:
     return rows.new_empty(rows.shape[0], _LAYERS[key].out_features)
 
@@ -65,15 +66,16 @@ class RowwiseInt8Linear(torch.nn.Module):
         self._key = id(self)
         _LAYERS[self._key] = self
 
-    def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
-        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
-        y = torch.ops.quantized.linear_dynamic(torch.cat([rows / scale, self.anchor]), self._packed, False)
-        return y[:-1].mul_(scale)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).float()
-        y = _rowwise_op(rows, self._key) if torch.compiler.is_compiling() else self._matmul(rows)
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+        rows = torch.cat([rows / scale, self.anchor])
+        if torch.compiler.is_compiling():  # fbgemm's packed weights cannot be traced: an opaque op
+            y = _linear_op(rows, self._key)
+        else:
+            y = torch.ops.quantized.linear_dynamic(rows, self._packed, False)
+        y = y[:-1] * scale
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features)

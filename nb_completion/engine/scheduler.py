@@ -38,7 +38,7 @@ from .batch_sampling import Chosen, RowParams, RowTable, choose_batch
 from .generate import _cache_kwarg
 from . import llama_pass
 from .kv import SlotStore, aligned, decode_mask, prefill_mask
-from .llama_pass import LlamaPass
+from .llama_pass import LlamaPass, compile_decode
 
 log = logging.getLogger("nb_completion.engine")
 
@@ -147,7 +147,13 @@ class Engine:
         # first passes compile for minutes on a small CPU (docs/engine.md).
         self.lean = LlamaPass(model, self.store.max_len) if lean and llama_pass.supports(model) else None
         self._prefill_call = self.lean or self._model_pass
-        self._decode_call = torch.compile(self._prefill_call, dynamic=True) if compile else self._prefill_call
+        self._decode_call = self._lean_decode if self.lean is not None else self._model_pass
+        self._lean_decode_call = self.lean.decode if self.lean is not None else None
+        if compile:
+            if self.lean is not None:
+                self._lean_decode_call = compile_decode(self.lean.decode)
+            else:
+                self._decode_call = torch.compile(self._model_pass, dynamic=True)
         self.table = RowTable(max_batch + parked, int(model.config.vocab_size), self.device)
         self.cache_name = _cache_kwarg(model)
         self.dtype = dtype
@@ -351,6 +357,9 @@ class Engine:
     ) -> torch.Tensor:
         """Logits ``[rows, vocab]`` of each row's last position."""
         return (self._decode_call if decode else self._prefill_call)(ids, positions, mask, view)
+
+    def _lean_decode(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any) -> torch.Tensor:
+        return self._lean_decode_call(ids, positions, mask, self.store.keys, self.store.values)
 
     def _model_pass(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any) -> torch.Tensor:
         out = self.model(
