@@ -13,10 +13,10 @@ output is kept. Two ways to use it:
   main thread, or ``KeyboardInterrupt`` raised by ``on_progress``) cancels instead of raising,
   the drain goes on to the engine's ``Finished`` (at most ``GRACE_S``), and ``interrupted`` says so.
 * **In the background** (the widget, whose Stop click must reach the kernel's main thread while
-  it generates): ``Runner(open, cancel, on_batch=..., on_done=...).start()``. ``open()`` runs on
-  the worker (loading a model takes a while), ``on_batch(records)`` gets the new token records
-  from the worker, the first at once and then at most one batch every ``interval``, and
-  ``on_done(result)`` comes once at the end, also after an error or a cancel.
+  it generates): ``Runner(open_stream, cancel, on_batch=..., on_done=...).start()``.
+  ``open_stream()`` runs on the worker (loading a model takes a while), ``on_batch(records)``
+  gets the new token records from the worker, the first at once and then at most one batch every
+  ``interval``, and ``on_done(result)`` comes once at the end, also after an error or a cancel.
 
     >>> from nb_completion.engine.records import Delta, Finished
     >>> run = drain(iter([Delta("Hi", ()), Finished("end_of_turn", 1, 1)]), threading.Event())
@@ -64,14 +64,14 @@ class Drained(Folded):
 class Runner:
     """One event stream, pulled and folded on a daemon thread (see the module's docstring).
 
-    ``open()`` returns the stream (called on the worker; a ``CompletionError`` it raises becomes
+    ``open_stream()`` returns the stream (called on the worker; a ``CompletionError`` it raises becomes
     ``result.error``, like one that ends the stream); ``cancel`` is the event the engine watches.
     ``clock`` paces the batches, the progress calls and the grace period (injected by tests).
     """
 
     def __init__(
         self,
-        open: Callable[[], Iterable[Event]],
+        open_stream: Callable[[], Iterable[Event]],
         cancel: threading.Event,
         *,
         on_batch: Callable[[list[TokenRecord]], None] | None = None,
@@ -80,7 +80,7 @@ class Runner:
         clock: Callable[[], float] = time.monotonic,
         name: str = "nb_completion-runner",
     ):
-        self._open = open
+        self._open = open_stream
         self.cancel_event = cancel
         self.interval = interval
         self.result = Drained()
