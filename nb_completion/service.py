@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from .api.errors import CompletionError, EngineFailure, as_completion_error
@@ -22,7 +23,7 @@ from .engine.load_progress import ProgressCallback
 from .engine.fold import Folded, Metrics, fold
 from .engine.records import Delta, Finished, TokenRecord
 
-__all__ = ["complete", "build_request", "apply_chat", "open_events", "to_chunks", "to_response", "metrics_of"]
+__all__ = ["complete", "build_request", "apply_chat", "open_events", "Prepared", "to_chunks", "to_response", "metrics_of"]
 
 
 def build_request(
@@ -77,6 +78,25 @@ def apply_chat(request: CompletionRequest, on_progress: ProgressCallback | None 
     return with_chat_template(request, load_backend(request.model_id, on_progress))
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What a frontend already computed for a request with ``backend``'s tokenizer (the server's
+    precheck): the prompt's token ids and the compiled ``response_format`` constraint, at its
+    start. ``open_events`` hands them to that backend, when it takes them (``opens_prepared``),
+    so a request is tokenized once and its grammar compiled once. One use: a constraint is
+    the state of one generation."""
+
+    backend: Any
+    ids: list[int] | None = None
+    constraint: Any = None
+
+    def for_backend(self, backend: Any) -> dict[str, Any]:
+        """``backend.open`` keywords: none unless this was computed with this very backend."""
+        if backend is not self.backend or not getattr(backend, "opens_prepared", False):
+            return {}
+        return {k: v for k, v in (("ids", self.ids), ("constraint", self.constraint)) if v is not None}
+
+
 def open_events(
     request: CompletionRequest,
     *,
@@ -84,16 +104,18 @@ def open_events(
     cancel: threading.Event | None = None,
     on_progress: ProgressCallback | None = None,
     generator: Any = None,
+    prepared: Prepared | None = None,
 ) -> Iterator[Event]:
     """Validate eagerly (raising ``CompletionError``), then stream ``Delta``s and one ``Finished``.
     A model that is not loaded yet loads first (``on_progress`` receives the steps). A local
-    model's sampling may continue a given ``torch.Generator`` (the widget's Step after Generate)."""
+    model's sampling may continue a given ``torch.Generator`` (the widget's Step after Generate),
+    and may start from what was ``prepared`` for it (token ids, a compiled constraint)."""
     backend = load_backend(request.model_id, on_progress)
+    extras: dict[str, Any] = prepared.for_backend(backend) if prepared is not None else {}
+    if generator is not None and getattr(backend, "continues_generators", False):
+        extras["generator"] = generator
     try:
-        if generator is not None and getattr(backend, "continues_generators", False):
-            events = backend.open(request, seed=seed, cancel=cancel, generator=generator)
-        else:
-            events = backend.open(request, seed=seed, cancel=cancel)
+        events = backend.open(request, seed=seed, cancel=cancel, **extras)
     except Exception as exc:  # a backend bug must not look like a crash of the caller
         raise as_completion_error(exc, "before generating") from exc
     return _named_errors(events)

@@ -58,3 +58,9 @@ def test_the_registry_does_not_load():
 def test_imported_modules_resolves_relative_imports():
     imports = imported_modules(PACKAGE / "engine" / "local.py")
     assert {"nb_completion.engine.scheduler", "nb_completion.api.types", "nb_completion.engine.sampling"} <= imports
+
+
+@pytest.mark.parametrize("frontend", ["notebook/magic.py", "notebook/comparison.py", "widget/_widget.py"])
+def test_the_notebook_frontends_drain_through_the_one_runner(frontend):
+    """The magic, compare() and the widget share ``runner.py`` (issue 9's "one small runner")."""
+    assert "nb_completion.runner" in imported_modules(PACKAGE / frontend)

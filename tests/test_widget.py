@@ -17,7 +17,6 @@ from nb_completion import CompletionWidget
 from nb_completion.api.types import CompletionResponse
 from nb_completion.engine import registry
 from nb_completion.engine.records import Delta, Finished, ModelInfo, TokenRecord
-from nb_completion.widget._batcher import DeltaBatcher
 
 WORDS = [" the", " cat", " sat", " on", " a", " mat", ".", "\n"]
 
@@ -178,22 +177,6 @@ def test_tokens_arrive_as_batched_deltas_and_land_in_traits(backend):
     first = w.tokens[0]
     assert first["rank"] == 1 and [a[0] for a in first["top"]] == [" the", " dog", " bird"]
     assert len(result.logprobs) == 60 and set(result.logprobs[0].logprobs_by_token) == {" the", " dog", " bird"}
-
-
-def test_batcher_sends_first_item_at_once_then_at_most_one_batch_per_interval():
-    now = [0.0]
-    b = DeltaBatcher(interval=1 / 30, clock=lambda: now[0])
-    assert b.add([1]) == [1]
-    sent = []
-    for i in range(2, 100):  # 98 items over 0.98 s
-        now[0] += 0.01
-        batch = b.add([i])
-        if batch:
-            sent.append(batch)
-    sent.append(b.flush())
-    assert [x for batch in sent for x in batch] == list(range(2, 100))
-    assert len(sent) <= 0.98 * 30 + 2
-    assert b.flush() is None
 
 
 def test_stop_click_ends_within_half_a_second_and_keeps_partial_output(backend):

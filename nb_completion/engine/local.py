@@ -53,6 +53,7 @@ class LocalBackend:
     """One loaded model and tokenizer; generates one request at a time."""
 
     continues_generators = True  # open(generator=...) continues a sampling generator's state
+    opens_prepared = True  # open(ids=..., constraint=...) takes what the server's precheck computed
 
     def __init__(self, model: Any, tokenizer: Any, model_id: str, *, source: str = "", dtype: str = "", device: str = ""):
         self.model = model
@@ -105,7 +106,9 @@ class LocalBackend:
             ids = [self.tokenizer.bos_token_id]
         return list(ids)
 
-    def _plan(self, request: CompletionRequest, seed: Optional[int], ids: Optional[list[int]] = None) -> _Plan:
+    def _plan(
+        self, request: CompletionRequest, seed: Optional[int], ids: Optional[list[int]] = None, constraint: Any = None
+    ) -> _Plan:
         started = time.perf_counter()
         if ids is None:
             ids = self.encode(
@@ -150,7 +153,7 @@ class LocalBackend:
             ids=ids,
             params=row,
             max_new=max_tokens or room,
-            constraint=self._constraint(request),
+            constraint=self._constraint(request) if constraint is None else constraint,
             stops=list(params.stop or []),
             started=started,
         )
@@ -187,12 +190,16 @@ class LocalBackend:
         ids: Optional[list[int]] = None,
         generator: Optional[torch.Generator] = None,
         observe: Any = None,
+        constraint: Any = None,
     ) -> "EventStream":
         """Stream ``request``. The teaching views' hooks (``stepping.py``): ``ids`` continues
         these exact token ids instead of the content's re-tokenized text; ``generator`` continues
         this sampling generator's state instead of a fresh one from ``seed`` (Step after Step
-        draws what one longer run would); ``observe`` sees each step (``RowParams.observe``)."""
-        plan = self._plan(request, seed, ids)
+        draws what one longer run would); ``observe`` sees each step (``RowParams.observe``).
+        The server's precheck hands over what it computed (``service.Prepared``): ``ids``, the
+        prompt's tokens, and ``constraint``, the request's ``response_format`` compiled by
+        ``compile_constraint`` with this tokenizer and not yet stepped."""
+        plan = self._plan(request, seed, ids, constraint)
         if generator is not None and not plan.params.greedy:
             plan.params.generator = generator
         plan.params.observe = observe

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 from ..api.bounds import ALTERNATIVES, COMPARE_MAX_TOKENS
 from ..api.errors import BadRequest
 from ..api.types import CompletionRequest, CompletionResponse
-from .drain import drain
+from ..runner import drain
 from .live import LiveDisplay, ShownOnce, notebook_shell
 from ..engine.records import Finished, TokenRecord
 from .render import COLOR_BY, MONO, MUTED, heatmap_html, legend_html, legend_keys

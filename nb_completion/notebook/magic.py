@@ -6,7 +6,7 @@
 
 The cell body (``{name}`` filled from the notebook, ``{{``/``}}`` for literal braces) becomes one
 ``CompletionRequest`` built by ``service.build_request``; ``service.open_events`` is drained on a
-worker thread (``drain.py``) while the main thread updates one display in batches. A kernel
+worker thread (``runner.py``) while the main thread updates one display in batches. A kernel
 interrupt cancels the generation, keeps the partial text, and ends the cell as interrupted.
 
 **Why the text is not printed twice.** The magic displays the completion itself (that display is
@@ -28,7 +28,7 @@ from IPython.display import HTML, display
 
 from ..api.errors import BadRequest, CompletionError
 from ..api.types import CompletionResponse
-from .drain import Drained, drain
+from ..runner import Drained, drain
 from ..engine.fold import INCOMPLETE_NOTE, incomplete, summary
 from ..engine.records import Finished, TokenRecord
 from .live import LiveDisplay, ShownOnce

@@ -33,7 +33,7 @@ from ..api.types import CompletionRequest
 from ..api.validation import parse_request
 from ..engine import registry
 from ..engine.records import Delta, Finished, ModelInfo
-from ..service import to_chunks, to_response
+from ..service import Prepared, to_chunks, to_response
 from . import sse
 from .body import BodyReader
 from .guard import HostPolicy, middleware
@@ -59,9 +59,10 @@ class ServerState:
         self.max_tokens_cap = max_tokens_cap
         self.bodies = BodyReader()
 
-    def prepare(self, request: CompletionRequest) -> CompletionRequest:
-        """The model id and the tokenizer's checks, with ``max_tokens`` resolved against the cap
-        (in a worker thread: tokenizing and compiling a grammar take time)."""
+    def prepare(self, request: CompletionRequest) -> tuple[CompletionRequest, Prepared | None]:
+        """The model id and the tokenizer's checks, with ``max_tokens`` resolved against the cap,
+        and what they computed for the engine (in a worker thread: tokenizing and compiling a
+        grammar take time)."""
         self.check_model(request.model_id)
         return precheck(request, registry.get(request.model_id), self.max_tokens_cap)
 
@@ -147,9 +148,11 @@ def _streaming(job: Job, body: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS, background=BackgroundTask(job.cancel.set))
 
 
-async def _open(request: Request, state: ServerState, completion_request: Any, seed: int | None) -> Job | None:
+async def _open(
+    request: Request, state: ServerState, completion_request: Any, seed: int | None, prepared: Prepared | None
+) -> Job | None:
     """Queue the request and wait until the engine has opened it (raising its 4xx)."""
-    job = state.engine.submit(completion_request, seed=seed)
+    job = state.engine.submit(completion_request, seed=seed, prepared=prepared)
     async with _watching(request, job):
         first = await job.next()
     if first is END:  # the client left while waiting
@@ -169,9 +172,9 @@ def _where(request: Request) -> str:
 async def completion(request: Request) -> Response:
     state: ServerState = request.app.state.server
     state.authorize(request)
-    completion_request = await state.bodies.prepare(request, lambda body: state.prepare(parse_request(body)))
+    completion_request, prepared = await state.bodies.prepare(request, lambda body: state.prepare(parse_request(body)))
     top_k = None if completion_request.logprobs is None else (completion_request.logprobs.top_k or 0)
-    job = await _open(request, state, completion_request, None)
+    job = await _open(request, state, completion_request, None, prepared)
     if job is None:
         return Response(status_code=204)
     if completion_request.stream:
@@ -192,19 +195,19 @@ async def openai_completions(request: Request) -> Response:
 
     sent: dict = {}
 
-    def prepare(body: Any) -> tuple[CompletionRequest, dict]:
+    def prepare(body: Any) -> tuple[CompletionRequest, Prepared | None, dict]:
         sent["body"] = body
         parsed, options = parse_openai(body)
         with openai_names(body):
-            return state.prepare(parsed), options
+            return (*state.prepare(parsed), options)
 
-    completion_request, options = await state.bodies.prepare(request, prepare)
+    completion_request, prepared, options = await state.bodies.prepare(request, prepare)
     echo = await asyncio.to_thread(echo_tokens, completion_request) if options["echo"] else None
     shaper = OpenAIShaper(completion_request.model_id, options["logprobs"], echo)
     if options["echo_only"]:
         return json_response(shaper.echo_response(len(echo)))
     with openai_names(sent["body"]):  # the engine's own 400s, named as this route names them
-        job = await _open(request, state, completion_request, options["seed"])
+        job = await _open(request, state, completion_request, options["seed"], prepared)
     if job is None:
         return Response(status_code=204)
     if options["stream"]:

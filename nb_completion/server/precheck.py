@@ -4,7 +4,9 @@ The engine checks the same things when it opens a request, but it opens requests
 behind the running generation: a prompt over the context, a grammar that does not compile or an
 image for a text-only model would wait seconds for its 400 and hold a queue place meanwhile. Here
 they run in a worker thread as soon as the body is parsed, reading the backend's tokenizer and
-constraint compiler without changing either.
+constraint compiler without changing either. What they computed, the prompt's token ids and the
+compiled constraint, travels with the request (``service.Prepared``, through the queue) to the
+engine, which then neither tokenizes the prompt nor compiles the grammar again.
 
 The server's cap on generated tokens is applied here too: ``max_tokens`` 0 (until the end token)
 becomes the cap or the room left in the context, whichever is smaller; more than the cap is a 400.
@@ -19,14 +21,15 @@ from ..api.errors import BadRequest
 from ..api.types import CompletionRequest, SamplingParams
 from ..api.content import content_text
 from ..api.validation import grammar_key
+from ..service import Prepared
 
 
-def _prompt_tokens(backend: Any, text: str) -> int:
+def _prompt_ids(backend: Any, text: str) -> list[int]:
     encode = getattr(backend, "encode", None)
     ids = encode(text) if encode is not None else backend.tokenizer(text, add_special_tokens=True)["input_ids"]
     if not ids:
         raise BadRequest("content", "is empty and the model has no beginning-of-sequence token")
-    return len(ids)
+    return list(ids)
 
 
 def _max_tokens(requested: int, cap: int, room: int | None, model_id: str, prompt_tokens: int | None) -> int:
@@ -45,10 +48,10 @@ def _max_tokens(requested: int, cap: int, room: int | None, model_id: str, promp
     return requested
 
 
-def _check_grammar(request: CompletionRequest, backend: Any) -> None:
-    """Compile the response format with the backend's compiler; then take one step through it,
-    since some grammars compile and fail at their first token (``a{1000000}``: the lexer gives
-    up on the expression's size)."""
+def _compile_grammar(request: CompletionRequest, backend: Any) -> Any:
+    """The response format compiled with the backend's compiler, after one step through a copy
+    of it, since some grammars compile and fail at their first token (``a{1000000}``: the lexer
+    gives up on the expression's size). The compiled constraint itself is left at its start."""
     import torch
 
     from ..engine.constraints import compile_constraint
@@ -56,34 +59,52 @@ def _check_grammar(request: CompletionRequest, backend: Any) -> None:
     fmt = request.response_format
     field = "response_format.json_schema" if fmt.type == "json_schema" else f"response_format.bnf.{grammar_key(fmt)}"
     constraint = compile_constraint(request.response_format, backend.tokenizer, backend.vocab_size)
-    logits = torch.zeros(constraint.vocab_size)
+    trial = _copy_at_start(constraint, backend)
+    logits = torch.zeros(trial.vocab_size)
     try:
-        constraint.mask(logits)
-        ends = set(constraint.eos_token_ids)
-        first = next((i for i in constraint.allowed_ids() if i not in ends), None)
+        trial.mask(logits)
+        ends = set(trial.eos_token_ids)
+        first = next((i for i in trial.allowed_ids() if i not in ends), None)
         if first is not None:
-            constraint.advance(first)
-            constraint.mask(logits)
+            trial.advance(first)
+            trial.mask(logits)
     except RuntimeError as exc:
         message = str(exc).split("\n", 1)[0]
         raise BadRequest(field, f"the grammar cannot be used ({message})") from None
+    return constraint
 
 
-def precheck(request: CompletionRequest, backend: Any, max_tokens_cap: int) -> CompletionRequest:
-    """``request`` with ``max_tokens`` resolved against the cap, or the 400 the engine would give."""
+def _copy_at_start(constraint: Any, backend: Any) -> Any:
+    """A second ``Constraint`` over a copy of ``constraint``'s llguidance matcher (``deep_copy``
+    clones the parser state: nothing is compiled again). It reaches into the constraint's
+    matcher because ``engine/constraints.py`` has no copy of its own yet (a ``Constraint.fork()``
+    there would replace this, and forking a constrained sequence needs one too)."""
+    from ..engine.constraints import Constraint, llg_tokenizer
+
+    return Constraint(constraint._matcher.deep_copy(), llg_tokenizer(backend.tokenizer), constraint.vocab_size)
+
+
+def precheck(request: CompletionRequest, backend: Any, max_tokens_cap: int) -> tuple[CompletionRequest, Prepared | None]:
+    """``request`` with ``max_tokens`` resolved against the cap, and what was computed on the
+    way for ``backend`` (None for a backend without a local tokenizer); or the 400 the engine
+    would give."""
     model_id = request.model_id
     params = request.sampling_params or SamplingParams()
     room = prompt_tokens = None
+    prepared = None
     context = getattr(backend, "context_length", None)
     if getattr(backend, "tokenizer", None) is not None and context:
         text = content_text(request.content, images_refused=f"model '{model_id}' is text-only and cannot take image content")
-        prompt_tokens = _prompt_tokens(backend, text)
+        ids = _prompt_ids(backend, text)
+        prompt_tokens = len(ids)
         room = int(context) - prompt_tokens
         if room <= 0:
             raise BadRequest("content", f"the prompt has {prompt_tokens} tokens; the context length of '{model_id}' is {context}")
+        constraint = None
         if request.response_format is not None and getattr(backend, "vocab_size", None):
-            _check_grammar(request, backend)
+            constraint = _compile_grammar(request, backend)
+        prepared = Prepared(backend, ids, constraint)
     max_tokens = _max_tokens(params.max_tokens or 0, max_tokens_cap, room, model_id, prompt_tokens)
-    if max_tokens == params.max_tokens:
-        return request
-    return request.model_copy(update={"sampling_params": params.model_copy(update={"max_tokens": max_tokens})})
+    if max_tokens != params.max_tokens:
+        request = request.model_copy(update={"sampling_params": params.model_copy(update={"max_tokens": max_tokens})})
+    return request, prepared

@@ -45,9 +45,10 @@ class QueueFull(CompletionError):
 
 
 class Job:
-    def __init__(self, request: Any, seed: int | None, loop: asyncio.AbstractEventLoop):
+    def __init__(self, request: Any, seed: int | None, loop: asyncio.AbstractEventLoop, prepared: Any = None):
         self.request = request
         self.seed = seed
+        self.prepared = prepared  # the precheck's token ids and compiled constraint (service.Prepared)
         self.cancel = threading.Event()
         self._loop = loop
         self._items: asyncio.Queue = asyncio.Queue()
@@ -95,10 +96,11 @@ class EngineQueue:
 
     # ---- the HTTP side ---------------------------------------------------------------------
 
-    def submit(self, request: CompletionRequest, *, seed: int | None = None) -> Job:
-        """Admit a request or raise ``QueueFull`` (429). Call from the event loop."""
+    def submit(self, request: CompletionRequest, *, seed: int | None = None, prepared: Any = None) -> Job:
+        """Admit a request or raise ``QueueFull`` (429). Call from the event loop. ``prepared``
+        (``service.Prepared``) is what the precheck computed for the engine to start from."""
         loop = asyncio.get_running_loop()
-        job = Job(request, seed, loop)
+        job = Job(request, seed, loop, prepared)
         with self._lock:
             if self._stopped:
                 raise CompletionError(503, "the server is shutting down", title="Service Unavailable")
@@ -189,7 +191,7 @@ class EngineQueue:
         from ..service import open_events
 
         try:
-            events = open_events(job.request, seed=job.seed, cancel=job.cancel)
+            events = open_events(job.request, seed=job.seed, cancel=job.cancel, prepared=job.prepared)
         except Exception as exc:
             if not isinstance(exc, CompletionError):
                 log.exception("engine failed to open a request")

@@ -26,7 +26,7 @@ import traitlets as t
 from ..api.bounds import ALTERNATIVES, TOP_P
 from ..api.errors import BadRequest, CompletionError, EngineFailure
 from ..api.shorthand import STRATEGIES
-from ..api.types import CompletionResponse
+from ..api.types import CompletionRequest, CompletionResponse
 from ..engine import registry
 from ..engine.fold import Metrics, incomplete
 from ..engine.records import TokenRecord
@@ -42,7 +42,7 @@ from ._controls import (
     from_sampling_params,
     schema_text,
 )
-from ._runner import RunResult, Runner
+from ..runner import Drained, Runner
 from ..notebook.render_svg import heatmap_svg
 from ..notebook.render_teach_svg import stack_svg
 from . import _protocol as protocol
@@ -296,15 +296,13 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
             self._tree_start(prompt, prefix, branch, generator)
             self._session.begin(prefix, points, constrained=request.response_format is not None)
             self.result = None
+            cancel = threading.Event()
             self._runner = Runner(
-                request,
-                seed=values["seed"],
-                generator=generator,
+                lambda: self._open_run(run, request, values["seed"], generator, chat, cancel),
+                cancel,
                 on_batch=lambda records: self._on_batch(run, records),
-                on_done=lambda outcome: self._on_done(run, outcome),
-                on_loading=lambda message: self._set_status(run, "loading"),
-                on_prompt=lambda templated: self._set_prompt(run, templated),
-                chat=chat,
+                on_done=lambda outcome: self._on_done(run, request, outcome),
+                name="nb_completion-widget",
             )
             with self.hold_sync():
                 self.run = run
@@ -318,6 +316,19 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
                 self.model_ids = registry.registered_ids()
         self._runner.start()
         return True
+
+    def _open_run(
+        self, run: int, request: CompletionRequest, seed: int | None, generator: Any, chat: bool, cancel: threading.Event
+    ):
+        """The run's event stream (on the runner's thread): the model loads first if it must
+        (status "loading"); with ``chat`` the prompt is wrapped in its template and echoed."""
+        from ..service import apply_chat, open_events
+
+        loading = lambda message: self._set_status(run, "loading")  # noqa: E731 - never a display from this thread
+        if chat:
+            request = apply_chat(request, loading)
+            self._set_prompt(run, request.content)
+        return open_events(request, seed=seed, cancel=cancel, on_progress=loading, generator=generator)
 
     def _run_generator(self, values: dict) -> Any:
         """A local model's sampling generator for a run, kept so that Step continues it."""
@@ -348,7 +359,8 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
                 self.status = "running"
             self.send(protocol.delta(run, start, session.dicts(fresh), session.live_metrics()))
 
-    def _on_done(self, run: int, outcome: RunResult) -> None:
+    def _on_done(self, run: int, request: CompletionRequest, outcome: Drained) -> None:
+        response, failure = _response_of(outcome, request)
         with self._lock:
             if run != self.run:
                 return
@@ -371,27 +383,27 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
                     metrics["incomplete"] = True  # max_tokens cut the JSON / grammar short: it may not parse
                 if finished.stop_string is not None:
                     metrics["stop_string"] = finished.stop_string  # a stop string, not the model's end token
-                if self._runner is not None and self._runner.request.response_format is not None:
+                if session.constrained:
                     metrics["grammar"] = True  # an end of turn means the structured output is complete
-            self.result = outcome.response
-            body = outcome.response.content if outcome.response else "".join(r.text for r in session.generated)
+            self.result = response
+            body = response.content if response else "".join(r.text for r in session.generated)
             with self.hold_sync():
                 self.tokens = session.dicts()
                 self.text = session.prefix_text + body
                 self.metrics = metrics
                 self.model_ids = registry.registered_ids()  # a model loaded by this run is listed now
-                if outcome.error is not None:
-                    flagged = self._flag(outcome.error)
+                if failure is not None:
+                    flagged = self._flag(failure)
                     if flagged:
                         self.invalid = {**self.invalid, **flagged}
-                    self.error = outcome.error.error.model_dump(exclude_none=True)
+                    self.error = failure.error.model_dump(exclude_none=True)
                     self.status = "error"
                 else:
                     self.status = "stopped" if outcome.cancelled else "done"
             self._tree_sync()
-        if outcome.error is None and outcome.cancelled:  # Stop returns at once; the probe follows
+        if failure is None and outcome.cancelled:  # Stop returns at once; the probe follows
             threading.Thread(target=self._probe_end, daemon=True).start()
-        elif outcome.error is None:
+        elif failure is None:
             self._probe_end()
         self._refresh_static_copy()
 
@@ -431,6 +443,20 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     def _send_snapshot(self) -> None:
         with self._lock:
             self.send(protocol.snapshot(self.run, self._session.dicts(), self._session.live_metrics()))
+
+
+def _response_of(run: Drained, request: CompletionRequest) -> tuple[CompletionResponse | None, CompletionError | None]:
+    """The spec response of a finished run, or the error that ended it (a stream that ended
+    without a ``Finished`` is the engine's failure)."""
+    from ..service import to_response
+
+    if run.error is not None:
+        return None, run.error
+    top_k = None if request.logprobs is None else (request.logprobs.top_k or 0)
+    try:
+        return to_response(run, top_k), None
+    except CompletionError as exc:
+        return None, exc
 
 
 def _trait_values(kwargs: dict[str, Any], keywords: set[str]) -> dict[str, Any]:
