@@ -63,13 +63,41 @@ def reference_loop(backend, new_tokens: int) -> float:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
-def single_stream(backend, repeats: int, skip_llama: bool) -> None:
+def rungs(base, compile: bool) -> dict:
+    """The CPU ladder, one backend per rung on the same int8 model: the engine with the model's own
+    forward (the reference), with the lean pass (the default), and with the lean decode compiled."""
+    from nb_completion.engine.local import LocalBackend
+
+    def variant(name: str, **options) -> LocalBackend:
+        backend = LocalBackend(base.model, base.tokenizer, name, dtype="int8", device="cpu")
+        backend.engine_options.update(options)
+        return backend
+
+    ladder = {"engine, model's forward": variant("bench-model-forward", lean=False), "engine, lean pass": base}
+    if compile:
+        compiled = variant("bench-compiled", compile=True)
+        start = time.perf_counter()
+        for rows in (1, 2):  # one row, then several: each compiles once
+            build = build_request(PROMPT, model_id=compiled.info.identifier, sampling_params={"max_tokens": 80})
+            streams = [compiled.open(build) for _ in range(rows)]
+            for stream in streams:
+                list(stream)
+        print(f"compiled rung warm-up (compiling): {time.perf_counter() - start:.0f} s")
+        ladder["engine, lean + compiled"] = compiled
+    return ladder
+
+
+def single_stream(backend, repeats: int, skip_llama: bool, compile: bool) -> None:
     threads = cpu_threads()
+    ladder = rungs(backend, compile)
     print(f"\n== single stream, 128 new tokens, top-5 logprobs, {threads} thread(s) ==")
-    ours(backend, 8)
-    results: dict[str, list[float]] = {"engine": [], "reference loop": [], "HF generate": [], "llama-bench tg128": []}
+    for rung in ladder.values():
+        ours(rung, 8)
+    results: dict[str, list[float]] = {name: [] for name in ladder}
+    results.update({"reference loop": [], "HF generate": [], "llama-bench tg128": []})
     for _ in range(repeats):
-        results["engine"].append(ours(backend, 128))
+        for name, rung in ladder.items():
+            results[name].append(ours(rung, 128))
         results["reference loop"].append(reference_loop(backend, 128))
         results["HF generate"].append(run_hf(backend, PROMPT, 128)[1])
         if not skip_llama:
@@ -77,30 +105,13 @@ def single_stream(backend, repeats: int, skip_llama: bool) -> None:
     median = {k: statistics.median(v) for k, v in results.items() if v}
     for name, value in median.items():
         runs = ", ".join(f"{x:.1f}" for x in results[name])
-        print(f"{name:>20}: {value:7.1f} tok/s   (runs: {runs})")
-    if "llama-bench tg128" in median:
-        print(f"engine / llama.cpp: {median['engine'] / median['llama-bench tg128']:.2f}x   ({load()})")
-    print(f"engine / HF generate (same dtype): {median['engine'] / median['HF generate']:.2f}x")
-
-
-def compiled_rung(repeats: int) -> None:
-    """The ladder's last CPU rung: the same engine with the model's forward under torch.compile."""
-    print("\n== rung: engine with torch.compile(model.forward, dynamic=True) ==")
-    from nb_completion.engine.local import LocalBackend
-
-    base = load_model()
-    backend = LocalBackend(base.model, base.tokenizer, "bench-compiled", dtype="int8", device="cpu")
-    backend.engine_options["compile"] = True
-    start = time.perf_counter()
-    for tokens in (4, 80, 140):  # compile, then recompile as lengths grow past the aligned buckets
-        ours(backend, tokens)
-    print(f"warm-up (compiling): {time.perf_counter() - start:.0f} s")
-    runs = []
-    for _ in range(repeats):
-        runs.append(ours(backend, 128))
-        eager = ours(base, 128)
-        print(f"compiled {runs[-1]:.1f} tok/s vs eager {eager:.1f} tok/s   ({load()})")
-    print(f"compiled median {statistics.median(runs):.1f} tok/s")
+        print(f"{name:>26}: {value:7.1f} tok/s   (runs: {runs})")
+    for name in ladder:
+        line = f"{name} / HF generate: {median[name] / median['HF generate']:.2f}x"
+        if "llama-bench tg128" in median:
+            line += f",  / llama.cpp: {median[name] / median['llama-bench tg128']:.2f}x"
+        print(line)
+    print(f"({load()})")
 
 
 def compare_vs_one(backend) -> None:
@@ -200,14 +211,12 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=16)
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-llama", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="also measure the torch.compile rung (minutes to compile)")
+    parser.add_argument("--compile", action="store_true", help="also measure the compiled rung (minutes of compiling first)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {cpu_threads()}, {load()}")
     backend = load_model()
-    single_stream(backend, args.repeats, args.skip_llama)
+    single_stream(backend, args.repeats, args.skip_llama, args.compile)
     compare_vs_one(backend)
-    if args.compile:
-        compiled_rung(args.repeats)
     if not args.skip_http:
         http(args.streams, 64)
 

@@ -245,16 +245,22 @@ def test_a_branch_from_text_reuses_the_finished_run(tiny_backend, tiny_model_id)
 
 
 @pytest.mark.slow
-def test_the_compiled_decode_pass_equals_eager(tiny_backend):
+def test_the_compiled_decode_pass_equals_eager_alone_and_batched(tiny_backend):
+    """One row, then a batch, then one row again: the one-row graph, the many-rows graph, then both
+    with the guards that cannot tell them apart skipped (``llama_pass.compile_decode``)."""
     ids_list = [tiny_backend.encode(p) for p in PROMPTS]
     eager, compiled = Engine(tiny_backend.model, max_batch=8), Engine(tiny_backend.model, max_batch=8, compile=True)
     try:
         expected = [[c.token_id for c in s.tokens] for s in run_engine(eager, tiny_backend, ids_list, 24)]
-        got = [[c.token_id for c in s.tokens] for s in run_engine(compiled, tiny_backend, ids_list, 24)]
+        alone = [c.token_id for c in run_engine(compiled, tiny_backend, ids_list[:1], 24)[0].tokens]
+        batched = [[c.token_id for c in s.tokens] for s in run_engine(compiled, tiny_backend, ids_list, 24)]
+        again = [c.token_id for c in run_engine(compiled, tiny_backend, ids_list[:1], 24)[0].tokens]
     finally:
         eager.close()
         compiled.close()
-    assert got == expected
+    assert compiled.stats.max_rows == len(PROMPTS)
+    assert batched == expected
+    assert alone == again == expected[0]
 
 
 def test_a_failing_forward_pass_ends_its_sequences_with_an_error_and_the_engine_goes_on(tiny_backend):

@@ -21,6 +21,7 @@ full attention. Anything else runs the model's own forward.
 
 from __future__ import annotations
 
+
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -176,15 +177,30 @@ class LlamaPass:
 def compile_decode(decode: Callable) -> Callable:
     """``torch.compile`` of ``LlamaPass.decode`` for any number of rows and cached length.
 
-    Sizes are not "duck-shaped" (a cached length of 64 must not be taken for ``head_dim``), and
-    on the CPU inductor emits a C++ wrapper, so a step runs no Python between its kernels except
-    the int8 matmuls' custom op."""
+    Only the row count and the cached length are dynamic (marked on the tensors; the model's sizes
+    stay constants), sizes are not "duck-shaped" (a cached length of 64 must not be taken for
+    ``head_dim``), and on the CPU inductor emits a C++ wrapper, so a step runs no Python between
+    its kernels except the int8 matmuls' op. Two graphs cover every pass: one row, and two or
+    more (a size of 1 is always specialized). Once both exist, the guards that only re-check what
+    the engine never changes (the store's tensors, the weights) are skipped:
+    ``skip_guard_eval_unsafe`` still tells the two graphs apart."""
     import torch.fx.experimental._config as fx_config
 
-    compiled = torch.compile(decode, dynamic=True, options={"cpp_wrapper": True})
+    compiled = torch.compile(decode, options={"cpp_wrapper": True})
+    built: set[bool] = set()
 
-    def call(*args: Any) -> torch.Tensor:
+    def call(ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, *store: Any) -> torch.Tensor:
+        if len(built) == 2:
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                return compiled(ids, positions, mask, *store)
+        single = ids.shape[0] == 1
+        if not single:
+            for tensor in (ids, positions, mask):
+                torch._dynamo.mark_dynamic(tensor, 0)
+        torch._dynamo.mark_dynamic(mask, 3)
         with fx_config.patch(use_duck_shape=False):  # read when a new shape is traced
-            return compiled(*args)
+            out = compiled(ids, positions, mask, *store)
+        built.add(single)
+        return out
 
     return call
