@@ -53,3 +53,48 @@ def test_quantize_fuses_projections_of_one_input_and_keeps_the_model_close(tiny_
         assert not any(type(m) is torch.nn.Linear for m in model.modules())
         logits = model(input_ids=ids).logits
     assert (logits.argmax(-1) == reference.argmax(-1)).float().mean() > 0.8
+
+
+def test_the_native_op_gives_fbgemms_numbers_eager_and_compiled():
+    """int8_op: the C++ op behind a plain key (built once per machine; CI has a compiler)."""
+    import gc
+
+    import pytest
+
+    from nb_completion.engine import int8_op
+
+    assert int8_op.available()
+    torch.manual_seed(2)
+    linear = torch.nn.Linear(64, 24)
+    layer = RowwiseInt8Linear(linear.weight, linear.bias)
+    assert layer._native
+    rows = torch.randn(5, 64)
+    direct = torch.ops.quantized.linear_dynamic(rows, layer._packed, False)
+    assert torch.equal(torch.ops.nb_completion_int8.int8_linear(rows, layer._key), direct)
+    compiled = torch.compile(layer.forward, fullgraph=True)
+    with torch.inference_mode():
+        assert torch.equal(compiled(rows), layer(rows))
+    key = layer._key
+    del layer, compiled
+    gc.collect()
+    with pytest.raises(RuntimeError, match="was dropped"):  # a freed layer's weights are let go
+        torch.ops.nb_completion_int8.int8_linear(rows, key)
+
+
+def test_without_the_native_op_fbgemm_is_called_from_python(monkeypatch):
+    from nb_completion.engine import int8_op
+
+    monkeypatch.setenv("NB_COMPLETION_INT8_OP", "0")
+    assert int8_op._build() is False
+    monkeypatch.setattr(int8_op, "_state", {"built": False})
+    torch.manual_seed(3)
+    linear = torch.nn.Linear(64, 24)
+    python_path, native = RowwiseInt8Linear(linear.weight, linear.bias), None
+    monkeypatch.setattr(int8_op, "_state", {"built": True})
+    native = RowwiseInt8Linear(linear.weight, linear.bias)
+    assert not python_path._native and native._native
+    rows = torch.randn(5, 64)
+    with torch.inference_mode():
+        assert torch.equal(python_path(rows), native(rows))
+        compiled = torch.compile(python_path.forward, fullgraph=True)
+        assert torch.equal(compiled(rows), python_path(rows))

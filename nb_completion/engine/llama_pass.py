@@ -10,17 +10,20 @@ copied) with fewer, larger operations:
 * the rotary ``cos``/``sin`` come from a table built once (``RotaryTable``), looked up by position;
 * q and k are rotated together in one expression, ``x * cos + roll(x) * sin_signed``, which is
   ``rotate_half`` written without a ``cat`` (the sign sits in the table; products are the same);
-* norms are ``LlamaRMSNorm``'s arithmetic without the module; attention is ``scaled_dot_product_attention`` with GQA.
+* norms are ``LlamaRMSNorm``'s arithmetic without the module;
+* attention is one ``scaled_dot_product_attention`` with GQA;
+* the decode pass writes the slot store directly, so ``torch.compile`` traces it whole
+  (``compile_decode``).
 
 The engine keeps the model's own ``forward`` as the reference (``Engine(model, lean=False)``);
 ``tests/test_llama_pass.py`` checks this pass against it and against HF ``generate()``.
 
-Supported: ``model_type`` llama (SmolLM2, Llama 2/3 without rope scaling), SiLU MLP, every layer
-full attention. Anything else runs the model's own forward.
+Supported: ``model_type`` llama (SmolLM2, Llama 2/3) with a rotary embedding whose frequencies do
+not depend on the length, SiLU MLP, every layer full attention. Anything else runs the model's own
+forward.
 """
 
 from __future__ import annotations
-
 
 from dataclasses import dataclass
 from typing import Any, Callable, Optional

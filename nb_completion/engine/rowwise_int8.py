@@ -25,13 +25,14 @@ from typing import Optional, Sequence
 
 import torch
 
+from . import int8_op
+
 FUSE = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
-# fbgemm's packed weights are TorchScript objects that torch.compile cannot trace; under
-# compilation each layer's int8 matmul is an opaque custom op that finds its weights here by key
-# (the per-row scaling around it is traced and fused with its neighbours).
-# Keys count up from 0 in creation order, so the same model loaded the same way gets the same keys
-# in every process, and inductor's on-disk cache of compiled graphs (keyed by their code) is reused.
+# The int8 matmul is ``int8_op``'s C++ op where it could be built. Otherwise fbgemm is called from
+# Python, and under compilation (fbgemm's packed weights are TorchScript objects torch.compile
+# cannot trace) through the Python-registered op below, which finds the weights here by key. Keys
+# count up from 0 in creation order (see ``int8_op.register``).
 _LAYERS: "weakref.WeakValueDictionary[int, RowwiseInt8Linear]" = weakref.WeakValueDictionary()
 _NEXT_KEY = itertools.count()
 
@@ -78,19 +79,26 @@ class RowwiseInt8Linear(torch.nn.Module):
         anchor = torch.zeros(1, self.in_features)
         anchor[0, 0], anchor[0, 1 % self.in_features] = 1.0, -1.0
         self.register_buffer("anchor", anchor, persistent=False)
-        self._key = next(_NEXT_KEY)
-        _LAYERS[self._key] = self
+        self._native = int8_op.available()
+        if self._native:
+            self._key = int8_op.register(self._packed, self.out_features)
+            weakref.finalize(self, int8_op.drop, self._key)
+        else:
+            self._key = next(_NEXT_KEY)
+            _LAYERS[self._key] = self
+
+    def _int8_matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        if self._native:
+            return torch.ops.nb_completion_int8.int8_linear(rows, self._key)
+        if torch.compiler.is_compiling():
+            return _linear_op(rows, self._key)
+        return torch.ops.quantized.linear_dynamic(rows, self._packed, False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).float()
         scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
-        rows = torch.cat([rows / scale, self.anchor])
-        if torch.compiler.is_compiling():  # fbgemm's packed weights cannot be traced: an opaque op
-            y = _linear_op(rows, self._key)
-        else:
-            y = torch.ops.quantized.linear_dynamic(rows, self._packed, False)
-        y = y[:-1] * scale
+        y = self._int8_matmul(torch.cat([rows / scale, self.anchor]))[:-1] * scale
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features)

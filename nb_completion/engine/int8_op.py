@@ -1,0 +1,115 @@
+"""fbgemm's dynamic int8 matmul behind an op that takes a plain integer key instead of the packed
+weights object.
+
+Two reasons, both measured on the default model (121 int8 matmuls a step):
+
+* ``torch.ops.quantized.linear_dynamic(x, packed, False)`` called from Python spends ~10 us
+  converting the packed-weights ``ScriptObject`` before fbgemm starts; ``int8_linear(x, key)``
+  costs ~5 us in all. That is ~1.2 ms of a ~13 ms step.
+* ``torch.compile`` cannot trace a ``ScriptObject``; an op taking ``(Tensor, int)`` it keeps in
+  the graph as an opaque call, which inductor's C++ wrapper makes without going through Python.
+
+The op is a few lines of C++ built once per machine with ``torch.utils.cpp_extension.load_inline``
+(~25 s; cached under ``~/.cache/torch_extensions``). Where it cannot be built (no C++ compiler, or
+``NB_COMPLETION_INT8_OP=0``) ``available()`` is False and ``rowwise_int8`` calls fbgemm from Python
+and, under compilation, through a Python-registered op: the same numbers, a little slower.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Optional
+
+import torch
+
+log = logging.getLogger("nb_completion.engine")
+
+_SOURCE = r"""
+#include <torch/library.h>
+#include <ATen/native/quantized/PackedParams.h>
+#include <mutex>
+#include <vector>
+
+namespace {
+std::mutex table_lock;
+std::vector<c10::intrusive_ptr<LinearPackedParamsBase>> table;
+
+int64_t add(c10::intrusive_ptr<LinearPackedParamsBase> packed) {
+  std::lock_guard<std::mutex> guard(table_lock);
+  table.push_back(std::move(packed));
+  return static_cast<int64_t>(table.size()) - 1;
+}
+
+void drop(int64_t key) {
+  std::lock_guard<std::mutex> guard(table_lock);
+  table.at(key).reset();
+}
+
+at::Tensor int8_linear(const at::Tensor& rows, int64_t key) {
+  c10::intrusive_ptr<LinearPackedParamsBase> packed;
+  {
+    std::lock_guard<std::mutex> guard(table_lock);
+    packed = table.at(key);
+  }
+  TORCH_CHECK(packed, "int8 layer ", key, " was dropped");
+  return packed->apply_dynamic(rows, /*reduce_range=*/false);
+}
+}  // namespace
+
+TORCH_LIBRARY(nb_completion_int8, m) {
+  m.def("add", add);
+  m.def("drop", drop);
+  m.def("int8_linear(Tensor rows, int key) -> Tensor");
+  m.impl("int8_linear", c10::DispatchKey::CPU, TORCH_FN(int8_linear));
+}
+"""
+
+_lock = threading.Lock()
+_state: dict[str, Optional[bool]] = {"built": None}
+_out_features: dict[int, int] = {}  # key -> the layer's output width, for the op's fake (shape) rule
+
+
+def available() -> bool:
+    """Build (once per machine) and load the op; False where that is not possible."""
+    with _lock:
+        if _state["built"] is None:
+            _state["built"] = _build()
+        return bool(_state["built"])
+
+
+def _build() -> bool:
+    if os.environ.get("NB_COMPLETION_INT8_OP", "1") == "0":
+        return False
+    try:
+        from torch.utils.cpp_extension import load_inline
+
+        log.info("building the int8 matmul op (once per machine, about half a minute)")
+        load_inline(name="nb_completion_int8", cpp_sources=_SOURCE, is_python_module=False, extra_cflags=["-O2"])
+        torch.library.register_fake("nb_completion_int8::int8_linear")(_fake)
+    except Exception as exc:  # no compiler, no headers: the Python path does the same work
+        log.warning("int8 matmul op not built (%s); calling fbgemm from Python", exc)
+        return False
+    return True
+
+
+def _fake(rows: torch.Tensor, key: int) -> torch.Tensor:
+    return rows.new_empty(rows.shape[0], _out_features[key])
+
+
+def register(packed: torch.ScriptObject, out_features: int) -> int:
+    """The key the op finds ``packed`` by. Keys count up from 0 in each process, so a model loaded
+    the same way gets the same keys, and inductor's on-disk cache of compiled graphs is reused."""
+    key = int(torch.ops.nb_completion_int8.add(packed))
+    _out_features[key] = out_features
+    return key
+
+
+def drop(key: int) -> None:
+    """Let go of the packed weights behind ``key`` (its layer was freed)."""
+    _out_features.pop(key, None)
+    try:
+        torch.ops.nb_completion_int8.drop(key)
+    except Exception:  # interpreter shutdown
+        pass
