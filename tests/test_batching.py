@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nb_completion import compare, complete
-from nb_completion.engine.batch_sampling import RowParams, RowTable, choose_batch
+from nb_completion.engine.batch_sampling import RowParams
 from nb_completion.engine.records import Delta, Finished
 from nb_completion.engine.scheduler import Engine, Work
 from nb_completion.service import build_request, open_events
@@ -353,25 +353,3 @@ def test_a_request_whose_admission_fails_gets_the_error_and_the_engine_serves_on
     assert not worker.is_alive() and outcome["error"].status == 500
     after = complete("Hello there", model_id=tiny_model_id, sampling_params={"max_tokens": 3})
     assert {m.metric: m.value for m in after.metrics}["completion_tokens"] == 3
-
-
-@pytest.mark.parametrize("top_n", [3, 8])
-def test_the_compiled_measure_reads_back_what_the_eager_one_does(top_n):
-    from nb_completion.engine.batch_sampling import compile_measure, measure
-
-    torch.manual_seed(4)
-    compiled = compile_measure()
-    table = RowTable(4, 384, torch.device("cpu"))
-    for rows in (1, 3):
-        raw = torch.randn(rows, 384) * 4
-        for slot in range(rows):
-            table.set(slot, RowParams(top_logprobs=top_n), [])
-        eager = choose_batch(raw, table, 0, [None] * rows, top_n)
-        fused = choose_batch(raw, table, 0, [None] * rows, top_n, compiled)
-        assert compiled(raw, raw.argmax(-1), top_n).shape[1] == 4 + 2 * (5 if top_n <= 5 else 20)
-        for a, b in zip(eager, fused):
-            assert (a.token_id, a.rank, a.top_ids) == (b.token_id, b.rank, b.top_ids)
-            assert b.logprob == pytest.approx(a.logprob, abs=1e-5)
-            assert b.entropy == pytest.approx(a.entropy, abs=1e-5)
-            assert b.top_logprobs == pytest.approx(a.top_logprobs, abs=1e-5)
-        assert measure(raw, raw.argmax(-1), top_n).shape[1] == 4 + 2 * top_n

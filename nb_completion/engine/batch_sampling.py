@@ -115,57 +115,19 @@ def _top_p_mask(x: torch.Tensor, top_p: torch.Tensor, rows: torch.Tensor) -> tor
     return rows[:, None] & (probs < threshold)
 
 
-def measure(raw: torch.Tensor, chosen: torch.Tensor, top_n: int) -> torch.Tensor:
-    """What the host reads back, ``[rows, 4 + 2 * top_n]`` float64: the chosen id, its logprob,
-    rank and the entropy, then the top ids and their logprobs, all of the *raw* distribution."""
-    logprobs = torch.log_softmax(raw, dim=-1)
-    chosen_lp = logprobs.gather(1, chosen[:, None])
-    rank = (logprobs > chosen_lp).sum(-1, keepdim=True)
-    entropy = -(logprobs.exp() * torch.nan_to_num(logprobs, neginf=0.0)).sum(-1, keepdim=True)
-    top_values, top_ids = torch.topk(logprobs, top_n, dim=-1)
-    return torch.cat(
-        [
-            chosen[:, None].double(),
-            chosen_lp.double(),
-            rank.double() + 1,
-            entropy.double(),
-            top_ids.double(),
-            top_values.double(),
-        ],
-        dim=1,
-    )
-
-
-def compile_measure() -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
-    """``measure`` under ``torch.compile`` (one fused pass over the vocabulary instead of ~15
-    operations, ~0.4 ms a step on the CPU): rows dynamic, ``top_n`` in two buckets (up to 5, up to
-    20) so at most a few graphs are ever built; the caller reads the first ``top_n`` of them."""
-    compiled = torch.compile(measure)
-
-    def call(raw: torch.Tensor, chosen: torch.Tensor, top_n: int) -> torch.Tensor:
-        bucket = 5 if top_n <= 5 else max(top_n, 20)
-        bucket = min(bucket, raw.shape[-1])
-        if raw.shape[0] > 1:
-            torch._dynamo.mark_dynamic(raw, 0)
-            torch._dynamo.mark_dynamic(chosen, 0)
-        return compiled(raw, chosen, bucket)
-
-    return call
-
-
 def choose_batch(
     raw: torch.Tensor,
     table: RowTable,
     first: int,
     constraints: Sequence[Any],
     top_n: int,
-    measure: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] = measure,
 ) -> list[Chosen]:
     """Choose and measure one token per row of ``raw`` ([rows, vocab]; row b is slot first + b)."""
     rows = raw.shape[0]
     raw = raw.float()
     slots = slice(first, first + rows)
     params = table.params[slots]
+    logprobs = torch.log_softmax(raw, dim=-1)
 
     x = raw
     if any(p.repetition_penalty != 1.0 for p in params):
@@ -201,14 +163,27 @@ def choose_batch(
     else:
         chosen = torch.argmax(x, dim=-1)
 
-    packed = measure(raw, chosen, top_n)
+    chosen_lp = logprobs.gather(1, chosen[:, None])
+    rank = (logprobs > chosen_lp).sum(-1, keepdim=True)
+    entropy = -(logprobs.exp() * torch.nan_to_num(logprobs, neginf=0.0)).sum(-1, keepdim=True)
+    top_values, top_ids = torch.topk(logprobs, top_n, dim=-1)
+    packed = torch.cat(
+        [
+            chosen[:, None].double(),
+            chosen_lp.double(),
+            rank.double() + 1,
+            entropy.double(),
+            top_ids.double(),
+            top_values.double(),
+        ],
+        dim=1,
+    )
     for b, p in enumerate(params):
         if p.observe is not None:
             p.observe(raw[b], x[b], noise[b] if not p.greedy else None, int(chosen[b]))
     if any(p.repetition_penalty != 1.0 for p in params):
         table.seen[torch.arange(first, first + rows, device=raw.device), chosen] = True
     host = packed.cpu().tolist()  # the one read-back of the step
-    width = (packed.shape[1] - 4) // 2  # top_n, or more where ``measure`` rounds it up
     result = []
     for b, row in enumerate(host):
         n = params[b].top_logprobs
@@ -219,7 +194,7 @@ def choose_batch(
                 rank=int(row[2]),
                 entropy=row[3],
                 top_ids=tuple(int(i) for i in row[4 : 4 + n]),
-                top_logprobs=tuple(row[4 + width : 4 + width + n]),
+                top_logprobs=tuple(row[4 + top_n : 4 + top_n + n]),
                 forced=forced[b],
                 error=errors[b],
             )

@@ -34,7 +34,7 @@ from typing import Any, Optional, Protocol
 
 import torch
 
-from .batch_sampling import Chosen, RowParams, RowTable, choose_batch, compile_measure, measure
+from .batch_sampling import Chosen, RowParams, RowTable, choose_batch
 from .generate import _cache_kwarg
 from . import llama_pass
 from .kv import SlotStore, aligned, decode_mask, prefill_mask
@@ -149,7 +149,6 @@ class Engine:
         self._prefill_call = self.lean or self._model_pass
         self._decode_call = self._lean_decode if self.lean is not None else self._model_pass
         self._lean_decode_call = self.lean.decode if self.lean is not None else None
-        self._measure = compile_measure() if compile else measure
         if compile:
             if self.lean is not None:
                 self._lean_decode_call = compile_decode(self.lean.decode)
@@ -404,7 +403,7 @@ class Engine:
         view = self.store.view(0, len(rows), positions, 1, kv_len)
         logits = self._forward(ids, positions[:, None], decode_mask(positions, kv_len, self.dtype), view, decode=True)
         top_n = max(max(s.work.params.top_logprobs for s in rows), 1)
-        chosen = choose_batch(logits, self.table, 0, [s.work.constraint for s in rows], top_n, self._measure)
+        chosen = choose_batch(logits, self.table, 0, [s.work.constraint for s in rows], top_n)
         now = time.perf_counter()
         self.stats.decode_passes += 1
         self.stats.decode_rows += len(rows)
