@@ -7,6 +7,9 @@ import os
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Engines compile their decode pass only where a test asks (Engine(compile=True)); kernels and
+# servers the tests start inherit this (engine/local.py: compile_by_default).
+os.environ.setdefault("NB_COMPLETION_COMPILE", "0")
 
 
 @pytest.fixture(scope="session")

@@ -246,11 +246,12 @@ def test_a_branch_from_text_reuses_the_finished_run(tiny_backend, tiny_model_id)
 
 @pytest.mark.slow
 def test_the_compiled_decode_pass_equals_eager_alone_and_batched(tiny_backend):
-    """One row, then a batch, then one row again: the one-row graph, the many-rows graph, then both
-    with the guards that cannot tell them apart skipped (``llama_pass.compile_decode``)."""
+    """Compiled on its own thread (both graphs: one row, several rows), then used for one row, a
+    batch and one row again, with the guards that cannot tell the graphs apart skipped."""
     ids_list = [tiny_backend.encode(p) for p in PROMPTS]
     eager, compiled = Engine(tiny_backend.model, max_batch=8), Engine(tiny_backend.model, max_batch=8, compile=True)
     try:
+        assert compiled.compiled.wait(300), "the decode pass did not compile"
         expected = [[c.token_id for c in s.tokens] for s in run_engine(eager, tiny_backend, ids_list, 24)]
         alone = [c.token_id for c in run_engine(compiled, tiny_backend, ids_list[:1], 24)[0].tokens]
         batched = [[c.token_id for c in s.tokens] for s in run_engine(compiled, tiny_backend, ids_list, 24)]
@@ -259,6 +260,8 @@ def test_the_compiled_decode_pass_equals_eager_alone_and_batched(tiny_backend):
         eager.close()
         compiled.close()
     assert compiled.stats.max_rows == len(PROMPTS)
+    assert compiled.stats.compiled_passes == compiled.stats.decode_passes > 0
+    assert compiled._lean_decode_call.eager_fallbacks == 0  # every pass ran a compiled graph
     assert batched == expected
     assert alone == again == expected[0]
 
@@ -353,3 +356,44 @@ def test_a_request_whose_admission_fails_gets_the_error_and_the_engine_serves_on
     assert not worker.is_alive() and outcome["error"].status == 500
     after = complete("Hello there", model_id=tiny_model_id, sampling_params={"max_tokens": 3})
     assert {m.metric: m.value for m in after.metrics}["completion_tokens"] == 3
+
+
+def test_an_engine_serves_eagerly_while_its_decode_pass_compiles(tiny_backend, monkeypatch):
+    import nb_completion.engine.scheduler as scheduler
+
+    release, started = threading.Event(), threading.Event()
+
+    def slow_compile(lean, store):  # holds the compile until the eager run is done
+        started.set()
+        assert release.wait(60)
+        return lean.decode
+
+    monkeypatch.setattr(scheduler, "warm_compiled_decode", slow_compile)
+    engine = Engine(tiny_backend.model, max_batch=4, compile=True)
+    try:
+        assert started.wait(30)
+        ids = [tiny_backend.encode(PROMPTS[0])]
+        eager_tokens = [c.token_id for c in run_engine(engine, tiny_backend, ids, 12)[0].tokens]
+        assert not engine.compiled.is_set() and engine.stats.compiled_passes == 0
+        release.set()
+        assert engine.compiled.wait(30)
+        again = [c.token_id for c in run_engine(engine, tiny_backend, ids, 12)[0].tokens]
+        assert engine.stats.compiled_passes > 0 and again == eager_tokens
+    finally:
+        release.set()
+        engine.close()
+
+
+def test_compiling_is_on_by_default_only_where_the_engine_lives_long(monkeypatch):
+    from nb_completion.engine import local
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("NB_COMPLETION_COMPILE")
+    monkeypatch.setattr(local, "_long_lived", threading.Event())
+    assert not local.compile_by_default(cpu)  # a script, a test
+    local._long_lived.set()  # nb-completion serve
+    assert local.compile_by_default(cpu) and not local.compile_by_default(torch.device("cuda"))
+    monkeypatch.setenv("NB_COMPLETION_COMPILE", "0")
+    assert not local.compile_by_default(cpu)
+    monkeypatch.setenv("NB_COMPLETION_COMPILE", "1")
+    assert local.compile_by_default(torch.device("cuda"))

@@ -56,6 +56,17 @@ class SlotStore:
         self.slots, self.max_len, self.dtype, self.device = slots, max_len, dtype, device
         self._finite = [0] * slots  # positions [0, n) of each slot hold finite numbers
 
+    @classmethod
+    def like(cls, other: "SlotStore") -> "SlotStore":
+        """An empty store with ``other``'s shapes, dtype and device."""
+        store = cls.__new__(cls)
+        shape = tuple(other.keys[0].shape)
+        store.keys = [torch.empty(shape, dtype=other.dtype, device=other.device) for _ in other.keys]
+        store.values = [torch.empty(shape, dtype=other.dtype, device=other.device) for _ in other.values]
+        store.slots, store.max_len, store.dtype, store.device = other.slots, other.max_len, other.dtype, other.device
+        store._finite = [0] * other.slots
+        return store
+
     def make_finite(self, first: int, rows: int, kv_len: int) -> None:
         """Zero whatever a pass over ``kv_len`` positions of these slots could read for the first time."""
         for slot in range(first, first + rows):

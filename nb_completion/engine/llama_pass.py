@@ -194,8 +194,14 @@ def compile_decode(decode: Callable) -> Callable:
 
     def call(ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, *store: Any) -> torch.Tensor:
         if len(built) == 2:
-            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-                return compiled(ids, positions, mask, *store)
+            try:
+                with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                    return compiled(ids, positions, mask, *store)
+            except RuntimeError as exc:  # raised before anything ran: a shape no graph covers
+                if "Recompilation" not in str(exc):
+                    raise
+                call.eager_fallbacks += 1  # type: ignore[attr-defined]
+                return decode(ids, positions, mask, *store)  # eager, rather than compiling mid-step
         single = ids.shape[0] == 1
         if not single:
             for tensor in (ids, positions, mask):
@@ -206,4 +212,21 @@ def compile_decode(decode: Callable) -> Callable:
         built.add(single)
         return out
 
+    call.eager_fallbacks = 0  # type: ignore[attr-defined]
     return call
+
+
+def warm_compiled_decode(lean: LlamaPass, store: Any) -> Callable:
+    """``compile_decode(lean.decode)`` with both its graphs built, on a scratch store shaped like
+    ``store`` (pages never written cost no memory), so the engine can switch to it between steps."""
+    from .kv import ALIGN, SlotStore, decode_mask
+
+    decode = compile_decode(lean.decode)
+    scratch = SlotStore.like(store)  # made outside inference mode, like the engine's store
+    for rows in (1, 2):
+        scratch.make_finite(0, rows, ALIGN)
+        with torch.inference_mode():  # as the engine thread runs its passes
+            positions = torch.full((rows,), ALIGN - 1, dtype=torch.long, device=store.device)
+            ids = torch.zeros((rows, 1), dtype=torch.long, device=store.device)
+            decode(ids, positions[:, None], decode_mask(positions, ALIGN, store.dtype), scratch.keys, scratch.values)
+    return decode

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -49,6 +50,33 @@ class _Plan:
     started: float
 
 
+_long_lived = threading.Event()
+
+
+def serving_long() -> None:
+    """Called by ``nb-completion serve``: engines started from now on live long enough for the
+    compiled decode pass to pay off (see ``compile_by_default``)."""
+    _long_lived.set()
+
+
+def compile_by_default(device: torch.device) -> bool:
+    """Whether an engine compiles its decode pass (in the background, docs/engine.md).
+
+    ``NB_COMPLETION_COMPILE=1`` or ``0`` decides. Unset: yes on the CPU where the engine lives long,
+    ``nb-completion serve`` or a Jupyter kernel; no in scripts and tests, which would end before the
+    first compile (minutes, then seconds from inductor's on-disk cache) pays off. CUDA: no (the
+    compiled pass is not measured there)."""
+    value = os.environ.get("NB_COMPLETION_COMPILE")
+    if value is not None:
+        return value == "1"
+    return device.type == "cpu" and (_long_lived.is_set() or _in_jupyter_kernel())
+
+
+def _in_jupyter_kernel() -> bool:
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return shell is not None and "ipykernel" in sys.modules and hasattr(shell, "kernel")
+
+
 class LocalBackend:
     """One loaded model and tokenizer; generates one request at a time."""
 
@@ -68,10 +96,10 @@ class LocalBackend:
             loaded=True,
         )
         self.device = next(model.parameters()).device
-        # Engine(...) keywords, read when it starts: NB_COMPLETION_COMPILE=1 compiles the decode pass,
-        # NB_COMPLETION_LEAN=0 runs the model's own forward instead of the lean pass (the reference)
+        # Engine(...) keywords, read when it starts: see compile_by_default; NB_COMPLETION_LEAN=0 runs
+        # the model's own forward instead of the lean pass (the reference)
         self.engine_options: dict[str, Any] = {
-            "compile": os.environ.get("NB_COMPLETION_COMPILE") == "1",
+            "compile": compile_by_default(self.device),
             "lean": os.environ.get("NB_COMPLETION_LEAN", "1") != "0",
         }
         self._engine: Optional[Engine] = None

@@ -38,7 +38,7 @@ from .batch_sampling import Chosen, RowParams, RowTable, choose_batch
 from .generate import _cache_kwarg
 from . import llama_pass
 from .kv import SlotStore, aligned, decode_mask, prefill_mask
-from .llama_pass import LlamaPass, compile_decode
+from .llama_pass import LlamaPass, warm_compiled_decode
 
 log = logging.getLogger("nb_completion.engine")
 
@@ -98,6 +98,7 @@ class Stats:
     prefill_passes: int = 0
     prefill_tokens: int = 0
     reused_tokens: int = 0
+    compiled_passes: int = 0  # decode passes made by the compiled pass
 
 
 def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
@@ -143,17 +144,20 @@ class Engine:
         self.max_batch, self.parked_slots, self.chunk = max_batch, parked, chunk
         self.store = SlotStore(model, max_batch + parked, max_len or context, self.device, dtype)
         # The lean pass (llama_pass.py) for Llama-architecture models, else the model's own forward,
-        # which stays the reference (``lean=False``). torch.compile of the decode pass is opt-in: its
-        # first passes compile for minutes on a small CPU (docs/engine.md).
+        # which stays the reference (``lean=False``). With ``compile`` the lean decode pass is
+        # compiled on a thread of its own while the eager one serves; the engine switches to it once
+        # it is built (``compiled`` is set). Without the lean pass, the model's forward is compiled
+        # in place (its first passes wait for it). See docs/engine.md.
         self.lean = LlamaPass(model, self.store.max_len) if lean and llama_pass.supports(model) else None
         self._prefill_call = self.lean or self._model_pass
         self._decode_call = self._lean_decode if self.lean is not None else self._model_pass
         self._lean_decode_call = self.lean.decode if self.lean is not None else None
-        if compile:
-            if self.lean is not None:
-                self._lean_decode_call = compile_decode(self.lean.decode)
-            else:
-                self._decode_call = torch.compile(self._model_pass, dynamic=True)
+        self.compiled = threading.Event()
+        if compile and self.lean is None:
+            self._decode_call = torch.compile(self._model_pass, dynamic=True)
+            self.compiled.set()
+        elif compile:
+            threading.Thread(target=self._compile_lean_decode, name="nb-completion-compile", daemon=True).start()
         self.table = RowTable(max_batch + parked, int(model.config.vocab_size), self.device)
         self.cache_name = _cache_kwarg(model)
         self.dtype = dtype
@@ -358,6 +362,16 @@ class Engine:
         """Logits ``[rows, vocab]`` of each row's last position."""
         return (self._decode_call if decode else self._prefill_call)(ids, positions, mask, view)
 
+    def _compile_lean_decode(self) -> None:
+        try:
+            self._lean_decode_call = warm_compiled_decode(self.lean, self.store)
+        except Exception as exc:  # the eager pass goes on serving
+            log.warning("compiling the decode pass failed (%s); staying eager", exc)
+            log.debug("compile failure", exc_info=True)
+            return
+        log.info("the compiled decode pass is in use")
+        self.compiled.set()
+
     def _lean_decode(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any) -> torch.Tensor:
         return self._lean_decode_call(ids, positions, mask, self.store.keys, self.store.values)
 
@@ -402,6 +416,8 @@ class Engine:
         kv_len = aligned(max(s.cached for s in rows) + 1, self.store.max_len)
         view = self.store.view(0, len(rows), positions, 1, kv_len)
         logits = self._forward(ids, positions[:, None], decode_mask(positions, kv_len, self.dtype), view, decode=True)
+        if self.compiled.is_set():
+            self.stats.compiled_passes += 1
         top_n = max(max(s.work.params.top_logprobs for s in rows), 1)
         chosen = choose_batch(logits, self.table, 0, [s.work.constraint for s in rows], top_n)
         now = time.perf_counter()

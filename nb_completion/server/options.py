@@ -202,9 +202,11 @@ def _log_to_stderr(level: str) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C; start-up failures are one line on stderr (status 1 or 2)."""
+    from ..engine.local import serving_long
     from .connections import raise_open_file_limit
     from .handle import serve
 
+    serving_long()  # the engine compiles its decode pass in the background (engine/local.py)
     _log_to_stderr(args.log_level)
     raise_open_file_limit()
     try:
