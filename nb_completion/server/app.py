@@ -33,7 +33,7 @@ from ..api.types import CompletionRequest
 from ..api.validation import parse_request
 from ..engine import registry
 from ..engine.records import Delta, Finished, ModelInfo
-from ..service import Prepared, to_chunks, to_response
+from ..service import Prepared, load_backend, to_chunks, to_response
 from . import sse
 from .body import BodyReader
 from .guard import HostPolicy, middleware
@@ -62,9 +62,9 @@ class ServerState:
     def prepare(self, request: CompletionRequest) -> tuple[CompletionRequest, Prepared | None]:
         """The model id and the tokenizer's checks, with ``max_tokens`` resolved against the cap,
         and what they computed for the engine (in a worker thread: tokenizing and compiling a
-        grammar take time)."""
+        grammar take time). The default model loads here on its first request."""
         self.check_model(request.model_id)
-        return precheck(request, registry.get(request.model_id), self.max_tokens_cap)
+        return precheck(request, load_backend(request.model_id), self.max_tokens_cap)
 
     def model_ids(self) -> list[str]:
         return list(self.models) if self.models is not None else registry.registered_ids()
