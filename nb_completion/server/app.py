@@ -124,20 +124,26 @@ async def _sse_body(
     tail: bytes = b"",
     where: str = "",
 ) -> AsyncIterator[bytes]:
+    """The stream's SSE bytes: whatever items are waiting go out as one write."""
     try:
         while True:
-            item = await job.next()
-            if item is END:
-                break
-            if isinstance(item, CompletionError):
-                if item.status >= 500:
-                    log_server_error(item, where)
-                yield on_error(item)
-                return
-            for data in encode(item):
-                yield data
-        if tail:
-            yield tail
+            out: list[bytes] = []
+            for item in [await job.next(), *job.ready()]:
+                if item is END:
+                    if tail:
+                        out.append(tail)
+                    if out:
+                        yield b"".join(out)
+                    return
+                if isinstance(item, CompletionError):
+                    if item.status >= 500:
+                        log_server_error(item, where)
+                    out.append(on_error(item))
+                    yield b"".join(out)
+                    return
+                out.extend(encode(item))
+            if out:
+                yield b"".join(out)
     finally:
         job.cancel.set()  # a dropped client lands here at once (the response task is cancelled)
 
