@@ -14,7 +14,10 @@ average, and says where the CPU went during each burst:
 * **engine alone** (``--engine``): the same requests opened in this process on the same model,
   read from one thread, no HTTP: what the batch gives without any server.
 
-    python bench/http_streams.py [--repeats 3] [--streams 16] [--tokens 64] [--client threads|async] [--engine]
+``--tiny`` serves the tiny random Llama instead (``serve --tiny``): its steps take well under a
+millisecond, so the burst's rate is what the HTTP side can carry, not what the model computes.
+
+    python bench/http_streams.py [--repeats 3] [--streams 16] [--tokens 64] [--client threads|async] [--engine] [--tiny]
 """
 
 from __future__ import annotations
@@ -35,19 +38,40 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import PROMPT, free_port, stream_once  # noqa: E402  (the very request bench/engine.py sends)
+from engine import PROMPT, free_port  # noqa: E402  (the very request bench/engine.py sends)
 
 from nb_completion.engine.registry import DEFAULT_MODEL_ID  # noqa: E402
+from nb_completion.engine.tiny import TINY_MODEL_ID  # noqa: E402
+
+MODEL = {"id": DEFAULT_MODEL_ID}
 
 
 def body(index: int, tokens: int) -> dict:
     return {
-        "model_id": DEFAULT_MODEL_ID,
+        "model_id": MODEL["id"],
         "content": f"{PROMPT} ({index})",
         "stream": True,
         "sampling_params": {"max_tokens": tokens, "strategy": {"type": "top_p", "temperature": 0.8}},
         "logprobs": {"top_k": 5},
     }
+
+
+def stream_once(url: str, index: int, tokens: int) -> tuple[int, int, float]:
+    """One stream, read line by line (as ``bench/engine.py``'s client does)."""
+    start = time.perf_counter()
+    with (
+        httpx.Client(timeout=600) as client,
+        client.stream("POST", url + "/v1/inference/completion", json=body(index, tokens)) as response,
+    ):
+        if response.status_code != 200:
+            return response.status_code, 0, time.perf_counter() - start
+        count = 0
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                for metric in json.loads(line[6:]).get("metrics") or []:
+                    if metric["metric"] == "completion_tokens":
+                        count = int(metric["value"])
+    return 200, count, time.perf_counter() - start
 
 
 def burst_threads(url: str, streams: int, tokens: int) -> list[tuple[int, int, float]]:
@@ -93,11 +117,14 @@ def load() -> str:
     return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus"
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(tiny: bool) -> tuple[subprocess.Popen, str]:
     port = free_port()
     exe = Path(sys.executable).with_name("nb-completion")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "nb_completion.cli"]
-    server = subprocess.Popen([*command, "serve", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    extra = ["--tiny"] if tiny else []
+    server = subprocess.Popen(
+        [*command, "serve", "--port", str(port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -115,14 +142,20 @@ def engine_alone(streams: int, tokens: int, repeats: int) -> None:
     from nb_completion.engine.loading import ensure_loaded
     from nb_completion.service import build_request
 
-    backend = ensure_loaded()
+    if MODEL["id"] == TINY_MODEL_ID:
+        from nb_completion.engine.tiny import register_tiny_model
+
+        register_tiny_model()
+    backend = ensure_loaded(MODEL["id"])
 
     def run(count: int, n: int) -> float:
         start = time.perf_counter()
         opened = []
         for i in range(count):
             b = body(i + 1, n)
-            request = build_request(b["content"], model_id=DEFAULT_MODEL_ID, sampling_params=b["sampling_params"], logprobs=5, stream=True)
+            request = build_request(
+                b["content"], model_id=MODEL["id"], sampling_params=b["sampling_params"], logprobs=5, stream=True
+            )
             opened.append(backend.open(request))
         total = sum(len(event.tokens) for events in opened for event in events if hasattr(event, "tokens"))
         return total / (time.perf_counter() - start)
@@ -143,9 +176,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--client", choices=("threads", "async"), default="threads")
     parser.add_argument("--engine", action="store_true", help="also measure the engine alone in this process")
+    parser.add_argument("--tiny", action="store_true", help="serve the tiny random model (the HTTP side's own ceiling)")
     args = parser.parse_args()
+    if args.tiny:
+        MODEL["id"] = TINY_MODEL_ID
     burst = burst_threads if args.client == "threads" else burst_async
-    server, url = start_server()
+    server, url = start_server(args.tiny)
     me, proc = psutil.Process(), psutil.Process(server.pid)
     ratios, server_us, client_s = [], [], []
     try:
