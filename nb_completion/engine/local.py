@@ -267,6 +267,7 @@ class _Shaper:
             logprob=chosen.logprob,
             rank=chosen.rank,
             top=tuple((backend.piece(i), lp) for i, lp in zip(chosen.top_ids, chosen.top_logprobs)),
+            top_ids=tuple(chosen.top_ids),
             entropy=chosen.entropy,
             forced=chosen.forced,
             elapsed=now - self.plan.started,
