@@ -108,6 +108,24 @@ def test_a_courier_whose_loop_is_closed_cancels_the_jobs_it_cannot_reach():
     assert Sink.cancel.is_set()
 
 
+def test_items_sent_after_the_loop_closed_under_a_pending_drain_cancel_their_jobs():
+    loop = asyncio.new_event_loop()
+    courier = Courier(loop)
+
+    class First:
+        _items = None
+        cancel = threading.Event()
+
+    class Second:
+        _items = None
+        cancel = threading.Event()
+
+    courier.send(First, 1)  # a drain is asked for, and never runs: the loop closes first
+    loop.close()
+    courier.send(Second, 2)
+    assert Second.cancel.is_set()
+
+
 def test_a_pushed_stream_holds_no_thread_and_keeps_its_order(pushing):
     backend, handle = pushing
     backend.early = [Delta("A", (record(0, "A"),))]  # made before open() returned: still after OPENED

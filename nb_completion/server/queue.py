@@ -64,6 +64,9 @@ class Courier:
         self.sent = 0
 
     def send(self, job: "Job", item: Any) -> None:
+        if self._loop.is_closed():  # the server is gone: nobody will read this
+            job.cancel.set()
+            return
         with self._lock:
             self._pending.append((job, item))
             self.sent += 1
