@@ -123,7 +123,7 @@ def start_server(tiny: bool) -> tuple[subprocess.Popen, str]:
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "nb_completion.cli"]
     extra = ["--tiny"] if tiny else []
     # `serve --tiny` loads no model through the thread policy: without this, torch's idle OpenMP
-    # workers spin on the second core and the tiny model runs ten times slower than it can
+    # workers spin on the second core and the tiny model runs several times slower than it can
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if tiny else None
     server = subprocess.Popen(
         [*command, "serve", "--port", str(port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
