@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .api.errors import CompletionError, EngineFailure, as_completion_error
 from .api.types import (
@@ -119,6 +119,38 @@ def open_events(
     except Exception as exc:  # a backend bug must not look like a crash of the caller
         raise as_completion_error(exc, "before generating") from exc
     return _named_errors(events)
+
+
+def open_pushed(
+    request: CompletionRequest,
+    deliver: Callable[[Event | CompletionError], None],
+    *,
+    seed: int | None = None,
+    cancel: threading.Event | None = None,
+    prepared: Prepared | None = None,
+) -> Any | None:
+    """Like ``open_events``, but the backend hands each event to ``deliver`` on its own thread as
+    it is made (the server's queue: no reader thread per stream); what ends the stream early
+    arrives as a ``CompletionError`` (its ``__cause__`` the engine's exception). Returns a handle
+    whose ``close()`` cancels (keep it until the stream ends: dropping it cancels too), or None
+    when the backend cannot push (then read ``open_events`` instead)."""
+    backend = load_backend(request.model_id)
+    if not getattr(backend, "pushes_events", False):
+        return None
+    extras: dict[str, Any] = prepared.for_backend(backend) if prepared is not None else {}
+
+    def named(item: Any) -> None:
+        if isinstance(item, BaseException):
+            error = as_completion_error(item)
+            if error is not item:
+                error.__cause__ = item
+            item = error
+        deliver(item)
+
+    try:
+        return backend.open(request, seed=seed, cancel=cancel, deliver=named, **extras)
+    except Exception as exc:
+        raise as_completion_error(exc, "before generating") from exc
 
 
 def _named_errors(events: Iterator[Event]) -> Iterator[Event]:

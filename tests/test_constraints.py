@@ -365,3 +365,27 @@ def test_arbitrary_formats_compile_or_are_a_400_never_a_crash(tok, fmt):
     else:  # a grammar that compiles can always take a first step
         if not c.is_finished():
             assert c.mask(torch.zeros(VOCAB)) >= 1
+
+
+def test_a_fork_continues_from_the_same_state_and_then_advances_alone(tok):
+    c = compile_constraint(
+        schema_fmt({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}), tok, VOCAB
+    )
+    feed(c, tok, '{"a":1')
+    before = c.mask(torch.zeros(VOCAB)), c.allowed_ids()
+    twin = c.fork()
+    assert twin is not c
+    assert (twin.mask(torch.zeros(VOCAB)), twin.allowed_ids()) == before  # the same state
+    feed(twin, tok, "}")  # the fork closes the object ...
+    assert twin.is_finished() and twin.steps == c.steps + 1
+    assert not c.is_finished()  # ... the original has not moved
+    assert (c.mask(torch.zeros(VOCAB)), c.allowed_ids()) == before
+    feed(c, tok, "23}")  # and goes its own way
+    assert c.is_finished()
+
+
+def test_a_fork_of_a_fresh_constraint_leaves_it_at_its_start(tok):
+    c = compile_constraint(grammar_fmt("regex", "(ab|ba){3,8}"), tok, VOCAB)
+    start = c.mask(torch.zeros(VOCAB)), c.allowed_ids()
+    walk(c.fork(), seed=1)
+    assert (c.mask(torch.zeros(VOCAB)), c.allowed_ids()) == start and c.steps == 0

@@ -90,3 +90,23 @@ def test_seeded_sampling_is_reproducible_and_follows_the_distribution():
     assert 150 < draws.count(0) < 200
     again = [sampling.choose(logits, sampling.make_generator(s)) for s in range(200)]
     assert draws == again
+
+
+def test_the_batched_gumbel_draw_follows_the_distribution_and_never_picks_a_masked_token():
+    """``choose_batch``'s draw (Gumbel-max with ``E = -log(1 - U)``): 20,000 seeded draws of
+    [0.5, 0.3, 0.15, 0.05, 0] land within 1.5 points of each probability; the zero never comes."""
+    from nb_completion.engine.batch_sampling import RowParams, RowTable, choose_batch
+
+    probs = [0.5, 0.3, 0.15, 0.05, 0.0]
+    rows, steps = 50, 400
+    table = RowTable(rows, len(probs), torch.device("cpu"))
+    for r in range(rows):
+        table.set(r, RowParams(greedy=False, generator=sampling.make_generator(r)), [])
+    logits = logits_of(probs).repeat(rows, 1)
+    counts = [0] * len(probs)
+    for _ in range(steps):
+        for chosen in choose_batch(logits, table, 0, [None] * rows, 1):
+            counts[chosen.token_id] += 1
+    shares = [c / (rows * steps) for c in counts]
+    assert counts[4] == 0
+    assert all(abs(share - p) < 0.015 for share, p in zip(shares, probs)), shares

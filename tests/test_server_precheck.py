@@ -132,3 +132,28 @@ def test_what_was_prepared_goes_only_to_the_backend_it_was_computed_with(tiny_ba
 
     assert prepared.for_backend(Replacement()) == {}
     assert Prepared(tiny_backend).for_backend(tiny_backend) == {}  # nothing computed, nothing passed
+
+
+def test_the_default_model_loads_on_its_first_request(monkeypatch):
+    """``nb-completion serve`` without ``--model``: the default model is listed but not loaded;
+    its first request loads it (the precheck needs its tokenizer) instead of answering 404."""
+    from nb_completion.engine import loading
+
+    monkeypatch.delitem(registry._backends, registry.DEFAULT_MODEL_ID, raising=False)
+    loads = []
+
+    def load_model(model_id=None, **kwargs):
+        loads.append(model_id)
+        return register_tiny_model(registry.DEFAULT_MODEL_ID)
+
+    monkeypatch.setattr(loading, "load_model", load_model)
+    handle = serve(port=0)
+    try:
+        with httpx.Client(base_url=handle.url, timeout=60) as client:
+            body = {"model_id": registry.DEFAULT_MODEL_ID, "content": PROMPT, "sampling_params": {"max_tokens": 3}}
+            response = client.post(COMPLETION, json=body)
+    finally:
+        handle.stop()
+        registry.unregister(registry.DEFAULT_MODEL_ID)
+    assert response.status_code == 200, response.text
+    assert loads == [registry.DEFAULT_MODEL_ID]

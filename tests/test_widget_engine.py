@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -47,6 +48,48 @@ def test_tiny_model_branch_continues_from_the_alternative(tiny_model_id):
     assert w.text.startswith(first[0]["text"] + alt)
     assert w.text == first[0]["text"] + alt + w.result.content
     assert w.content == "def add(a, b):"
+
+
+def test_tiny_model_branch_forks_at_the_exact_token_ids(tiny_backend, tiny_model_id, monkeypatch):
+    """A branch hands the engine its path's token ids (prompt + kept tokens + the alternative's
+    id), not its text to re-tokenize; the engine reuses the whole cached prefix and its first new
+    token comes from the decode pass alone: nothing is prefilled."""
+    w = CompletionWidget("def add(a, b):", model_id=tiny_model_id, max_tokens=8, logprobs_top_k=4)
+    w.generate(wait=True, timeout=60)
+    first = w.records
+    assert len(first) >= 3, w.text
+    alt = next(text for text, _ in first[1].top if text != first[1].text and not PARTIAL_BYTES.search(text))
+    w.show_distribution(1)  # the distribution at the alternative's position names its id
+    shown = w.distribution
+    alt_id = next(i for i, text in zip(shown["ids"], shown["texts"]) if text == alt)
+    engine = tiny_backend.engine
+    opened, at_first_token = [], []
+    real_open = tiny_backend.open
+
+    def spy(request, **kwargs):
+        opened.append(kwargs.get("ids"))
+        events = real_open(request, **kwargs)
+        if len(opened) > 1:
+            return events
+
+        def watched():
+            before = dataclasses.replace(engine.stats)
+            for event in events:
+                if not at_first_token:
+                    at_first_token.append((before, dataclasses.replace(engine.stats)))
+                yield event
+
+        return watched()
+
+    monkeypatch.setattr(tiny_backend, "open", spy)
+    w.continue_from(1, alt, wait=True)
+    assert w.status == "done", w.error
+    expected = tiny_backend.encode(w.prompt_echo) + [first[0].token_id, alt_id]
+    assert opened[0] == expected
+    assert w.records[1].token_id == alt_id and w.records[1].text == alt
+    before, after = at_first_token[0]
+    assert after.prefill_tokens - before.prefill_tokens == 0  # only the alternative is fed, by the decode pass
+    assert after.reused_tokens - before.reused_tokens == len(expected) - 1
 
 
 def test_tiny_model_errors_show_in_the_panel(tiny_model_id):

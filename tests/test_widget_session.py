@@ -3,6 +3,7 @@ engine; hand-made token records."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from nb_completion.api.errors import BadRequest
 from nb_completion.engine.records import TokenRecord
 from nb_completion.widget import _protocol as protocol
 from nb_completion.widget._session import Session, Tree
+from nb_completion.widget._tokens import branch_ids
 
 
 def rec(index: int, text: str) -> TokenRecord:
@@ -90,3 +92,26 @@ def test_the_view_messages_are_the_ones_protocol_js_sends():
     js = (Path(__file__).resolve().parent.parent / "js" / "src" / "protocol.js").read_text()
     sent = set(re.findall(r'=> \(\{ type: "(\w+)"', js))
     assert sent == set(protocol.VIEW_MESSAGES)
+
+
+def test_a_branch_carries_the_alternatives_token_id_when_the_record_knows_it():
+    s = Session()
+    s.begin([], points=set(), constrained=False)
+    s.add([dataclasses.replace(rec(i, w), top_ids=(100 + i, 7, 8)) for i, w in enumerate(WORDS)])
+    prefix, _, _ = s.branch_from(2, " bird")
+    assert [r.token_id for r in prefix] == [100, 101, 8] and prefix[-1].piece == " bird"
+
+
+class EncodingBackend:
+    opens_prepared = True
+
+    def encode(self, text: str) -> list[int]:
+        return [1, len(text)]
+
+
+def test_branch_ids_are_the_prompt_ids_then_the_kept_and_chosen_ids_or_none():
+    kept = [rec(0, " the"), dataclasses.replace(rec(1, " dog"), token_id=7)]
+    assert branch_ids(EncodingBackend(), "Once", kept) == [1, 4, 100, 7]
+    unknown = kept[:1] + [dataclasses.replace(kept[1], token_id=-1)]  # a remote model's alternative
+    assert branch_ids(EncodingBackend(), "Once", unknown) is None
+    assert branch_ids(object(), "Once", kept) is None  # a backend that takes no ids

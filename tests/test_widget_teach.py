@@ -115,7 +115,7 @@ def test_step_and_distribution_after_a_branch_from_a_tooltip_alternative(tiny_mo
     w = CompletionWidget(PROMPT, model_id=tiny_model_id, max_tokens=4)
     w.generate(wait=True, timeout=60)
     alt = next(t for t, _ in w.tokens[1]["top"][1:] if "‹" not in t)  # a whole-character alternative
-    w.continue_from(1, alt, wait=True)  # the alternative's record has no token id
+    w.continue_from(1, alt, wait=True)  # a branch from a tooltip alternative
     before, n = w.text, len(w.tokens)
     w.step()
     assert w.text.startswith(before) and len(w.tokens) == n + 1

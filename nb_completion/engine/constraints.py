@@ -17,6 +17,7 @@ so it is cached per tokenizer object.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -204,6 +205,19 @@ class Constraint:
         return self._only_eos
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def fork(self) -> "Constraint":
+        """An independent constraint in this one's state: llguidance's ``deep_copy`` clones the
+        matcher's parser state (nothing is compiled again); from here each advances alone. For a
+        trial step that must leave the original untouched (the server's precheck) and for a
+        sequence forked mid-generation."""
+        twin = copy.copy(self)
+        twin._matcher = self._matcher.deep_copy()
+        twin._words = self._words.copy()
+        twin._allowed = None if self._allowed is None else self._allowed.copy()
+        twin._blocked = self._blocked.copy()
+        twin.seconds = 0.0
+        return twin
 
     def can_start(self) -> bool:
         """Some token (or the end token) is allowed now: False for a grammar whose language is empty."""

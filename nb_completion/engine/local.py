@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -82,6 +82,7 @@ class LocalBackend:
 
     continues_generators = True  # open(generator=...) continues a sampling generator's state
     opens_prepared = True  # open(ids=..., constraint=...) takes what the server's precheck computed
+    pushes_events = True  # open(deliver=...) hands the events to a callback on the engine thread
 
     def __init__(self, model: Any, tokenizer: Any, model_id: str, *, source: str = "", dtype: str = "", device: str = ""):
         self.model = model
@@ -219,6 +220,7 @@ class LocalBackend:
         generator: Optional[torch.Generator] = None,
         observe: Any = None,
         constraint: Any = None,
+        deliver: Optional[Callable[[object], None]] = None,
     ) -> "EventStream":
         """Stream ``request``. The teaching views' hooks (``stepping.py``): ``ids`` continues
         these exact token ids instead of the content's re-tokenized text; ``generator`` continues
@@ -226,13 +228,19 @@ class LocalBackend:
         draws what one longer run would); ``observe`` sees each step (``RowParams.observe``).
         The server's precheck hands over what it computed (``service.Prepared``): ``ids``, the
         prompt's tokens, and ``constraint``, the request's ``response_format`` compiled by
-        ``compile_constraint`` with this tokenizer and not yet stepped."""
+        ``compile_constraint`` with this tokenizer and not yet stepped.
+
+        ``deliver`` (the server's queue): each item is handed to ``deliver(item)`` on the engine
+        thread as it is made (``Delta``s, then the ``Finished`` or the exception that ends the
+        stream) instead of being queued for iteration, so no reader thread waits per stream; the
+        returned stream is then only a handle whose ``close()`` cancels. ``deliver`` must be quick
+        and must not raise."""
         plan = self._plan(request, seed, ids, constraint)
         if generator is not None and not plan.params.greedy:
             plan.params.generator = generator
         plan.params.observe = observe
         cancel = cancel if cancel is not None else threading.Event()
-        shaper = _Shaper(self, plan)
+        shaper = _Shaper(self, plan, deliver)
         work = Work(
             ids=plan.ids,
             params=plan.params,
@@ -244,7 +252,7 @@ class LocalBackend:
         )
         engine = self.engine
         engine.submit(work)  # a failure here is wrapped once, by service.open_events
-        return EventStream(shaper.inbox, cancel, engine)
+        return EventStream(shaper.inbox, cancel, engine, pushed=deliver is not None)
 
     def close(self) -> None:
         """End the engine thread (streams still open end with an error); ``open`` starts a new one."""
@@ -264,9 +272,10 @@ class LocalBackend:
 class _Shaper:
     """The engine's side of one stream (runs on the engine thread): token -> record -> Delta."""
 
-    def __init__(self, backend: LocalBackend, plan: _Plan):
+    def __init__(self, backend: LocalBackend, plan: _Plan, deliver: Optional[Callable[[object], None]] = None):
         self.backend, self.plan = backend, plan
         self.inbox: "queue.SimpleQueue[object]" = queue.SimpleQueue()
+        self.put = deliver if deliver is not None else self.inbox.put
         self.detok = StreamingDetokenizer(backend.tokenizer, plan.ids)
         self.stops = StopStringFilter(plan.stops)
         self.index = 0
@@ -286,6 +295,7 @@ class _Shaper:
             logprob=chosen.logprob,
             rank=chosen.rank,
             top=tuple((backend.piece(i), lp) for i, lp in zip(chosen.top_ids, chosen.top_logprobs)),
+            top_ids=tuple(chosen.top_ids),
             entropy=chosen.entropy,
             forced=chosen.forced,
             elapsed=now - self.plan.started,
@@ -294,7 +304,7 @@ class _Shaper:
         self.index += 1
         delta = self.stops.push(record)
         if delta.text or delta.tokens:
-            self.inbox.put(delta)
+            self.put(delta)
         return self.stops.stopped
 
     def on_end(self, reason: str, stop_token_id: Optional[int], steps: int) -> None:
@@ -303,10 +313,10 @@ class _Shaper:
             # U+FFFD), so the output is always exactly the join of its tokens' texts.
             delta = self.stops.flush()
             if delta.text or delta.tokens:
-                self.inbox.put(delta)
+                self.put(delta)
         first, last = self.first, self.last
         rate = (steps - 1) / (last - first) if first is not None and last is not None and steps > 1 and last > first else None
-        self.inbox.put(
+        self.put(
             Finished(
                 stop_reason=self.backend.finish_reason(reason, stop_token_id),
                 prompt_tokens=len(self.plan.ids),
@@ -319,7 +329,7 @@ class _Shaper:
         )
 
     def on_error(self, exc: BaseException) -> None:
-        self.inbox.put(exc)  # raised to the reader as it is; service.open_events names it for the user
+        self.put(exc)  # raised to the reader as it is; service.open_events names it for the user
 
 
 class EventStream(Iterator[Event]):
@@ -331,8 +341,9 @@ class EventStream(Iterator[Event]):
     stream) cancels the sequence and frees its place in the batch.
     """
 
-    def __init__(self, inbox: "queue.SimpleQueue[object]", cancel: threading.Event, engine: Engine):
+    def __init__(self, inbox: "queue.SimpleQueue[object]", cancel: threading.Event, engine: Engine, pushed: bool = False):
         self._inbox, self._cancel, self._engine = inbox, cancel, engine
+        self._pushed = pushed  # opened with ``deliver``: the events go there, not here
         self._delivered = 0
         self._done = False
 
@@ -340,6 +351,8 @@ class EventStream(Iterator[Event]):
         return self
 
     def __next__(self) -> Event:
+        if self._pushed:
+            raise TypeError("this stream's events are delivered to its `deliver` callback; it only closes")
         if self._done:
             raise StopIteration
         cancelled = self._cancel.is_set()

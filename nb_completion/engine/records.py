@@ -25,6 +25,7 @@ class TokenRecord:
     forced: bool = False  # the grammar allowed only this token
     elapsed: float = 0.0  # seconds since the request started
     piece: str = ""  # the token's own text, decoded alone (may differ from `text` at byte seams)
+    top_ids: tuple[int, ...] = ()  # the token ids of `top`, in its order (a local model's; empty if unknown)
 
     @property
     def probability(self) -> float:

@@ -33,7 +33,7 @@ from ..api.types import CompletionRequest
 from ..api.validation import parse_request
 from ..engine import registry
 from ..engine.records import Delta, Finished, ModelInfo
-from ..service import Prepared, to_chunks, to_response
+from ..service import Prepared, load_backend, to_chunks, to_response
 from . import sse
 from .body import BodyReader
 from .guard import HostPolicy, middleware
@@ -62,9 +62,9 @@ class ServerState:
     def prepare(self, request: CompletionRequest) -> tuple[CompletionRequest, Prepared | None]:
         """The model id and the tokenizer's checks, with ``max_tokens`` resolved against the cap,
         and what they computed for the engine (in a worker thread: tokenizing and compiling a
-        grammar take time)."""
+        grammar take time). The default model loads here on its first request."""
         self.check_model(request.model_id)
-        return precheck(request, registry.get(request.model_id), self.max_tokens_cap)
+        return precheck(request, load_backend(request.model_id), self.max_tokens_cap)
 
     def model_ids(self) -> list[str]:
         return list(self.models) if self.models is not None else registry.registered_ids()
@@ -124,20 +124,26 @@ async def _sse_body(
     tail: bytes = b"",
     where: str = "",
 ) -> AsyncIterator[bytes]:
+    """The stream's SSE bytes: whatever items are waiting go out as one write."""
     try:
         while True:
-            item = await job.next()
-            if item is END:
-                break
-            if isinstance(item, CompletionError):
-                if item.status >= 500:
-                    log_server_error(item, where)
-                yield on_error(item)
-                return
-            for data in encode(item):
-                yield data
-        if tail:
-            yield tail
+            out: list[bytes] = []
+            for item in [await job.next(), *job.ready()]:
+                if item is END:
+                    if tail:
+                        out.append(tail)
+                    if out:
+                        yield b"".join(out)
+                    return
+                if isinstance(item, CompletionError):
+                    if item.status >= 500:
+                        log_server_error(item, where)
+                    out.append(on_error(item))
+                    yield b"".join(out)
+                    return
+                out.extend(encode(item))
+            if out:
+                yield b"".join(out)
     finally:
         job.cancel.set()  # a dropped client lands here at once (the response task is cancelled)
 

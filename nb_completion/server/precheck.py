@@ -49,7 +49,7 @@ def _max_tokens(requested: int, cap: int, room: int | None, model_id: str, promp
 
 
 def _compile_grammar(request: CompletionRequest, backend: Any) -> Any:
-    """The response format compiled with the backend's compiler, after one step through a copy
+    """The response format compiled with the backend's compiler, after one step through a fork
     of it, since some grammars compile and fail at their first token (``a{1000000}``: the lexer
     gives up on the expression's size). The compiled constraint itself is left at its start."""
     import torch
@@ -59,7 +59,7 @@ def _compile_grammar(request: CompletionRequest, backend: Any) -> Any:
     fmt = request.response_format
     field = "response_format.json_schema" if fmt.type == "json_schema" else f"response_format.bnf.{grammar_key(fmt)}"
     constraint = compile_constraint(request.response_format, backend.tokenizer, backend.vocab_size)
-    trial = _copy_at_start(constraint, backend)
+    trial = constraint.fork()
     logits = torch.zeros(trial.vocab_size)
     try:
         trial.mask(logits)
@@ -72,16 +72,6 @@ def _compile_grammar(request: CompletionRequest, backend: Any) -> Any:
         message = str(exc).split("\n", 1)[0]
         raise BadRequest(field, f"the grammar cannot be used ({message})") from None
     return constraint
-
-
-def _copy_at_start(constraint: Any, backend: Any) -> Any:
-    """A second ``Constraint`` over a copy of ``constraint``'s llguidance matcher (``deep_copy``
-    clones the parser state: nothing is compiled again). It reaches into the constraint's
-    matcher because ``engine/constraints.py`` has no copy of its own yet (a ``Constraint.fork()``
-    there would replace this, and forking a constrained sequence needs one too)."""
-    from ..engine.constraints import Constraint, llg_tokenizer
-
-    return Constraint(constraint._matcher.deep_copy(), llg_tokenizer(backend.tokenizer), constraint.vocab_size)
 
 
 def precheck(request: CompletionRequest, backend: Any, max_tokens_cap: int) -> tuple[CompletionRequest, Prepared | None]:

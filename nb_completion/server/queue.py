@@ -1,9 +1,14 @@
 """Admission control in front of the engine: a bounded number of running plus waiting requests.
 
 Generation is blocking work, so it never runs on the event loop. Each admitted request is a
-``Job``; a job that may run gets a thread that opens its event stream (eager validation happens
-there, so a 4xx arrives before the first event) and hands every item to the job's asyncio queue
-with ``call_soon_threadsafe``. The HTTP side awaits ``job.next()``.
+``Job``; a job that may run gets a thread that opens its event stream (loading the model if
+needed; eager validation happens there, so a 4xx arrives before the first event). A backend that
+pushes its events (a local model: ``service.open_pushed``) then hands each one to the job from the
+engine thread and the opening thread ends, so a running stream holds no thread of its own; any
+other backend's stream is read by that thread to its end. Either way items reach the event loop
+through the loop's ``Courier``, which wakes the loop once for every item sent since its last
+wake-up (one engine step's tokens for all its streams) instead of once per token per stream. The
+HTTP side awaits ``job.next()`` (or takes what is already there with ``job.ready()``).
 
 How many jobs of one model run at once is the backend's ``concurrency`` (a local model: the
 engine's batch, 16 by default, all stepped in one forward pass per step; a backend without the
@@ -22,10 +27,12 @@ import logging
 import math
 import threading
 import time
+import weakref
 from typing import Any
 
 from ..api.errors import CompletionError, as_completion_error
 from ..api.types import CompletionRequest
+from ..engine.records import Finished
 
 log = logging.getLogger("nb_completion.server")
 
@@ -44,23 +51,79 @@ class QueueFull(CompletionError):
         )
 
 
+class Courier:
+    """Hands items from other threads to one event loop, many per wake-up: ``send`` queues the
+    item and asks the loop for a drain only when none is on its way, so the items an engine step
+    makes for all its streams ride one ``call_soon_threadsafe``. ``wakeups`` and ``sent`` count."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Job, Any]] = []
+        self.wakeups = 0
+        self.sent = 0
+
+    def send(self, job: "Job", item: Any) -> None:
+        if self._loop.is_closed():  # the server is gone: nobody will read this
+            job.cancel.set()
+            return
+        with self._lock:
+            self._pending.append((job, item))
+            self.sent += 1
+            if len(self._pending) > 1:
+                return  # the drain already asked for will take this one too
+            self.wakeups += 1
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the server's loop is closed: nobody is listening any more
+            with self._lock:
+                dropped, self._pending = self._pending, []
+            for stranded, _ in dropped:
+                stranded.cancel.set()
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._pending = self._pending, []
+        for job, item in items:
+            job._items.put_nowait(item)
+
+
+_couriers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Courier]" = weakref.WeakKeyDictionary()
+_couriers_lock = threading.Lock()
+
+
+def courier_for(loop: asyncio.AbstractEventLoop) -> Courier:
+    """The one courier of ``loop`` (every job on a loop shares its wake-ups)."""
+    with _couriers_lock:
+        courier = _couriers.get(loop)
+        if courier is None:
+            courier = _couriers[loop] = Courier(loop)
+        return courier
+
+
 class Job:
     def __init__(self, request: Any, seed: int | None, loop: asyncio.AbstractEventLoop, prepared: Any = None):
         self.request = request
         self.seed = seed
         self.prepared = prepared  # the precheck's token ids and compiled constraint (service.Prepared)
         self.cancel = threading.Event()
-        self._loop = loop
+        self.stream: Any = None  # a pushed stream's handle, kept until it ends (dropping it cancels)
+        self._courier = courier_for(loop)
         self._items: asyncio.Queue = asyncio.Queue()
 
     def push(self, item: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._items.put_nowait, item)
-        except RuntimeError:  # the server's loop is closed: nobody is listening any more
-            self.cancel.set()
+        """Hand ``item`` to the HTTP side (from any thread)."""
+        self._courier.send(self, item)
 
     async def next(self) -> Any:
         return await self._items.get()
+
+    def ready(self) -> list[Any]:
+        """The items already here, without waiting (on the loop): what one write can carry."""
+        items = []
+        while not self._items.empty():
+            items.append(self._items.get_nowait())
+        return items
 
 
 def _concurrency(model_id: str) -> int:
@@ -165,38 +228,74 @@ class EngineQueue:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    # ---- one thread per running job --------------------------------------------------------
+    # ---- running a job -------------------------------------------------------------------------
 
     def _run(self, job: Job) -> None:
+        """The job's thread: open it; read it to its end unless the backend pushes its events."""
         start = time.perf_counter()
+        pushed = False
         try:
-            self._serve(job)
+            pushed = self._serve(job, start)
         finally:
-            elapsed = time.perf_counter() - start
+            if not pushed:
+                self._finish(job, start)
             with self._lock:
-                running = self._running.get(self._model(job), [])
-                if job in running:
-                    running.remove(job)
-                self._served += 1
-                if not job.cancel.is_set():
-                    self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * elapsed
                 self._threads.discard(threading.current_thread())
-                if not self._stopped:
-                    self._dispatch()
-            job.push(END)
 
-    def _serve(self, job: Job) -> None:
+    def _finish(self, job: Job, start: float) -> None:
+        """The job ended (on its thread, or on the engine thread for a pushed stream): free its
+        place, start the next waiting job, and send ``END``."""
+        elapsed = time.perf_counter() - start
+        with self._lock:
+            running = self._running.get(self._model(job), [])
+            if job in running:
+                running.remove(job)
+            self._served += 1
+            if not job.cancel.is_set():
+                self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * elapsed
+            if not self._stopped:
+                self._dispatch()
+        job.stream = None
+        job.push(END)
+
+    def _serve(self, job: Job, start: float) -> bool:
+        """Open the job; True when its events are pushed (``_finish`` then runs at their end)."""
         if job.cancel.is_set():  # the client left while waiting
-            return
-        from ..service import open_events
+            return False
+        from ..service import open_events, open_pushed
+
+        gate = threading.Lock()
+        early: list[Any] | None = []  # what the engine delivers before OPENED is sent
+
+        def take(item: Any) -> None:
+            job.push(item)
+            if isinstance(item, (Finished, CompletionError)):
+                if isinstance(item, CompletionError) and item.__cause__ is not None:
+                    log.error("engine failed while generating", exc_info=item.__cause__)
+                self._finish(job, start)
+
+        def deliver(item: Any) -> None:  # on the engine thread
+            with gate:
+                if early is not None:
+                    early.append(item)
+                    return
+            take(item)
 
         try:
+            job.stream = open_pushed(job.request, deliver, seed=job.seed, cancel=job.cancel, prepared=job.prepared)
+            if job.stream is not None:
+                with gate:  # OPENED first, then anything the engine made meanwhile, in order
+                    job.push(OPENED)
+                    for item in early:
+                        take(item)
+                    early = None
+                return True
             events = open_events(job.request, seed=job.seed, cancel=job.cancel, prepared=job.prepared)
         except Exception as exc:
             if not isinstance(exc, CompletionError):
                 log.exception("engine failed to open a request")
             job.push(as_completion_error(exc, "before generating"))
-            return
+            return False
         job.push(OPENED)
         try:
             for event in events:
@@ -212,3 +311,4 @@ class EngineQueue:
                     close()
                 except Exception:  # pragma: no cover - closing must not mask the result
                     log.exception("closing an event stream failed")
+        return False

@@ -133,7 +133,7 @@ class TeachingMixin:
 
     def _ids_before(self, backend: Any, path: Path, i: int) -> list[int]:
         """The token ids before the path's token ``i``, as the engine saw them: a branch from a
-        tooltip alternative (token id -1) ran on the re-tokenized text up to it."""
+        tooltip alternative whose id is unknown (token id -1) ran on the re-tokenized text up to it."""
         if path.prompt_ids is None:
             path.prompt_ids = backend.encode(path.prompt)
         records = path.records[:i]

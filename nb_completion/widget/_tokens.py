@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from ..engine.records import TokenRecord
 from ..engine.token_text import PARTIAL_BYTES
@@ -39,15 +39,29 @@ def reindex(records: Sequence[TokenRecord], offset: int) -> list[TokenRecord]:
 
 
 def branch_record(parent: TokenRecord, text: str) -> TokenRecord:
-    """The alternative ``text`` picked at ``parent``'s step, measured by ``parent``'s distribution."""
+    """The alternative ``text`` picked at ``parent``'s step, measured by ``parent``'s distribution;
+    its token id when the parent knows its alternatives' ids (a local model), else -1 (the branch
+    then runs on the re-tokenized text)."""
     if PARTIAL_BYTES.search(text or ""):
         raise ValueError(f"{text!r} is part of a multi-byte character; a text prompt cannot end in part of a character")
     for rank, (alt, logprob) in enumerate(parent.top, 1):
         if alt == text:
-            return dataclasses.replace(parent, token_id=-1, text=text, logprob=logprob, rank=rank, forced=False)
+            token_id = parent.top_ids[rank - 1] if len(parent.top_ids) >= rank else -1
+            return dataclasses.replace(parent, token_id=token_id, text=text, piece=text, logprob=logprob, rank=rank, forced=False)
     if text == parent.text:
         return parent
     raise ValueError(f"{text!r} is not among the alternatives of token #{parent.index}")
+
+
+def branch_ids(backend: Any, prompt: str, prefix: Sequence[TokenRecord]) -> Optional[list[int]]:
+    """The exact token ids a branch continues: the prompt's, as the engine encoded it, then the
+    kept tokens' and the chosen alternative's ids, so no re-tokenization of the text can move the
+    fork point (the engine reuses the cached prefix and feeds only the new token). None when an id
+    is unknown (a remote model's records) or the backend does not take ids: then the branch runs
+    on the text."""
+    if not getattr(backend, "opens_prepared", False) or any(r.token_id < 0 for r in prefix):
+        return None
+    return list(backend.encode(prompt)) + [r.token_id for r in prefix]
 
 
 def live_metrics(records: Sequence[TokenRecord]) -> dict[str, Any]:

@@ -43,12 +43,14 @@ from ._controls import (
     schema_text,
 )
 from ..runner import Drained, Runner
+from ..service import Prepared
 from ..notebook.render_svg import heatmap_svg
 from ..notebook.render_teach_svg import stack_svg
 from . import _protocol as protocol
 from ._session import Session
 from ._static import static_copy_bundle, static_html
 from ._teach import TeachingMixin
+from ._tokens import branch_ids
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 _NOT_BUILT = (
@@ -298,7 +300,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
             self.result = None
             cancel = threading.Event()
             self._runner = Runner(
-                lambda: self._open_run(run, request, values["seed"], generator, chat, cancel),
+                lambda: self._open_run(run, request, values["seed"], generator, chat, cancel, (prompt, prefix)),
                 cancel,
                 on_batch=lambda records: self._on_batch(run, records),
                 on_done=lambda outcome: self._on_done(run, request, outcome),
@@ -317,18 +319,22 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         self._runner.start()
         return True
 
-    def _open_run(
-        self, run: int, request: CompletionRequest, seed: int | None, generator: Any, chat: bool, cancel: threading.Event
-    ):
+    def _open_run(self, run: int, request: CompletionRequest, seed: Any, generator: Any, chat: bool, cancel: Any, kept: Any):
         """The run's event stream (on the runner's thread): the model loads first if it must
-        (status "loading"); with ``chat`` the prompt is wrapped in its template and echoed."""
-        from ..service import apply_chat, open_events
+        (status "loading"); with ``chat`` the prompt is wrapped in its template and echoed. A
+        branch (``kept``: its prompt and kept tokens) on a local model runs on its exact token ids."""
+        from ..service import apply_chat, load_backend, open_events
 
         loading = lambda message: self._set_status(run, "loading")  # noqa: E731 - never a display from this thread
         if chat:
             request = apply_chat(request, loading)
             self._set_prompt(run, request.content)
-        return open_events(request, seed=seed, cancel=cancel, on_progress=loading, generator=generator)
+        prepared = None
+        if kept[1]:
+            backend = load_backend(request.model_id, loading)
+            ids = branch_ids(backend, *kept)
+            prepared = Prepared(backend, ids=ids) if ids is not None else None
+        return open_events(request, seed=seed, cancel=cancel, on_progress=loading, generator=generator, prepared=prepared)
 
     def _run_generator(self, values: dict) -> Any:
         """A local model's sampling generator for a run, kept so that Step continues it."""
