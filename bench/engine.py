@@ -12,13 +12,11 @@ ours, ...) so a noisy neighbour hits all of them alike; medians are printed, wit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from decode import run_hf  # noqa: E402  (bench/decode.py: HF generate with a token clock)
+from http_streams import burst_async, stream_once  # noqa: E402  (one asyncio client for the burst)
 from llama_cpp import bench_tg  # noqa: E402
 
 from nb_completion import compare, load_model  # noqa: E402
@@ -134,30 +133,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stream_once(url: str, index: int, tokens: int) -> tuple[int, int, float]:
-    body = {
-        "model_id": DEFAULT_MODEL_ID,
-        "content": f"{PROMPT} ({index})",
-        "stream": True,
-        "sampling_params": {"max_tokens": tokens, "strategy": {"type": "top_p", "temperature": 0.8}},
-        "logprobs": {"top_k": 5},
-    }
-    start = time.perf_counter()
-    with httpx.Client(timeout=600) as client, client.stream("POST", url + "/v1/inference/completion", json=body) as response:
-        if response.status_code != 200:
-            return response.status_code, 0, time.perf_counter() - start
-        count = 0
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                chunk = json.loads(line[6:])
-                for metric in chunk.get("metrics") or []:
-                    if metric["metric"] == "completion_tokens":
-                        count = int(metric["value"])
-    return 200, count, time.perf_counter() - start
-
-
-def http(streams: int, tokens: int) -> None:
-    print(f"\n== `nb-completion serve`: {streams} concurrent streams of {tokens} tokens vs one ==")
+def http(streams: int, tokens: int, compile: bool) -> None:
+    """``nb-completion serve`` (the CLI, its own process): one stream, then ``streams`` at once from
+    one asyncio client (``bench/http_streams.py``), on the eager engine or once its compiled decode
+    pass is in use (``decode_pass`` in ``GET /v1/models``)."""
+    rung = "compiled decode" if compile else "eager decode"
+    print(f"\n== `nb-completion serve` ({rung}): {streams} concurrent streams of {tokens} tokens vs one ==")
     port = free_port()
     exe = Path(sys.executable).with_name("nb-completion")
     command = (
@@ -165,7 +146,8 @@ def http(streams: int, tokens: int) -> None:
         if exe.exists()
         else [sys.executable, "-m", "nb_completion.cli", "serve", "--port", str(port)]
     )
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "NB_COMPLETION_COMPILE": "1" if compile else "0"}
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 600
@@ -175,21 +157,19 @@ def http(streams: int, tokens: int) -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.3)
-        stream_once(url, -1, 4)  # loads the model
+        stream_once(url, -1, 4)  # loads the model, starts the engine
         rss_loaded = psutil.Process(server.pid).memory_info().rss / 2**20
+        if compile:
+            started = time.monotonic()
+            while decode_pass(url) != "lean, compiled" and time.monotonic() < deadline:
+                time.sleep(1)
+            print(f"compiled decode pass in use after {time.monotonic() - started:.0f} s ({decode_pass(url)})")
         status, count, seconds = stream_once(url, 0, tokens)
         if status != 200 or not count:
             raise SystemExit(f"the server answered {status} with {count} tokens")
         single = count / seconds
-        results: list = [None] * streams
         start = time.perf_counter()
-        workers = [
-            threading.Thread(target=lambda i=i: results.__setitem__(i, stream_once(url, i + 1, tokens))) for i in range(streams)
-        ]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+        results = burst_async(url, streams, tokens)
         wall = time.perf_counter() - start
         statuses = [r[0] for r in results]
         total = sum(r[1] for r in results)
@@ -205,6 +185,11 @@ def http(streams: int, tokens: int) -> None:
         server.wait(30)
 
 
+def decode_pass(url: str) -> str:
+    models = httpx.get(url + "/v1/models", timeout=5).json()["data"]
+    return next(m["metadata"].get("decode_pass", "") for m in models if m["identifier"] == DEFAULT_MODEL_ID)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -218,7 +203,9 @@ def main() -> None:
     single_stream(backend, args.repeats, args.skip_llama, args.compile)
     compare_vs_one(backend)
     if not args.skip_http:
-        http(args.streams, 64)
+        http(args.streams, 64, compile=False)
+        if args.compile:
+            http(args.streams, 64, compile=True)
 
 
 if __name__ == "__main__":

@@ -375,8 +375,10 @@ def test_an_engine_serves_eagerly_while_its_decode_pass_compiles(tiny_backend, m
         ids = [tiny_backend.encode(PROMPTS[0])]
         eager_tokens = [c.token_id for c in run_engine(engine, tiny_backend, ids, 12)[0].tokens]
         assert not engine.compiled.is_set() and engine.stats.compiled_passes == 0
+        assert engine.decode_pass == "lean, compiling"
         release.set()
         assert engine.compiled.wait(30)
+        assert engine.decode_pass == "lean, compiled"
         again = [c.token_id for c in run_engine(engine, tiny_backend, ids, 12)[0].tokens]
         assert engine.stats.compiled_passes > 0 and again == eager_tokens
     finally:

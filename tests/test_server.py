@@ -66,6 +66,8 @@ def test_models_lists_served_models_in_llama_stack_shape(client, tiny_model_id, 
         assert model["type"] == "model" and model["model_type"] == "llm"
     tiny = data[0]
     assert tiny["metadata"]["context_length"] == 256
+    # what its engine's decode passes run (the tests keep compiling off: conftest)
+    assert tiny["metadata"]["decode_pass"] in ("not started", "lean")
 
 
 def test_openapi_completion_operation_is_the_published_one(client):

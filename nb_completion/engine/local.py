@@ -210,6 +210,11 @@ class LocalBackend:
                 self._engine = Engine(self.model, **self.engine_options)
             return self._engine
 
+    def decode_pass(self) -> str:
+        """What the engine's decode passes run: ``Engine.decode_pass``, or "not started"."""
+        engine = self._engine
+        return engine.decode_pass if engine is not None else "not started"
+
     def open(
         self,
         request: CompletionRequest,

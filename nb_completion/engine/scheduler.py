@@ -153,6 +153,7 @@ class Engine:
         self._decode_call = self._lean_decode if self.lean is not None else self._model_pass
         self._lean_decode_call = self.lean.decode if self.lean is not None else None
         self.compiled = threading.Event()
+        self._compiling = bool(compile)
         if compile and self.lean is None:
             self._decode_call = torch.compile(self._model_pass, dynamic=True)
             self.compiled.set()
@@ -362,12 +363,21 @@ class Engine:
         """Logits ``[rows, vocab]`` of each row's last position."""
         return (self._decode_call if decode else self._prefill_call)(ids, positions, mask, view)
 
+    @property
+    def decode_pass(self) -> str:
+        """ "lean" or "model forward", then ", compiling" or ", compiled" where it compiles."""
+        name = "lean" if self.lean is not None else "model forward"
+        if self.compiled.is_set():
+            return f"{name}, compiled"
+        return f"{name}, compiling" if self._compiling else name
+
     def _compile_lean_decode(self) -> None:
         try:
             self._lean_decode_call = warm_compiled_decode(self.lean, self.store)
         except Exception as exc:  # the eager pass goes on serving
             log.warning("compiling the decode pass failed (%s); staying eager", exc)
             log.debug("compile failure", exc_info=True)
+            self._compiling = False
             return
         log.info("the compiled decode pass is in use")
         self.compiled.set()

@@ -250,6 +250,9 @@ def _model_entry(info: Any, max_tokens_cap: int) -> dict:
     if info.context_length:
         metadata.setdefault("context_length", info.context_length)
     metadata["max_tokens_cap"] = max_tokens_cap
+    backend = registry.registered(info.identifier)
+    if hasattr(backend, "decode_pass"):  # a local model: eager, compiling or compiled (docs/engine.md)
+        metadata["decode_pass"] = backend.decode_pass()
     resource_id = info.provider_resource_id or info.identifier
     return {
         "identifier": info.identifier,
