@@ -10,15 +10,17 @@ Two reasons, both measured on the default model (121 int8 matmuls a step):
   the graph as an opaque call, which inductor's C++ wrapper makes without going through Python.
 
 The op is a few lines of C++ built once per machine with ``torch.utils.cpp_extension.load_inline``
-(~25 s; cached under ``~/.cache/torch_extensions``). Where it cannot be built (no C++ compiler, or
-``NB_COMPLETION_INT8_OP=0``) ``available()`` is False and ``rowwise_int8`` calls fbgemm from Python
-and, under compilation, through a Python-registered op: the same numbers, a little slower.
+(~25 s; cached under ``~/.cache/torch_extensions``; ninja comes from PyPI). Where it cannot be
+built (no C++ compiler, or ``NB_COMPLETION_INT8_OP=0``) ``available()`` is False and
+``rowwise_int8`` calls fbgemm from Python and, under compilation, through a Python-registered op:
+the same numbers, a little slower.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from typing import Optional
 
@@ -85,6 +87,7 @@ def _build() -> bool:
     try:
         from torch.utils.cpp_extension import load_inline
 
+        _find_ninja()
         log.info("building the int8 matmul op (once per machine, about half a minute)")
         load_inline(name="nb_completion_int8", cpp_sources=_SOURCE, is_python_module=False, extra_cflags=["-O2"])
         torch.library.register_fake("nb_completion_int8::int8_linear")(_fake)
@@ -96,6 +99,18 @@ def _build() -> bool:
 
 def _fake(rows: torch.Tensor, key: int) -> torch.Tensor:
     return rows.new_empty(rows.shape[0], _out_features[key])
+
+
+def _find_ninja() -> None:
+    """torch builds with ``ninja`` found on PATH; the PyPI wheel (a dependency) puts it in its own
+    folder, which is not on PATH unless the virtual environment is activated."""
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
 def register(packed: torch.ScriptObject, out_features: int) -> int:
