@@ -358,44 +358,56 @@ def test_a_request_whose_admission_fails_gets_the_error_and_the_engine_serves_on
     assert {m.metric: m.value for m in after.metrics}["completion_tokens"] == 3
 
 
-def test_an_engine_serves_eagerly_while_its_decode_pass_compiles(tiny_backend, monkeypatch):
+def test_an_engine_serves_eagerly_while_it_compiles_and_switches_only_when_idle(tiny_backend, monkeypatch):
+    """A sequence runs on one pass from its first token to its last: the compiled pass, built
+    while this one decodes, is used from the next sequence on."""
     import nb_completion.engine.scheduler as scheduler
 
     release, started = threading.Event(), threading.Event()
 
-    def slow_compile(lean, store):  # holds the compile until the eager run is done
+    def slow_compile(lean, store):  # built only once the running sequence has made 3 tokens
         started.set()
         assert release.wait(60)
         return lean.decode
+
+    class ReleaseAtThree(Collect):
+        seen_compiled: list = []
+
+        def on_token(self, chosen, now):
+            if len(self.tokens) == 3:
+                release.set()
+            self.seen_compiled.append(self.engine.compiled.is_set())
+            return super().on_token(chosen, now)
 
     monkeypatch.setattr(scheduler, "warm_compiled_decode", slow_compile)
     engine = Engine(tiny_backend.model, max_batch=4, compile=True)
     try:
         assert started.wait(30)
-        ids = [tiny_backend.encode(PROMPTS[0])]
-        eager_tokens = [c.token_id for c in run_engine(engine, tiny_backend, ids, 12)[0].tokens]
-        assert not engine.compiled.is_set() and engine.stats.compiled_passes == 0
         assert engine.decode_pass == "lean, compiling"
-        release.set()
-        assert engine.compiled.wait(30)
+        sink = ReleaseAtThree()
+        sink.engine = engine
+        ids = tiny_backend.encode(PROMPTS[0])
+        engine.submit(Work(ids=list(ids), params=RowParams(), max_new=30, sink=sink, stop_ids=()))
+        assert sink.end.wait(60)
+        assert release.is_set() and len(sink.tokens) == 30
+        assert not any(sink.seen_compiled) and engine.stats.compiled_passes == 0
+        assert engine.compiled.wait(30)  # switched once the engine was idle
         assert engine.decode_pass == "lean, compiled"
-        again = [c.token_id for c in run_engine(engine, tiny_backend, ids, 12)[0].tokens]
-        assert engine.stats.compiled_passes > 0 and again == eager_tokens
+        again = run_engine(engine, tiny_backend, [ids], 30)[0].tokens
+        assert engine.stats.compiled_passes > 0
+        assert [c.token_id for c in again] == [c.token_id for c in sink.tokens]
     finally:
         release.set()
         engine.close()
 
 
-def test_compiling_is_on_by_default_only_where_the_engine_lives_long(monkeypatch):
+def test_compiling_is_asked_for(monkeypatch):
     from nb_completion.engine import local
+    from nb_completion.server.options import build_parser
 
-    cpu = torch.device("cpu")
     monkeypatch.delenv("NB_COMPLETION_COMPILE")
-    monkeypatch.setattr(local, "_long_lived", threading.Event())
-    assert not local.compile_by_default(cpu)  # a script, a test
-    local._long_lived.set()  # nb-completion serve
-    assert local.compile_by_default(cpu) and not local.compile_by_default(torch.device("cuda"))
-    monkeypatch.setenv("NB_COMPLETION_COMPILE", "0")
-    assert not local.compile_by_default(cpu)
+    assert not local.compile_by_default()  # the default: every run of a prompt on one pass
     monkeypatch.setenv("NB_COMPLETION_COMPILE", "1")
-    assert local.compile_by_default(torch.device("cuda"))
+    assert local.compile_by_default()
+    assert build_parser("serve").parse_args(["--compile"]).compile
+    assert not build_parser("serve").parse_args([]).compile

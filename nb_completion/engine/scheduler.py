@@ -30,7 +30,7 @@ import weakref
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 
@@ -154,11 +154,10 @@ class Engine:
         self._lean_decode_call = self.lean.decode if self.lean is not None else None
         self.compiled = threading.Event()
         self._compiling = bool(compile)
+        self._built_decode: Optional[Callable] = None  # compiled, waiting for the engine to be idle
         if compile and self.lean is None:
             self._decode_call = torch.compile(self._model_pass, dynamic=True)
             self.compiled.set()
-        elif compile:
-            threading.Thread(target=self._compile_lean_decode, name="nb-completion-compile", daemon=True).start()
         self.table = RowTable(max_batch + parked, int(model.config.vocab_size), self.device)
         self.cache_name = _cache_kwarg(model)
         self.dtype = dtype
@@ -174,6 +173,8 @@ class Engine:
         self._closed = False
         self._admitting: Optional[Sequence] = None
         _live_engines.add(self)
+        if compile and self.lean is not None:
+            threading.Thread(target=self._compile_lean_decode, name="nb-completion-compile", daemon=True).start()
 
     # ---- any thread ----------------------------------------------------------------------------
 
@@ -213,12 +214,15 @@ class Engine:
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not self._closed and not self._inbox and not self._busy():
+                    while not self._closed and not self._inbox and not self._busy() and self._built_decode is None:
                         self._cond.wait()
                     if self._closed:
                         break
                     self.waiting.extend(self._inbox)
                     self._inbox.clear()
+                self._switch_when_idle()
+                if not self._busy():
+                    continue
                 try:
                     self.step()
                 except Exception as exc:  # a bug or a failed pass: end everyone, keep serving
@@ -230,6 +234,7 @@ class Engine:
         return bool(self.decoding or self.prefilling or self.waiting)
 
     def step(self) -> None:
+        self._switch_when_idle()
         self.stats.steps += 1
         self._drop_cancelled()
         self._admit()
@@ -373,12 +378,25 @@ class Engine:
 
     def _compile_lean_decode(self) -> None:
         try:
-            self._lean_decode_call = warm_compiled_decode(self.lean, self.store)
+            built = warm_compiled_decode(self.lean, self.store)
         except Exception as exc:  # the eager pass goes on serving
             log.warning("compiling the decode pass failed (%s); staying eager", exc)
             log.debug("compile failure", exc_info=True)
             self._compiling = False
             return
+        with self._cond:
+            self._built_decode = built
+            if self._thread is None:  # nothing has run yet: nothing to wait for
+                self._switch_when_idle()
+            self._cond.notify()
+
+    def _switch_when_idle(self) -> None:
+        """Start using the compiled decode pass once no sequence is decoding: it rounds a few last
+        bits differently from the eager pass (int8 greedy text can part after some tokens), so a
+        sequence runs on one pass from its first token to its last."""
+        if self._built_decode is None or self.decoding or self.prefilling is not None:
+            return
+        self._lean_decode_call, self._built_decode = self._built_decode, None
         log.info("the compiled decode pass is in use")
         self.compiled.set()
 

@@ -84,6 +84,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--dtype", default="auto", choices=DTYPES, help="dtype for the models loaded at start")
     add("--device", default="auto", help="device for the models loaded at start")
     add(
+        "--compile",
+        action="store_true",
+        help="compile the decode pass on a thread of its own and switch to it when idle "
+        "(~1.5x faster on a CPU; NB_COMPLETION_COMPILE=1)",
+    )
+    add(
         "--api-key-file",
         metavar="FILE",
         default=None,
@@ -202,11 +208,11 @@ def _log_to_stderr(level: str) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C; start-up failures are one line on stderr (status 1 or 2)."""
-    from ..engine.local import serving_long
     from .connections import raise_open_file_limit
     from .handle import serve
 
-    serving_long()  # the engine compiles its decode pass in the background (engine/local.py)
+    if args.compile:  # read when each model's backend is made (engine/local.py)
+        os.environ["NB_COMPLETION_COMPILE"] = "1"
     _log_to_stderr(args.log_level)
     raise_open_file_limit()
     try:
