@@ -73,6 +73,11 @@ _state: dict[str, Optional[bool]] = {"built": None}
 _out_features: dict[int, int] = {}  # key -> the layer's output width, for the op's fake (shape) rule
 
 
+def tried() -> bool:
+    """Whether this process has built or loaded the op already (or found it could not)."""
+    return _state["built"] is not None
+
+
 def available() -> bool:
     """Build (once per machine) and load the op; False where that is not possible."""
     with _lock:

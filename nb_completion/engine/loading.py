@@ -326,6 +326,12 @@ def load_model(
             source, options = _resolve_source(model_id, progress)
             progress(f"Loading ({dtype}, {device})")
             model, tokenizer = _load_source(model_id, source, options)
+            if dtype == "int8":
+                from . import int8_op
+
+                if not int8_op.tried():
+                    progress("Preparing the int8 matmul op (built once per machine, about half a minute)")
+                    int8_op.available()
             model = _prepare(model, dtype, device)
             backend = LocalBackend(model, tokenizer, name, source=str(source), dtype=dtype, device=device)
             _warm_up(backend)
