@@ -49,14 +49,24 @@ void drop(int64_t key) {
   table.at(key).reset();
 }
 
-at::Tensor int8_linear(const at::Tensor& rows, int64_t key) {
-  c10::intrusive_ptr<LinearPackedParamsBase> packed;
-  {
-    std::lock_guard<std::mutex> guard(table_lock);
-    packed = table.at(key);
-  }
+c10::intrusive_ptr<LinearPackedParamsBase> lookup(int64_t key) {
+  std::lock_guard<std::mutex> guard(table_lock);
+  auto packed = table.at(key);
   TORCH_CHECK(packed, "int8 layer ", key, " was dropped");
-  return packed->apply_dynamic(rows, /*reduce_range=*/false);
+  return packed;
+}
+
+at::Tensor int8_linear(const at::Tensor& rows, int64_t key) {
+  return lookup(key)->apply_dynamic(rows, /*reduce_range=*/false);
+}
+
+// rowwise_int8.RowwiseInt8Linear's eager arithmetic, op for op (so bit for bit), without a trip
+// through Python between the ops: each row divided by its max-abs, the anchor row appended, the
+// int8 matmul, the anchor's row dropped, each row multiplied back.
+at::Tensor rowwise_linear(const at::Tensor& rows, int64_t key, const at::Tensor& anchor) {
+  auto scale = rows.abs().amax({1}, /*keepdim=*/true).clamp_min(1e-12);
+  auto y = lookup(key)->apply_dynamic(at::cat({rows / scale, anchor}), /*reduce_range=*/false);
+  return y.slice(0, 0, rows.size(0)) * scale;
 }
 }  // namespace
 
@@ -65,6 +75,8 @@ TORCH_LIBRARY(nb_completion_int8, m) {
   m.def("drop", drop);
   m.def("int8_linear(Tensor rows, int key) -> Tensor");
   m.impl("int8_linear", c10::DispatchKey::CPU, TORCH_FN(int8_linear));
+  m.def("rowwise_linear(Tensor rows, int key, Tensor anchor) -> Tensor");
+  m.impl("rowwise_linear", c10::DispatchKey::CPU, TORCH_FN(rowwise_linear));
 }
 """
 
@@ -96,6 +108,7 @@ def _build() -> bool:
         log.info("building the int8 matmul op (once per machine, about half a minute)")
         load_inline(name="nb_completion_int8", cpp_sources=_SOURCE, is_python_module=False, extra_cflags=["-O2"])
         torch.library.register_fake("nb_completion_int8::int8_linear")(_fake)
+        torch.library.register_fake("nb_completion_int8::rowwise_linear")(_fake_rowwise)
     except Exception as exc:  # no compiler, no headers: the Python path does the same work
         log.warning("int8 matmul op not built (%s); calling fbgemm from Python", exc)
         return False
@@ -103,6 +116,10 @@ def _build() -> bool:
 
 
 def _fake(rows: torch.Tensor, key: int) -> torch.Tensor:
+    return rows.new_empty(rows.shape[0], _out_features[key])
+
+
+def _fake_rowwise(rows: torch.Tensor, key: int, anchor: torch.Tensor) -> torch.Tensor:
     return rows.new_empty(rows.shape[0], _out_features[key])
 
 

@@ -97,8 +97,13 @@ class RowwiseInt8Linear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).float()
-        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
-        y = self._int8_matmul(torch.cat([rows / scale, self.anchor]))[:-1] * scale
+        if self._native and not torch.compiler.is_compiling():
+            # the ops below in C++ (int8_op.py), bit for bit, without Python between them; under
+            # compilation they are traced instead, and fused with their neighbours
+            y = torch.ops.nb_completion_int8.rowwise_linear(rows, self._key, self.anchor)
+        else:
+            scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+            y = self._int8_matmul(torch.cat([rows / scale, self.anchor]))[:-1] * scale
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features)
