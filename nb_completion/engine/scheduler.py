@@ -146,8 +146,8 @@ class Engine:
         # The lean pass (llama_pass.py) for Llama-architecture models, else the model's own forward,
         # which stays the reference (``lean=False``). With ``compile`` the lean decode pass is
         # compiled on a thread of its own while the eager one serves; the engine switches to it once
-        # it is built (``compiled`` is set). Without the lean pass, the model's forward is compiled
-        # in place (its first passes wait for it). See docs/engine.md.
+        # it is built and no sequence is decoding (``compiled`` is set). Without the lean pass, the
+        # model's forward is compiled in place (its first passes wait for it). See docs/engine.md.
         self.lean = LlamaPass(model, self.store.max_len) if lean and llama_pass.supports(model) else None
         self._prefill_call = self.lean or self._model_pass
         self._decode_call = self._lean_decode if self.lean is not None else self._model_pass
