@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -123,38 +121,18 @@ def compare_vs_one(backend) -> None:
     print(f"one run {one:.2f} s, compare() of 4 {four:.2f} s: {four / one:.2f}x   ({load()})")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http(streams: int, tokens: int, compile: bool) -> None:
     """``nb-completion serve`` (the CLI, its own process): one stream, then ``streams`` at once from
     one asyncio client (``bench/http_streams.py``), on the eager engine or once its compiled decode
     pass is in use (``decode_pass`` in ``GET /v1/models``)."""
     from http_streams import burst_async, stream_once  # imports this module's PROMPT: not at the top
+    from serve_process import start_server
 
     rung = "compiled decode" if compile else "eager decode"
     print(f"\n== `nb-completion serve` ({rung}): {streams} concurrent streams of {tokens} tokens vs one ==")
-    port = free_port()
-    exe = Path(sys.executable).with_name("nb-completion")
-    command = (
-        [str(exe), "serve", "--port", str(port)]
-        if exe.exists()
-        else [sys.executable, "-m", "nb_completion.cli", "serve", "--port", str(port)]
-    )
-    env = {**os.environ, "NB_COMPLETION_COMPILE": "1" if compile else "0"}
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_server(env={"NB_COMPLETION_COMPILE": "1" if compile else "0"})
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
+        deadline = time.monotonic() + 900
         stream_once(url, -1, 4)  # loads the model, starts the engine
         rss_loaded = psutil.Process(server.pid).memory_info().rss / 2**20
         if compile:

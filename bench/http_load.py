@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,35 +21,11 @@ import time
 import httpx
 import psutil
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serve_process import start_server  # bench/serve_process.py
 
 
-def start_server(model: str | None, tiny: bool) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "nb_completion.server", "--port", str(port), "--queue-size", "2"]
-    if tiny:
-        cmd += ["--tiny"]
-    elif model:
-        cmd += ["--model", model]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stdout.read()}")
-        try:
-            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not start")
+def start_soak_server(model: str | None, tiny: bool) -> tuple[subprocess.Popen, str]:
+    return start_server(["--queue-size", "2", *(["--tiny"] if tiny else ["--model", model] if model else [])])
 
 
 def requests_cycle(model: str, max_tokens: int):
@@ -75,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server child
-    proc, url = start_server(args.model, args.tiny)
+    proc, url = start_soak_server(args.model, args.tiny)
     server = psutil.Process(proc.pid)
     try:
         with httpx.Client(base_url=url, timeout=300) as client:

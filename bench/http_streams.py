@@ -38,7 +38,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import PROMPT, free_port  # noqa: E402  (the very request bench/engine.py sends)
+from engine import PROMPT  # noqa: E402  (the very request bench/engine.py sends)
+from serve_process import start_server  # noqa: E402
 
 from nb_completion.engine.registry import DEFAULT_MODEL_ID  # noqa: E402
 from nb_completion.engine.tiny import TINY_MODEL_ID  # noqa: E402
@@ -117,27 +118,10 @@ def load() -> str:
     return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus"
 
 
-def start_server(tiny: bool) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    exe = Path(sys.executable).with_name("nb-completion")
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "nb_completion.cli"]
-    extra = ["--tiny"] if tiny else []
-    # `serve --tiny` loads no model through the thread policy: without this, torch's idle OpenMP
-    # workers spin on the second core and the tiny model runs several times slower than it can
-    env = {**os.environ, "OMP_NUM_THREADS": "1"} if tiny else None
-    server = subprocess.Popen(
-        [*command, "serve", "--port", str(port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    server.kill()
-    raise SystemExit("the server did not start")
+def start_bench_server(tiny: bool) -> tuple[subprocess.Popen, str]:
+    # `serve --tiny` loads no model through the thread policy: without OMP_NUM_THREADS=1, torch's
+    # idle OpenMP workers spin on the second core and the tiny model runs several times slower
+    return start_server(["--tiny"] if tiny else [], env={"OMP_NUM_THREADS": "1"} if tiny else None)
 
 
 def engine_alone(streams: int, tokens: int, repeats: int) -> None:
@@ -184,7 +168,7 @@ def main() -> None:
     if args.tiny:
         MODEL["id"] = TINY_MODEL_ID
     burst = burst_threads if args.client == "threads" else burst_async
-    server, url = start_server(args.tiny)
+    server, url = start_bench_server(args.tiny)
     me, proc = psutil.Process(), psutil.Process(server.pid)
     ratios, server_us, client_s = [], [], []
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import signal
 import socket
@@ -26,35 +25,13 @@ import time
 
 import httpx
 
+from serve_process import start_server  # bench/serve_process.py
+
 COMPLETION = "/v1/inference/completion"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(tiny: bool) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "nb_completion.server", "--port", str(port), "--queue-size", "1"]
-    if tiny:
-        cmd += ["--tiny"]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("the server exited")
-        try:
-            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not start")
+def start_guarded_server(tiny: bool) -> tuple[subprocess.Popen, str]:
+    return start_server(["--queue-size", "1", *(["--tiny"] if tiny else [])])
 
 
 def busy(url: str) -> bool:
@@ -132,7 +109,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=30)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    proc, url = start_server(args.tiny)
+    proc, url = start_guarded_server(args.tiny)
     try:
         models = httpx.get(url + "/v1/models").json()["data"]
         model = "tiny-llama" if args.tiny else models[0]["identifier"]
