@@ -5,20 +5,27 @@ from __future__ import annotations
 import torch
 
 
-def hf_greedy(backend, prompt: str, n: int, **kwargs) -> tuple[list[int], list[torch.Tensor]]:
-    """HF ``generate()``'s greedy token ids for ``prompt`` (up to and without the end token) and
-    the raw logits of each of those steps; ``kwargs`` go to ``generate`` (repetition_penalty, ...)."""
-    ids = torch.tensor([backend.encode(prompt)])
+def hf_generate(backend, ids: list[int], n: int, **kwargs) -> tuple[list[int], list[torch.Tensor]]:
+    """HF ``generate()`` greedy on token ``ids``: every generated id (an end token included, where
+    generate stops at one) and the raw logits of each step; ``kwargs`` go to ``generate``
+    (repetition_penalty, eos_token_id=None, ...)."""
+    tensor = torch.tensor([ids])
     with torch.inference_mode():
         out = backend.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
+            tensor,
+            attention_mask=torch.ones_like(tensor),
             max_new_tokens=n,
             do_sample=False,
             output_logits=True,
             return_dict_in_generate=True,
-            **kwargs,
+            **{"pad_token_id": 0, **kwargs},
         )
-    generated = out.sequences[0, ids.shape[1] :].tolist()
+    return out.sequences[0, len(ids) :].tolist(), [step[0] for step in out.logits]
+
+
+def hf_greedy(backend, prompt: str, n: int, **kwargs) -> tuple[list[int], list[torch.Tensor]]:
+    """HF ``generate()``'s greedy token ids for ``prompt`` (up to and without the end token) and
+    the raw logits of each of those steps."""
+    generated, logits = hf_generate(backend, backend.encode(prompt), n, **kwargs)
     cut = next((i for i, t in enumerate(generated) if t in backend.stop_token_ids), len(generated))
-    return generated[:cut], [step[0] for step in out.logits[:cut]]
+    return generated[:cut], logits[:cut]

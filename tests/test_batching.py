@@ -17,6 +17,9 @@ from nb_completion.engine.records import Delta, Finished
 from nb_completion.engine.scheduler import Engine, Work
 from nb_completion.service import build_request, open_events
 
+from engine_sink import Collect
+from hf_oracle import hf_generate
+
 PROMPTS = [
     "The capital of",
     "Once upon a time there was a small model that liked",
@@ -27,48 +30,11 @@ PROMPTS = [
 
 
 def hf(backend, ids, n, **kwargs):
-    """HF generate() alone on token ids: (tokens up to an end token, raw logits per step)."""
-    tensor = torch.tensor([ids])
-    with torch.inference_mode():
-        out = backend.model.generate(
-            tensor,
-            attention_mask=torch.ones_like(tensor),
-            max_new_tokens=n,
-            do_sample=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-            pad_token_id=0,
-            eos_token_id=None,
-            **kwargs,
-        )
-    tokens = out.sequences[0, len(ids) :].tolist()
+    """HF generate() alone on token ids: (tokens up to and with an end token, raw logits per step),
+    as the engine's sink sees them (the end token is its last record)."""
+    tokens, logits = hf_generate(backend, ids, n, eos_token_id=None, **kwargs)
     cut = next((i + 1 for i, t in enumerate(tokens) if t in backend.stop_token_ids), len(tokens))
-    return tokens[:cut], [step[0] for step in out.logits[:cut]]
-
-
-class Collect:
-    """A sink that keeps what the engine hands it."""
-
-    def __init__(self):
-        self.tokens: list = []
-        self.end = threading.Event()
-        self.reason = None
-        self.first_token_step = None
-        self.engine = None
-
-    def on_token(self, chosen, now):
-        if self.first_token_step is None:
-            self.first_token_step = self.engine.stats.steps
-        self.tokens.append(chosen)
-        return False
-
-    def on_end(self, reason, stop_token_id, steps):
-        self.reason = reason
-        self.end.set()
-
-    def on_error(self, exc):
-        self.reason = exc
-        self.end.set()
+    return tokens[:cut], logits[:cut]
 
 
 def run_engine(engine, backend, ids_list, n, **params):

@@ -6,26 +6,9 @@ import torch
 from nb_completion.engine.batch_sampling import RowParams
 from nb_completion.engine.scheduler import Engine, Work
 
+from engine_sink import Collect
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-
-
-class Collect:
-    def __init__(self):
-        import threading
-
-        self.tokens, self.end, self.reason = [], threading.Event(), None
-
-    def on_token(self, chosen, now):
-        self.tokens.append(chosen.token_id)
-        return False
-
-    def on_end(self, reason, stop_token_id, steps):
-        self.reason = reason
-        self.end.set()
-
-    def on_error(self, exc):
-        self.reason = exc
-        self.end.set()
 
 
 def test_a_bfloat16_batch_on_cuda_equals_each_row_alone(tiny_backend):
@@ -38,16 +21,18 @@ def test_a_bfloat16_batch_on_cuda_equals_each_row_alone(tiny_backend):
         alone = []
         for ids in prompts:
             sink = Collect()
+            sink.engine = engine
             engine.submit(Work(ids=ids, params=RowParams(), max_new=16, sink=sink))
             assert sink.end.wait(60)
-            alone.append(sink.tokens)
+            alone.append([c.token_id for c in sink.tokens])
         sinks = [Collect() for _ in prompts]
         for ids, sink in zip(prompts, sinks):
+            sink.engine = engine
             engine.submit(Work(ids=ids, params=RowParams(), max_new=16, sink=sink))
         for sink in sinks:
             assert sink.end.wait(60) and sink.reason == "out_of_tokens"
         # bfloat16 is not batch-invariant in general; report rather than demand equality
-        equal = sum(s.tokens == a for s, a in zip(sinks, alone))
+        equal = sum([c.token_id for c in s.tokens] == a for s, a in zip(sinks, alone))
         print(f"cuda bfloat16: {equal} of {len(prompts)} batched rows equal their solo runs")
         assert all(len(s.tokens) == 16 for s in sinks)
     finally:

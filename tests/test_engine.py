@@ -9,20 +9,12 @@ from nb_completion import complete
 from nb_completion.engine.records import Delta, Finished
 from nb_completion.service import build_request, open_events
 
+from hf_oracle import hf_generate
 
-def hf_greedy(backend, prompt, n, **kwargs):
-    ids = torch.tensor([backend.encode(prompt)])
-    out = backend.model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=n,
-        do_sample=False,
-        output_logits=True,
-        return_dict_in_generate=True,
-        pad_token_id=0,
-        **kwargs,
-    )
-    return out.sequences[0, ids.shape[1] :].tolist(), [step[0] for step in out.logits]
+
+def hf_uncut(backend, prompt, n, **kwargs):
+    """HF generate() on the prompt's ids, every generated token kept (``hf_oracle.hf_generate``)."""
+    return hf_generate(backend, backend.encode(prompt), n, **kwargs)
 
 
 def token_ids(model_id, prompt, seed=None, **kw):
@@ -33,7 +25,7 @@ def token_ids(model_id, prompt, seed=None, **kw):
 
 @pytest.mark.parametrize("prompt", ["The capital of", "Once upon a time", "def add(a, b):"])
 def test_greedy_is_token_identical_to_hf_generate(tiny_backend, tiny_model_id, prompt):
-    expected, _ = hf_greedy(tiny_backend, prompt, 24, eos_token_id=None)
+    expected, _ = hf_uncut(tiny_backend, prompt, 24, eos_token_id=None)
     ours, events = token_ids(tiny_model_id, prompt, sampling_params={"max_tokens": 24})
     stop = tiny_backend.stop_token_ids
     expected = expected[: next((i for i, t in enumerate(expected) if t in stop), len(expected))]
@@ -41,7 +33,7 @@ def test_greedy_is_token_identical_to_hf_generate(tiny_backend, tiny_model_id, p
 
 
 def test_repetition_penalty_matches_hf_generate(tiny_backend, tiny_model_id):
-    expected, _ = hf_greedy(tiny_backend, "Café Café Café", 24, repetition_penalty=1.3, eos_token_id=None)
+    expected, _ = hf_uncut(tiny_backend, "Café Café Café", 24, repetition_penalty=1.3, eos_token_id=None)
     ours, _ = token_ids(tiny_model_id, "Café Café Café", sampling_params={"max_tokens": 24, "repetition_penalty": 1.3})
     stop = tiny_backend.stop_token_ids
     expected = expected[: next((i for i, t in enumerate(expected) if t in stop), len(expected))]
@@ -49,7 +41,7 @@ def test_repetition_penalty_matches_hf_generate(tiny_backend, tiny_model_id):
 
 
 def test_logprobs_are_log_softmax_of_raw_logits(tiny_backend, tiny_model_id):
-    expected, logits = hf_greedy(tiny_backend, "The capital of", 12, repetition_penalty=1.5)
+    expected, logits = hf_uncut(tiny_backend, "The capital of", 12, repetition_penalty=1.5)
     request = build_request(
         "The capital of", model_id=tiny_model_id, sampling_params={"max_tokens": 12, "repetition_penalty": 1.5}, logprobs=3
     )
