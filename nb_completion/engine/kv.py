@@ -50,22 +50,20 @@ def model_shape(model: Any) -> tuple[int, int, int]:
 class SlotStore:
     def __init__(self, model: Any, slots: int, max_len: int, device: torch.device, dtype: torch.dtype):
         layers, kv_heads, head_dim = model_shape(model)
-        shape = (slots, kv_heads, max_len, head_dim)
-        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.slots, self.max_len, self.dtype, self.device = slots, max_len, dtype, device
-        self._finite = [0] * slots  # positions [0, n) of each slot hold finite numbers
+        self._allocate(layers, (slots, kv_heads, max_len, head_dim), device, dtype)
 
     @classmethod
     def like(cls, other: "SlotStore") -> "SlotStore":
         """An empty store with ``other``'s shapes, dtype and device."""
         store = cls.__new__(cls)
-        shape = tuple(other.keys[0].shape)
-        store.keys = [torch.empty(shape, dtype=other.dtype, device=other.device) for _ in other.keys]
-        store.values = [torch.empty(shape, dtype=other.dtype, device=other.device) for _ in other.values]
-        store.slots, store.max_len, store.dtype, store.device = other.slots, other.max_len, other.dtype, other.device
-        store._finite = [0] * other.slots
+        store._allocate(len(other.keys), tuple(other.keys[0].shape), other.device, other.dtype)
         return store
+
+    def _allocate(self, layers: int, shape: tuple, device: torch.device, dtype: torch.dtype) -> None:
+        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.slots, self.max_len, self.dtype, self.device = shape[0], shape[2], dtype, device
+        self._finite = [0] * shape[0]  # positions [0, n) of each slot hold finite numbers
 
     def make_finite(self, first: int, rows: int, kv_len: int) -> None:
         """Zero whatever a pass over ``kv_len`` positions of these slots could read for the first time."""

@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from .kv import ALIGN, SlotStore, decode_mask
 from .rowwise_int8 import RowwiseInt8Linear, _Part
 
 
@@ -219,8 +220,6 @@ def compile_decode(decode: Callable) -> Callable:
 def warm_compiled_decode(lean: LlamaPass, store: Any) -> Callable:
     """``compile_decode(lean.decode)`` with both its graphs built, on a scratch store shaped like
     ``store`` (pages never written cost no memory), so the engine can switch to it between steps."""
-    from .kv import ALIGN, SlotStore, decode_mask
-
     decode = compile_decode(lean.decode)
     scratch = SlotStore.like(store)  # made outside inference mode, like the engine's store
     for rows in (1, 2):
