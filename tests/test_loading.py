@@ -34,8 +34,8 @@ def test_complete_loads_a_folder_on_first_use_and_registers_it(save_tiny, capsys
     # stderr is not a terminal here: one whole line per step, each ending in a newline
     lines = err.splitlines(keepends=True)
     assert lines and all(line.endswith("\n") for line in lines) and "\r" not in err
-    assert lines[0] == f"{folder}: Loading (int8, cpu)\n"
-    assert lines[-1].startswith(f"{folder}: loaded (int8, cpu) in ")
+    assert lines[0] == f"{folder}: Loading (float32, cpu)\n"
+    assert lines[-1].startswith(f"{folder}: loaded (float32, cpu) in ")
 
 
 def test_on_progress_receives_the_steps_and_nothing_is_printed(save_tiny, capsys):
@@ -54,9 +54,9 @@ def test_magic_model_path_loads_with_a_plain_text_display_not_a_widget(shell, sa
     outputs = shell.display_pub.outputs
     assert not any(WIDGET_MIME in o["data"] for o in outputs)
     progress = [o for o in outputs if o["data"].get("text/plain", "").startswith(f"{folder}: ")]
-    assert progress[0]["data"] == {"text/plain": f"{folder}: Loading (int8, cpu)"}  # text only
+    assert progress[0]["data"] == {"text/plain": f"{folder}: Loading (float32, cpu)"}  # text only
     assert {o["transient"]["display_id"] for o in progress} == {progress[0]["transient"]["display_id"]}
-    assert progress[-1]["update"] and progress[-1]["data"]["text/plain"].startswith(f"{folder}: loaded (int8, cpu) in ")
+    assert progress[-1]["update"] and progress[-1]["data"]["text/plain"].startswith(f"{folder}: loaded (float32, cpu) in ")
 
 
 def test_widget_loads_a_model_path_on_generate(save_tiny):
@@ -79,9 +79,9 @@ def test_terminal_progress_is_rewritten_in_place_and_cleared():
     stream = Tty()
     progress = LoadProgress("m", stream=stream)
     progress("Converting")
-    progress("Loading (int8, cpu)")
-    progress.done("loaded (int8, cpu)")
-    assert stream.getvalue() == "\r\x1b[Km: Converting\r\x1b[Km: Loading (int8, cpu)\r\x1b[K"
+    progress("Loading (float32, cpu)")
+    progress.done("loaded (float32, cpu)")
+    assert stream.getvalue() == "\r\x1b[Km: Converting\r\x1b[Km: Loading (float32, cpu)\r\x1b[K"
 
 
 # ---- clear errors for what cannot load -----------------------------------------------------------
@@ -261,4 +261,4 @@ def test_a_hub_id_in_the_local_cache_loads_on_first_use(save_tiny, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "out_of_tokens tiny-org/tiny-llama"
-    assert "tiny-org/tiny-llama: loaded (int8, cpu) in" in done.stderr
+    assert "tiny-org/tiny-llama: loaded (float32, cpu) in" in done.stderr

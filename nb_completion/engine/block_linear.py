@@ -24,6 +24,10 @@ from .gguf_blocks import Blocks, read_blocks
 
 log = logging.getLogger("nb_completion.engine")
 
+# Rows from which a pass dequantizes the layer for one float32 GEMM instead of the block op:
+# above any decode batch (16 rows), so decode steps always take the op, row for row the same.
+LONG_PREFILL = 128
+
 
 class BlockLinear(torch.nn.Module):
     """``y = x @ W.T + b`` with ``W`` in quantized blocks (float32 in, float32 out)."""
@@ -49,6 +53,10 @@ class BlockLinear(torch.nn.Module):
             rows = rows.float()
         if self._weight is not None:  # no compiler: the dequantized weights, same numbers to rounding
             y = torch.nn.functional.linear(rows, self._weight)
+        elif rows.shape[0] >= LONG_PREFILL and not torch.compiler.is_compiling():
+            # a long prompt: float32 GEMM on weights dequantized for this call, several times faster
+            # than the block op for this many rows, float32 on the same weights all the same
+            y = torch.nn.functional.linear(rows, self.blocks().dequantize())
         else:
             y = block_kernel.block_linear(rows, self.qs, self.d, self.m, self.kind)
         if self.bias is not None:
