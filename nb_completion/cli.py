@@ -50,7 +50,7 @@ def _add_complete(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the raw CompletionResponse JSON")
     p.add_argument("--no-stream", action="store_true", help="print the text once it is complete")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "gguf", "float32", "bfloat16", "float16", "int8"])
     p.add_argument("--device", default="auto")
 
 
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--if-needed", action="store_true", help="only when a GGUF's conversion is not cached yet (checks without loading)"
     )
-    load.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"])
+    load.add_argument("--dtype", default="auto", choices=["auto", "gguf", "float32", "bfloat16", "float16", "int8"])
     load.add_argument("--device", default="auto")
     _add_serve(sub)
     return parser

@@ -41,6 +41,7 @@ _SOURCE = r"""
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <cmath>
 #include <vector>
 #if defined(__AVX2__) && defined(__FMA__)
@@ -80,67 +81,90 @@ inline float lanes(__m256 s) {
   return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
 }
 
-// sum_j q_j x_j over one block, eight lanes: the block's integers times float32 x.
+// The 32 weights of one block as four float32 vectors of its integers (q for Q4, signed bytes for Q8).
 template <int KIND>
-inline __m256 block_dot(const uint8_t* q, const float* x) {
-  __m256 w0, w1, w2, w3;
+inline void expand(const uint8_t* q, __m256 w[4]) {
   if (KIND == 0) {
     const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
     const __m128i mask = _mm_set1_epi8(0x0F);
     const __m128i lo = _mm_and_si128(bytes, mask);
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-    w0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-    w1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(lo, lo)));
-    w2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-    w3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(hi, hi)));
+    w[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+    w[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(lo, lo)));
+    w[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+    w[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(hi, hi)));
   } else {
-    w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q))));
-    w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8))));
-    w2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 16))));
-    w3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 24))));
-  }
-  const __m256 t = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), _mm256_mul_ps(w0, _mm256_loadu_ps(x)));
-  return _mm256_add_ps(t, _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + 24), _mm256_mul_ps(w2, _mm256_loadu_ps(x + 16))));
-}
-
-// y[r, n] for one weight row and one row of x: the same instructions for every row, one order
-// (block b goes to sum b % 4).
-template <int KIND>
-float dot_of(const uint8_t* q, int64_t qbytes, const float* d, const float* m, const float* x, const float* xsum,
-             int64_t nb) {
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  int64_t b = 0;
-  for (; b + 4 <= nb; b += 4) {
     for (int j = 0; j < 4; ++j)
-      acc[j] = _mm256_fmadd_ps(block_dot<KIND>(q + (b + j) * qbytes, x + (b + j) * BLOCK), _mm256_set1_ps(d[b + j]), acc[j]);
+      w[j] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * j))));
   }
-  for (int j = 0; b < nb; ++b, ++j)
-    acc[j] = _mm256_fmadd_ps(block_dot<KIND>(q + b * qbytes, x + b * BLOCK), _mm256_set1_ps(d[b]), acc[j]);
-  const float y = lanes(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
-  return m ? y + minimum_term(m, xsum, nb) : y;
 }
 
-inline float dot(int kind, const uint8_t* q, int64_t qbytes, const float* d, const float* m, const float* x,
-                 const float* xsum, int64_t nb) {
-  return kind == 0 ? dot_of<0>(q, qbytes, d, m, x, xsum, nb) : dot_of<1>(q, qbytes, d, m, x, xsum, nb);
+// sum_j q_j x_j over one block, eight lanes, in one order.
+inline __m256 block_dot(const __m256 w[4], const float* x) {
+  const __m256 t = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(x + 8), _mm256_mul_ps(w[0], _mm256_loadu_ps(x)));
+  return _mm256_add_ps(t, _mm256_fmadd_ps(w[3], _mm256_loadu_ps(x + 24), _mm256_mul_ps(w[2], _mm256_loadu_ps(x + 16))));
+}
+
+// y[r, n] for rows [r0, r1) of x and one weight row. Block b goes to sum b % 4 of its row; each
+// row gets the same operations on the same values whatever the other rows: a block's weights
+// are expanded once and used for every row.
+template <int KIND>
+void dot_rows(const uint8_t* q, int64_t qbytes, const float* d, const float* m, const float* x, int64_t K,
+              const float* xsum, int64_t nb, int64_t r0, int64_t r1, float* y, int64_t N, int64_t n, __m256* acc) {
+  const int64_t rows = r1 - r0;
+  for (int64_t i = 0; i < rows * 4; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256 w[4];
+    expand<KIND>(q + b * qbytes, w);
+    const __m256 db = _mm256_set1_ps(d[b]);
+    const int j = static_cast<int>(b % 4);
+    for (int64_t r = 0; r < rows; ++r) {
+      acc[r * 4 + j] = _mm256_fmadd_ps(block_dot(w, x + (r0 + r) * K + b * BLOCK), db, acc[r * 4 + j]);
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const __m256* a = acc + r * 4;
+    const float v = lanes(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+    y[(r0 + r) * N + n] = m ? v + minimum_term(m, xsum + (r0 + r) * nb, nb) : v;
+  }
+}
+
+constexpr int64_t ROW_TILE = 16;
+
+void tile(int kind, const uint8_t* qs, int64_t qbytes, const float* d, const float* m, const float* x, int64_t K,
+          const float* xsum, int64_t nb, int64_t M, float* y, int64_t N, int64_t n0, int64_t n1) {
+  __m256 acc[ROW_TILE * 4];
+  for (int64_t r0 = 0; r0 < M; r0 += ROW_TILE) {
+    const int64_t r1 = std::min(M, r0 + ROW_TILE);
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* mn = m ? m + n * nb : nullptr;
+      if (kind == 0) dot_rows<0>(qs + n * nb * qbytes, qbytes, d + n * nb, mn, x, K, xsum, nb, r0, r1, y, N, n, acc);
+      else dot_rows<1>(qs + n * nb * qbytes, qbytes, d + n * nb, mn, x, K, xsum, nb, r0, r1, y, N, n, acc);
+    }
+  }
 }
 #else
-float dot(int kind, const uint8_t* q, int64_t qbytes, const float* d, const float* m, const float* x,
-          const float* xsum, int64_t nb) {
-  float acc[2] = {0.f, 0.f};
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* qb = q + b * qbytes;
-    const float* xb = x + b * BLOCK;
-    float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (int j = 0; j < BLOCK; ++j) {
-      const int w = kind == 0 ? (j < 16 ? (qb[j] & 0x0F) : (qb[j - 16] >> 4)) : static_cast<int8_t>(qb[j]);
-      part[j % 8] = std::fma(static_cast<float>(w), xb[j], part[j % 8]);
+void tile(int kind, const uint8_t* qs, int64_t qbytes, const float* d, const float* m, const float* x, int64_t K,
+          const float* xsum, int64_t nb, int64_t M, float* y, int64_t N, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* q = qs + n * nb * qbytes;
+    for (int64_t r = 0; r < M; ++r) {
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* qb = q + b * qbytes;
+        const float* xb = x + r * K + b * BLOCK;
+        float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        for (int j = 0; j < BLOCK; ++j) {
+          const int w = kind == 0 ? (j < 16 ? (qb[j] & 0x0F) : (qb[j - 16] >> 4)) : static_cast<int8_t>(qb[j]);
+          part[j % 8] = std::fma(static_cast<float>(w), xb[j], part[j % 8]);
+        }
+        const float t = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+        acc[b % 4] = std::fma(t, d[n * nb + b], acc[b % 4]);
+      }
+      const float v = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+      y[r * N + n] = m ? v + minimum_term(m + n * nb, xsum + r * nb, nb) : v;
     }
-    const float t = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-    acc[b & 1] = std::fma(t, d[b], acc[b & 1]);
   }
-  const float y = acc[0] + acc[1];
-  return m ? y + minimum_term(m, xsum, nb) : y;
 }
 #endif
 
@@ -163,15 +187,9 @@ at::Tensor block_linear(const at::Tensor& x, const at::Tensor& qs, const at::Ten
   const float* mp = has_m ? m.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   const int k = static_cast<int>(kind);
-  // Every (row, output) pair is one call of dot(): how the work is split changes no sum.
+  // Each (row, output) pair gets the same operations whatever the tiles: the split changes no sum.
   at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) {
-      const uint8_t* qn = qp + n * nb * qbytes;
-      for (int64_t r = 0; r < M; ++r) {
-        yp[r * N + n] = dot(k, qn, qbytes, dp + n * nb, mp ? mp + n * nb : nullptr, xp + r * K,
-                            has_m ? sums.data() + r * nb : nullptr, nb);
-      }
-    }
+    tile(k, qp, qbytes, dp, mp, xp, K, has_m ? sums.data() : nullptr, nb, M, yp, N, n0, n1);
   });
   return y;
 }

@@ -23,7 +23,7 @@ from .remote_option import add_remote_arguments
 from .defaults import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOKENS_CAP
 
 API_KEY_ENV = "NB_COMPLETION_API_KEY"
-DTYPES = ["auto", "float32", "bfloat16", "float16", "int8"]
+DTYPES = ["auto", "gguf", "float32", "bfloat16", "float16", "int8"]
 
 
 class OneLineParser(argparse.ArgumentParser):
