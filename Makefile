@@ -60,6 +60,7 @@ test-fast: setup
 
 bench: model
 	$(PY) bench/engine.py
+	$(PY) bench/fidelity.py
 	$(PY) bench/decode.py
 	$(PY) bench/structured.py
 

@@ -4,7 +4,7 @@ One run, same machine, same threads: HF ``generate`` in float32 (the baseline) a
 we measure, our engine in the same dtypes; prompts of ~20 and ~500 tokens, 128 new tokens, the
 median of ``--repeats`` runs. Prints decode tok/s, time to first token, RSS and the ratios.
 
-    python bench/decode.py [--repeats 3] [--new-tokens 128] [--dtypes float32,bfloat16,int8] [--device auto]
+    python bench/decode.py [--repeats 3] [--new-tokens 128] [--dtypes gguf,float32,bfloat16,int8] [--device auto]
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompt-tokens", default="20,500")
-    parser.add_argument("--dtypes", default="float32,bfloat16,int8")
+    parser.add_argument("--dtypes", default="gguf,float32,bfloat16,int8")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both engines (default: the engine's policy)")
     args = parser.parse_args()

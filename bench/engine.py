@@ -60,12 +60,12 @@ def reference_loop(backend, new_tokens: int) -> float:
 
 
 def rungs(base, compile: bool) -> dict:
-    """The CPU ladder, one backend per rung on the same int8 model: the engine with the model's own
+    """The CPU ladder, one backend per rung on the same model (the default dtype): the engine with the model's own
     forward (the reference), with the lean pass (the default), and with the lean decode compiled."""
     from nb_completion.engine.local import LocalBackend
 
     def variant(name: str, **options) -> LocalBackend:
-        backend = LocalBackend(base.model, base.tokenizer, name, dtype="int8", device="cpu")
+        backend = LocalBackend(base.model, base.tokenizer, name, dtype=base.info.metadata["dtype"], device="cpu")
         backend.engine_options.update(options)
         return backend
 
