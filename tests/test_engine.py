@@ -127,6 +127,13 @@ def test_cancellation_ends_within_one_token(tiny_model_id):
 
 def test_engine_serves_requests_after_a_cancelled_one(tiny_model_id):
     cancel = threading.Event()
+    events = open_events(
+        build_request("Once upon a time", model_id=tiny_model_id, sampling_params={"max_tokens": 200}), cancel=cancel
+    )
+    first = next(events)  # the sequence is in the engine and decoding
+    assert isinstance(first, Delta) and first.tokens
     cancel.set()
-    list(open_events(build_request("x", model_id=tiny_model_id), cancel=cancel))
-    assert complete("Once", model_id=tiny_model_id, sampling_params={"max_tokens": 3}).stop_reason
+    finished = [e for e in events if isinstance(e, Finished)][0]
+    assert finished.cancelled and 1 <= finished.completion_tokens < 200
+    after = complete("Once", model_id=tiny_model_id, sampling_params={"max_tokens": 3})
+    assert after.stop_reason.value == "out_of_tokens" and len(after.content) > 0
