@@ -93,3 +93,26 @@ def test_without_the_op_the_dequantized_weights_give_the_same_numbers(monkeypatc
     slow = BlockLinear(blocks)
     assert slow._weight is not None and torch.equal(slow._weight, weight)
     assert torch.allclose(slow(x), fast, rtol=1e-4, atol=1e-4)
+
+
+def q4_k_blocks(rows: int, cols: int, seed: int = 0):
+    """Random Q4_K super-blocks (gguf has no Q4_K quantizer): random nibbles and 6-bit scales,
+    small float16 ``d`` and ``dmin``."""
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, (rows, cols // 256 * 144), dtype=np.uint8)
+    for start in range(0, raw.shape[1], 144):
+        for offset, value in ((0, 0.01), (2, 0.002)):
+            scales = (rng.random(rows) * value + value / 10).astype(np.float16)
+            raw[:, start + offset : start + offset + 2] = np.frombuffer(scales.tobytes(), np.uint8).reshape(rows, 2)
+    reference = torch.from_numpy(dequantize(raw, GGMLQuantizationType.Q4_K).reshape(rows, cols).copy())
+    return from_raw("Q4_K", raw, rows), reference
+
+
+def test_q4_k_super_blocks_become_32_value_blocks_bit_for_bit():
+    blocks, reference = q4_k_blocks(16, 512)
+    assert blocks.shape == (16, 512) and blocks.format == "Q4_K"
+    assert torch.equal(blocks.dequantize(), reference)
+    x = torch.randn(3, 512)
+    exact = x.double() @ reference.double().T
+    scale = (x.double().abs() @ reference.double().abs().T).max().item()
+    assert (BlockLinear(blocks)(x).double() - exact).abs().max().item() <= 1e-4 * scale
