@@ -85,18 +85,42 @@ inline float lanes(__m256 s) {
 template <int KIND>
 inline void expand(const uint8_t* q, __m256 w[4]) {
   if (KIND == 0) {
+    // A nibble's float32 value has zero low bytes: its top two bytes come from two 16-entry tables
+    // (one in-lane shuffle each), and two unpacks place them. Lanes end up in the order
+    // permute_for_q4 gives x: w[0] = values 0-3 and 16-19, w[1] = 4-7 and 20-23, ...
     const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
     const __m128i mask = _mm_set1_epi8(0x0F);
-    const __m128i lo = _mm_and_si128(bytes, mask);
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-    w[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-    w[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(lo, lo)));
-    w[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-    w[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(hi, hi)));
+    const __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask), _mm_and_si128(bytes, mask));
+    const __m256i top = _mm256_setr_epi8(0, 63, 64, 64, 64, 64, 64, 64, 65, 65, 65, 65, 65, 65, 65, 65,
+                                         0, 63, 64, 64, 64, 64, 64, 64, 65, 65, 65, 65, 65, 65, 65, 65);
+    const __m256i second = _mm256_setr_epi8(0, -128, 0, 64, -128, -96, -64, -32, 0, 16, 32, 48, 64, 80, 96, 112,
+                                            0, -128, 0, 64, -128, -96, -64, -32, 0, 16, 32, 48, 64, 80, 96, 112);
+    const __m256i h = _mm256_shuffle_epi8(top, v), l = _mm256_shuffle_epi8(second, v);
+    const __m256i a = _mm256_unpacklo_epi8(l, h), b = _mm256_unpackhi_epi8(l, h);
+    const __m256i z = _mm256_setzero_si256();
+    w[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(z, a));
+    w[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, a));
+    w[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(z, b));
+    w[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, b));
   } else {
     for (int j = 0; j < 4; ++j)
       w[j] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * j))));
   }
+}
+
+// x with each block's values in the lane order expand<0> gives the weights: 0-3 16-19 4-7 20-23
+// 8-11 24-27 12-15 28-31 (a copy per call; a permutation changes no value).
+std::vector<float> permute_for_q4(const float* x, int64_t M, int64_t K) {
+  std::vector<float> out(static_cast<size_t>(M * K));
+  for (int64_t i = 0; i < M * K; i += BLOCK) {
+    const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+    const __m256 c = _mm256_loadu_ps(x + i + 16), d = _mm256_loadu_ps(x + i + 24);
+    _mm256_storeu_ps(out.data() + i, _mm256_permute2f128_ps(a, c, 0x20));
+    _mm256_storeu_ps(out.data() + i + 8, _mm256_permute2f128_ps(a, c, 0x31));
+    _mm256_storeu_ps(out.data() + i + 16, _mm256_permute2f128_ps(b, d, 0x20));
+    _mm256_storeu_ps(out.data() + i + 24, _mm256_permute2f128_ps(b, d, 0x31));
+  }
+  return out;
 }
 
 // sum_j q_j x_j over one block, eight lanes, in one order.
@@ -129,6 +153,28 @@ void dot_rows(const uint8_t* q, int64_t qbytes, const float* d, const float* m, 
   }
 }
 
+// dot_rows for one row, its sums in registers: the same operations in the same order.
+template <int KIND>
+float dot_one(const uint8_t* q, int64_t qbytes, const float* d, const float* m, const float* x, const float* xsum,
+              int64_t nb) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    for (int j = 0; j < 4; ++j) {
+      __m256 w[4];
+      expand<KIND>(q + (b + j) * qbytes, w);
+      acc[j] = _mm256_fmadd_ps(block_dot(w, x + (b + j) * BLOCK), _mm256_set1_ps(d[b + j]), acc[j]);
+    }
+  }
+  for (int j = 0; b < nb; ++b, ++j) {
+    __m256 w[4];
+    expand<KIND>(q + b * qbytes, w);
+    acc[j] = _mm256_fmadd_ps(block_dot(w, x + b * BLOCK), _mm256_set1_ps(d[b]), acc[j]);
+  }
+  const float v = lanes(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+  return m ? v + minimum_term(m, xsum, nb) : v;
+}
+
 constexpr int64_t ROW_TILE = 16;
 
 void tile(int kind, const uint8_t* qs, int64_t qbytes, const float* d, const float* m, const float* x, int64_t K,
@@ -138,6 +184,13 @@ void tile(int kind, const uint8_t* qs, int64_t qbytes, const float* d, const flo
     const int64_t r1 = std::min(M, r0 + ROW_TILE);
     for (int64_t n = n0; n < n1; ++n) {
       const float* mn = m ? m + n * nb : nullptr;
+      if (r1 - r0 == 1) {
+        const uint8_t* qn = qs + n * nb * qbytes;
+        const float* xs = xsum ? xsum + r0 * nb : nullptr;
+        y[r0 * N + n] = kind == 0 ? dot_one<0>(qn, qbytes, d + n * nb, mn, x + r0 * K, xs, nb)
+                                  : dot_one<1>(qn, qbytes, d + n * nb, mn, x + r0 * K, xs, nb);
+        continue;
+      }
       if (kind == 0) dot_rows<0>(qs + n * nb * qbytes, qbytes, d + n * nb, mn, x, K, xsum, nb, r0, r1, y, N, n, acc);
       else dot_rows<1>(qs + n * nb * qbytes, qbytes, d + n * nb, mn, x, K, xsum, nb, r0, r1, y, N, n, acc);
     }
@@ -182,6 +235,10 @@ at::Tensor block_linear(const at::Tensor& x, const at::Tensor& qs, const at::Ten
   if (M == 0 || N == 0) return y;
   const float* xp = xc.data_ptr<float>();
   const std::vector<float> sums = has_m ? block_sums(xp, M, K) : std::vector<float>();
+#ifdef NBC_AVX2
+  const std::vector<float> permuted = kind == 0 ? permute_for_q4(xp, M, K) : std::vector<float>();
+  if (kind == 0) xp = permuted.data();
+#endif
   const uint8_t* qp = qs.data_ptr<uint8_t>();
   const float* dp = d.data_ptr<float>();
   const float* mp = has_m ? m.data_ptr<float>() : nullptr;
