@@ -11,7 +11,7 @@ import torch
 from gguf import GGMLQuantizationType, dequantize, quantize
 
 from nb_completion.engine import block_kernel
-from nb_completion.engine.block_linear import BlockLinear, fuse
+from nb_completion.engine.block_linear import BlockEmbedding, BlockLinear, fuse
 from nb_completion.engine.gguf_blocks import from_raw
 
 FORMATS = ["Q4_0", "Q4_1", "Q8_0"]
@@ -116,3 +116,12 @@ def test_q4_k_super_blocks_become_32_value_blocks_bit_for_bit():
     exact = x.double() @ reference.double().T
     scale = (x.double().abs() @ reference.double().abs().T).max().item()
     assert (BlockLinear(blocks)(x).double() - exact).abs().max().item() <= 1e-4 * scale
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_embedding_in_blocks_looks_up_the_dequantized_rows(fmt):
+    blocks, table = make_blocks(fmt, 50, 64)
+    ids = torch.tensor([[3, 0, 49], [7, 7, 1]])
+    embedding = BlockEmbedding(blocks)
+    assert torch.equal(embedding(ids), torch.nn.functional.embedding(ids, table))
+    assert torch.equal(embedding.weight, table)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nb_completion import score
-from nb_completion.engine.block_linear import BlockLinear
+from nb_completion.engine.block_linear import BlockEmbedding, BlockLinear
 from nb_completion.engine.records import Delta
 from nb_completion.service import build_request, load_backend, open_events
 from nb_completion.stepping import distribution_at, step
@@ -35,7 +35,9 @@ def test_the_default_computes_with_the_ggufs_own_blocks(real_backend):
     assert real_backend.info.metadata["dtype"] == "gguf"
     assert real_backend.info.metadata["weights"] == "Q4_1 weights (Q8_0 output), float32 activations"
     assert not [name for name, m in real_backend.model.named_modules() if type(m) is torch.nn.Linear]
-    assert isinstance(real_backend.model.lm_head, BlockLinear) and real_backend.model.lm_head.format == "Q8_0"
+    head, table = real_backend.model.lm_head, real_backend.model.get_input_embeddings()
+    assert isinstance(head, BlockLinear) and head.format == "Q8_0"
+    assert isinstance(table, BlockEmbedding) and table.qs.data_ptr() == head.qs.data_ptr()  # tied: held once
 
 
 def test_the_default_distribution_is_float32s_on_the_same_weights(real_backend, real_backend_f32):

@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from . import block_kernel
+from .block_kernel import Q4, Q8
 from .gguf_blocks import Blocks, read_blocks
 
 log = logging.getLogger("nb_completion.engine")
@@ -65,6 +66,40 @@ class BlockLinear(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.format} blocks"
+
+
+class BlockEmbedding(torch.nn.Module):
+    """An embedding table kept in its GGUF blocks (for a tied model, the output layer's own):
+    the rows a pass looks up are dequantized, the same float32 values as the full table."""
+
+    dtype = torch.float32
+
+    def __init__(self, blocks: Blocks):
+        super().__init__()
+        self.format = blocks.format
+        self.num_embeddings, self.embedding_dim = blocks.shape
+        self.register_buffer("qs", blocks.qs, persistent=False)
+        self.register_buffer("d", blocks.d, persistent=False)
+        self.register_buffer("m", blocks.m, persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        m = self.m[ids] if self.m.numel() else self.m
+        rows = Blocks(
+            self.format,
+            Q8 if self.format == "Q8_0" else Q4,
+            self.qs[ids].reshape(-1, *self.qs.shape[1:]),
+            self.d[ids].reshape(-1, self.d.shape[1]),
+            m.reshape(-1, self.d.shape[1]) if m.numel() else m,
+        )
+        return rows.dequantize().reshape(*ids.shape, self.embedding_dim)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole table in float32 (allocated on each call: for code that reads it, rarely)."""
+        return Blocks(self.format, Q8 if self.format == "Q8_0" else Q4, self.qs, self.d, self.m).dequantize()
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, {self.format} blocks"
 
 
 def fuse(linears: Sequence[BlockLinear]) -> Optional[BlockLinear]:
@@ -148,6 +183,7 @@ def use_gguf_weights(model: Any, gguf_path: Path) -> str:
                 used[match.format] += 1
     if not used:
         return "float32 weights (dequantized from the GGUF), float32 activations"
+    _use_block_embedding(model, tensors.get("token_embd.weight"))
     main = used.most_common(1)[0][0]
     extras = [f"{fmt} ×{n}" for fmt, n in used.items() if fmt != main]
     if kept_float:
@@ -157,3 +193,18 @@ def use_gguf_weights(model: Any, gguf_path: Path) -> str:
         extras.append(f"{output_format} output")
     detail = f" ({', '.join(extras)})" if extras else ""
     return f"{main} weights{detail}, float32 activations"
+
+
+def _use_block_embedding(model: Any, blocks: Optional[Blocks]) -> None:
+    """The input embedding from its GGUF blocks when they dequantize to exactly the table
+    transformers loaded (sharing the output layer's blocks when tied): ~113 MB less on the default
+    model."""
+    table = model.get_input_embeddings()
+    if blocks is None or type(table) is not torch.nn.Embedding or tuple(blocks.shape) != tuple(table.weight.shape):
+        return
+    head = model.get_output_embeddings()
+    if isinstance(head, BlockLinear) and head.format == blocks.format and torch.equal(head.qs, blocks.qs):
+        blocks = head.blocks()  # the same tensors, held once
+    if not torch.equal(blocks.dequantize(), table.weight.detach().float()):
+        return
+    model.set_input_embeddings(BlockEmbedding(blocks))

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .block_linear import BlockLinear, fuse
+from .block_linear import BlockEmbedding, BlockLinear, fuse
 from .kv import ALIGN, SlotStore, decode_mask
 from .rowwise_int8 import RowwiseInt8Linear, _Part
 
@@ -125,7 +125,13 @@ class LlamaPass:
         self.hidden = int(config.hidden_size)
         self.eps = float(config.rms_norm_eps)
         self.scale = self.head_dim**-0.5
-        self.embed = inner.embed_tokens.weight
+        table = inner.embed_tokens
+        if isinstance(table, BlockEmbedding):  # the GGUF's blocks, rows dequantized on lookup
+            self.embed = table
+        else:
+            weight = table.weight
+            self.embed = lambda ids: F.embedding(ids, weight)
+        norm = inner.norm.weight
         self.layers = [
             _Layer(
                 norm_in=layer.input_layernorm.weight,
@@ -139,7 +145,7 @@ class LlamaPass:
         ]
         self.norm = inner.norm.weight
         self.lm_head = _single(model.lm_head)
-        self.rotary = RotaryTable(inner.rotary_emb, max_len, self.embed.device, self.embed.dtype)
+        self.rotary = RotaryTable(inner.rotary_emb, max_len, norm.device, getattr(table, "dtype", None) or table.weight.dtype)
 
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, mask: Optional[torch.Tensor], view: Any) -> torch.Tensor:
         """Any pass the engine makes, through its cache view (``kv.BatchView``)."""
@@ -167,7 +173,7 @@ class LlamaPass:
         cos = self.rotary.cos[positions][:, :, None]  # [rows, q_len, 1, head_dim]
         sin = self.rotary.sin_signed[positions][:, :, None]
         half = self.rotary.half
-        h = F.embedding(ids, self.embed)
+        h = self.embed(ids)
         for index, layer in enumerate(self.layers):
             x = _rms_norm(h, layer.norm_in, eps)
             qkv = layer.qkv(x).view(rows, q_len, rotated + kv_heads, head_dim)

@@ -139,7 +139,8 @@ class Engine:
         self.model = model
         self.device = next(model.parameters()).device
         max_batch = max_batch or default_max_batch(self.device)
-        dtype = model.get_input_embeddings().weight.dtype
+        table = model.get_input_embeddings()
+        dtype = getattr(table, "dtype", None) or table.weight.dtype  # a GGUF block table says its own
         context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
         self.max_batch, self.parked_slots, self.chunk = max_batch, parked, chunk
         self.store = SlotStore(model, max_batch + parked, max_len or context, self.device, dtype)
