@@ -149,7 +149,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     backend = load_model(args.model, dtype=args.dtype, device=args.device)
     meta = backend.info.metadata
-    print(f"{backend.info.identifier}: ready ({meta.get('dtype')}, {meta.get('device')}) in {time.perf_counter() - start:.1f} s")
+    what = meta.get("weights") or meta.get("dtype")
+    print(f"{backend.info.identifier}: ready ({what}, {meta.get('device')}) in {time.perf_counter() - start:.1f} s")
     return 0
 
 
