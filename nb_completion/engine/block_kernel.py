@@ -68,9 +68,25 @@ std::vector<float> block_sums(const float* x, int64_t M, int64_t K) {
   return sums;
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+// sum_b m[b] * xsum[b] in one order: eight lanes of blocks, then the tail (not one serial chain
+// of multiply-adds, whose latency cost ~4 cycles a block).
 inline float minimum_term(const float* m, const float* xsum, int64_t nb) {
+  int64_t b = 0;
   float t = 0.f;
-  for (int64_t b = 0; b < nb; ++b) t = std::fma(m[b], xsum[b], t);
+#if defined(__AVX2__) && defined(__FMA__)
+  if (nb >= 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (; b + 8 <= nb; b += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(m + b), _mm256_loadu_ps(xsum + b), acc);
+    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    t = _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
+  }
+#endif
+  for (; b < nb; ++b) t = std::fma(m[b], xsum[b], t);
   return t;
 }
 
