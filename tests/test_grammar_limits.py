@@ -82,7 +82,7 @@ def test_size_and_nesting_limits():
 
 # ---- the attacks, each in its own process ------------------------------------------------------
 
-ATTACKS = f"""
+ATTACKS = """
 import httpx
 import nb_completion as nb
 from nb_completion.api.errors import BadRequest
@@ -90,24 +90,24 @@ from nb_completion.engine.tiny import register_tiny_model
 from test_grammar_limits import lark_chain, gbnf_chain, defs_chain
 
 model = register_tiny_model().info.identifier
-formats = {{
-    "lark": {{"type": "grammar", "bnf": {{"lark": lark_chain(3000)}}}},
-    "gbnf": {{"type": "grammar", "bnf": {{"gbnf": gbnf_chain(5000)}}}},
-    "json": {{"type": "json_schema", "json_schema": defs_chain(5000)}},
-}}
-out = {{}}
+formats = {
+    "lark": {"type": "grammar", "bnf": {"lark": lark_chain(3000)}},
+    "gbnf": {"type": "grammar", "bnf": {"gbnf": gbnf_chain(5000)}},
+    "json": {"type": "json_schema", "json_schema": defs_chain(5000)},
+}
+out = {}
 for name, fmt in formats.items():
     try:
-        nb.complete("x", model_id=model, response_format=fmt, sampling_params={{"max_tokens": 2}})
+        nb.complete("x", model_id=model, response_format=fmt, sampling_params={"max_tokens": 2})
         out["python_" + name] = "200"
     except BadRequest as exc:
         out["python_" + name] = exc.field
 handle = nb.serve(port=0, models=[model])
 with httpx.Client(base_url=handle.url, timeout=120) as client:
     for name, fmt in formats.items():
-        r = client.post("/v1/inference/completion", json={{"model_id": model, "content": "x", "response_format": fmt}})
+        r = client.post("/v1/inference/completion", json={"model_id": model, "content": "x", "response_format": fmt})
         out["http_" + name] = [r.status_code, r.json().get("detail", "")[:200]]
-    r = client.post("/v1/completions", json={{"model": model, "prompt": "x", "guided_grammar": gbnf_chain(5000)}})
+    r = client.post("/v1/completions", json={"model": model, "prompt": "x", "guided_grammar": gbnf_chain(5000)})
     out["openai_gbnf"] = [r.status_code, r.json()["error"].get("param")]
     out["health"] = client.get("/v1/health").status_code
 handle.stop()

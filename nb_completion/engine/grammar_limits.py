@@ -183,9 +183,7 @@ def measure_schema(schema: Any) -> int:
             graph[key].append(id(target))
     depth = _longest_chain(graph)
     if depth > MAX_SCHEMA_DEPTH:
-        raise GrammarTooLarge(
-            f"subschemas and $ref hops chain {depth:,} deep; the limit is {MAX_SCHEMA_DEPTH}"
-        )
+        raise GrammarTooLarge(f"subschemas and $ref hops chain {depth:,} deep; the limit is {MAX_SCHEMA_DEPTH}")
     return depth
 
 
