@@ -16,7 +16,7 @@ from .api.types import (
     MetricInResponse,
     TokenLogProbs,
 )
-from .api.validation import parse_request
+from .api.validation import check_cancel, check_flag, check_seed, parse_request
 from .engine import registry
 from .engine.backend import Backend, Event
 from .engine.load_progress import ProgressCallback
@@ -110,6 +110,8 @@ def open_events(
     A model that is not loaded yet loads first (``on_progress`` receives the steps). A local
     model's sampling may continue a given ``torch.Generator`` (the widget's Step after Generate),
     and may start from what was ``prepared`` for it (token ids, a compiled constraint)."""
+    seed = check_seed(seed)
+    check_cancel(cancel)
     backend = load_backend(request.model_id, on_progress)
     extras: dict[str, Any] = prepared.for_backend(backend) if prepared is not None else {}
     if generator is not None and getattr(backend, "continues_generators", False):
@@ -244,7 +246,16 @@ def complete(
     ' Paris...'
     >>> complete("What is the capital of Germany?", chat=True).content  # doctest: +SKIP
     'The capital of Germany is Berlin.'
+
+    Every argument is checked as strictly as the HTTP body: ``seed`` an int in the sampler's
+    range (not a bool, str or float), ``cancel`` a ``threading.Event``, ``stream`` and ``chat``
+    bools; a wrong one is a ``CompletionError`` naming it.
     """
+    if stream is not None:
+        check_flag(stream, "stream")
+    check_flag(chat, "chat")
+    seed = check_seed(seed)
+    check_cancel(cancel)
     request = build_request(content, model_id, sampling_params, response_format, stream or None, logprobs)
     if chat:
         request = apply_chat(request)
