@@ -163,6 +163,15 @@ def _named_errors(events: Iterator[Event]) -> Iterator[Event]:
         yield from events
     except Exception as exc:
         raise as_completion_error(exc) from exc
+    finally:  # closed, interrupted (Ctrl-C) or failed: the sequence stops now, not when collected
+        _close(events)
+
+
+def _close(events: Any) -> None:
+    """Close an event stream (cancelling its generation); for iterables that can close."""
+    close = getattr(events, "close", None)
+    if close is not None:
+        close()
 
 
 # ---- shaping the rich records into the contract ----------------------------------------------
@@ -197,19 +206,31 @@ def _top_k(request: CompletionRequest) -> int | None:
 
 
 def to_chunks(events: Iterable[Event], top_k: int | None) -> Iterator[CompletionResponseStreamChunk]:
-    for event in events:
-        if isinstance(event, Delta):
-            if not event.text and not event.tokens:
-                continue
-            logprobs = None if top_k is None else [token_logprobs(t, top_k) for t in event.tokens]
-            yield CompletionResponseStreamChunk(delta=event.text, logprobs=logprobs)
-        else:
-            yield CompletionResponseStreamChunk(delta="", stop_reason=event.stop_reason, metrics=metrics_of(event))
+    """The spec's stream chunks. Closing this iterator, or an exception in it (a Ctrl-C while it
+    waits for a token), closes ``events`` at once: the generation does not go on while something
+    (IPython's ``sys.last_traceback``) keeps the interrupted frames alive."""
+    try:
+        for event in events:
+            if isinstance(event, Delta):
+                if not event.text and not event.tokens:
+                    continue
+                logprobs = None if top_k is None else [token_logprobs(t, top_k) for t in event.tokens]
+                yield CompletionResponseStreamChunk(delta=event.text, logprobs=logprobs)
+            else:
+                yield CompletionResponseStreamChunk(delta="", stop_reason=event.stop_reason, metrics=metrics_of(event))
+    finally:
+        _close(events)
 
 
 def to_response(events: Iterable[Event], top_k: int | None) -> CompletionResponse:
     """The spec's ``CompletionResponse`` for a whole stream (or an already ``Folded`` run)."""
-    run = events if isinstance(events, Folded) else fold(events)
+    if isinstance(events, Folded):
+        run = events
+    else:
+        try:
+            run = fold(events)
+        finally:  # a Ctrl-C while waiting cancels the generation at once
+            _close(events)
     finished = finished_of(run)
     return CompletionResponse(
         content=run.text,
