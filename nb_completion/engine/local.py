@@ -59,6 +59,9 @@ def compile_by_default() -> bool:
     return os.environ.get("NB_COMPLETION_COMPILE") == "1"
 
 
+REMEMBERED_PROMPTS = 64
+
+
 class LocalBackend:
     """One loaded model and tokenizer; generates one request at a time."""
 
@@ -89,6 +92,7 @@ class LocalBackend:
         self._engine_lock = threading.Lock()
         self._pieces: dict[int, str] = {}
         self._longest_token_bytes: Optional[int] = None
+        self._remembered: dict[str, list[int]] = {}  # remember_prompt_ids
         self.stop_token_ids, self.end_of_message_ids = self._end_tokens()
 
     def _end_tokens(self) -> tuple[frozenset[int], frozenset[int]]:
@@ -112,9 +116,23 @@ class LocalBackend:
 
     # ---- request -> plan (every 4xx is raised here, before streaming) ----------------------
 
+    def remember_prompt_ids(self, text: str, ids: list[int] | None) -> None:
+        """``encode(text)`` returns ``ids`` from now on (``chat.py``: a chat prompt whose user text
+        holds special-token strings, kept as text); None forgets. The last ``REMEMBERED_PROMPTS``
+        are kept."""
+        self._remembered.pop(text, None)
+        if ids is None:
+            return
+        self._remembered[text] = list(ids)
+        while len(self._remembered) > REMEMBERED_PROMPTS:
+            self._remembered.pop(next(iter(self._remembered)))
+
     def encode(self, text: str) -> list[int]:
         """The prompt's token ids; a 400 naming ``content`` before tokenizing it whole when it is
         certainly longer than the context (``prompt_length``: bytes first, then counted in pieces)."""
+        remembered = self._remembered.get(text)
+        if remembered is not None:
+            return list(remembered)
         if self._longest_token_bytes is None:
             self._longest_token_bytes = longest_token_bytes(self.tokenizer)
         over = over_context(self.tokenizer, text, self.context_length, self._longest_token_bytes)
