@@ -328,6 +328,7 @@ class Engine:
                 self._move(self.prefilling, len(self.decoding))
         elif seq in self.waiting:
             self.waiting.remove(seq)
+        self.store.release_range(len(self.decoding) + (self.prefilling is not None), self.max_batch)  # kv.py's policy
         try:
             if error is not None:
                 seq.work.sink.on_error(error)
