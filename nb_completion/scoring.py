@@ -117,7 +117,10 @@ def score(text: str, model_id: Optional[str] = None, cancel: Any = None) -> Scor
     if not isinstance(text, str):
         raise BadRequest("text", f"must be a string, got {type(text).__name__}")
     backend = _local_backend(model_id)
-    ids = backend.encode(text)
+    try:
+        ids = backend.encode(text)  # a text certainly over the context is refused before tokenizing it whole
+    except BadRequest as exc:
+        raise BadRequest("text", exc.message) from None
     if len(ids) > backend.context_length:
         raise BadRequest(
             "text", f"has {len(ids)} tokens; the context length of '{backend.info.identifier}' is {backend.context_length}"

@@ -77,3 +77,9 @@ def test_the_server_answers_a_14_mib_prompt_with_a_400_naming_content(tiny_model
         assert recorded.longest == 0
     finally:
         handle.stop()
+
+
+def test_score_refuses_a_huge_text_naming_text(tiny_model_id, recorded):
+    with pytest.raises(BadRequest) as caught:
+        nb.score(FOURTEEN_MIB, model_id=tiny_model_id)
+    assert caught.value.field == "text" and recorded.longest == 0
