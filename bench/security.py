@@ -140,11 +140,11 @@ def main() -> None:
 
         target = hostile_probes.Target(url, proc.pid, lambda: proc.poll() is None, restart)
         totals = hostile_probes.run(target, model, context)
-        for extra in servers[1:]:
-            extra.terminate()
         for key, value in totals.items():
             print(f"  {key}: {value}")
-        print(json.dumps({"health": httpx.get(url + "/v1/health").json()}))
+        print(json.dumps({"health": httpx.get(target.url + "/v1/health").json()}))
+        for extra in servers[1:]:
+            extra.terminate()
     finally:
         proc.terminate()
         proc.wait(30)
