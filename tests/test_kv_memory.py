@@ -68,3 +68,15 @@ def test_the_engine_releases_slots_when_sequences_leave(tiny_backend, monkeypatc
     store = tiny_backend._engine.store
     assert store.released_bytes > 0
     assert all(t <= 64 for t in store._touched[: tiny_backend._engine.max_batch])
+
+
+def test_parked_prefixes_are_bounded_and_the_evicted_slot_released(tiny_backend, monkeypatch):
+    from nb_completion import complete
+
+    monkeypatch.setattr(kv, "PARKED_POSITIONS", 100)
+    greedy = {"strategy": {"type": "greedy"}, "max_tokens": 2}
+    for i in range(3):  # each about 150 positions: over the budget, so only the latest stays parked
+        complete(f"{i} " + "word " * 30, model_id=tiny_backend.info.identifier, sampling_params=greedy)
+    engine = tiny_backend._engine
+    assert len(engine.parked) == 1
+    assert all(engine.store._touched[slot] == 0 for slot in range(engine.max_batch, engine.store.slots) if slot not in engine.parked)

@@ -19,7 +19,10 @@ long prompts +996 MiB stayed for good. So positions past ``RETAIN_POSITIONS`` of
 back to the OS (``madvise(MADV_DONTNEED)`` on whole pages; they read as zeros when touched again, and
 zeros are finite) when the slot's contents die: ``release(slot)`` for the batch slots the scheduler
 frees when a sequence leaves, and in ``copy`` when a slot is overwritten by a shorter prefix (a
-parked slot reused). Parked slots keep the prefix they hold (at most ``parked`` x the context).
+parked slot reused). Parked slots (finished sequences kept for forks) hold at most
+``PARKED_POSITIONS`` positions in all: parking one more evicts the oldest (``parked_over_budget``)
+and releases its slot, though the latest parked sequence is always kept whole. When the batch
+empties, ``malloc_trim`` hands the C heap's free pages back too (the passes' activations).
 CPU only (on CUDA the store is one allocation the caching allocator keeps); elsewhere a no-op.
 
 Works with decoder-only models whose layers all use full attention (Llama, SmolLM2, Qwen2, ...)
@@ -37,6 +40,7 @@ import torch
 
 ALIGN = 64  # passes read a multiple of this many positions (see ``aligned``)
 RETAIN_POSITIONS = 512  # positions a freed slot keeps resident (short prompts do not churn pages)
+PARKED_POSITIONS = 2048  # positions all parked slots together keep (the latest one always whole)
 _MADV_DONTNEED = 4
 
 
@@ -54,6 +58,40 @@ def _madvise() -> Any:
 
 
 _MADVISE = _madvise()
+
+
+def _malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has none)
+        return None
+    call.argtypes = (ctypes.c_size_t,)
+    call.restype = ctypes.c_int
+    return call
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def parked_over_budget(lengths: dict[int, int], ticks: dict[int, int]) -> list[int]:
+    """The parked slots to evict, oldest first, so that the rest hold at most ``PARKED_POSITIONS``
+    positions (``lengths``: slot -> positions held; ``ticks``: slot -> when last used); the
+    newest is never evicted.
+
+    >>> parked_over_budget({16: 1800, 17: 1800, 18: 100}, {16: 1, 17: 2, 18: 3})
+    [16]
+    """
+    order = sorted(lengths, key=lambda slot: ticks[slot])
+    total = sum(lengths.values())
+    evicted = []
+    for slot in order[:-1]:
+        if total <= PARKED_POSITIONS:
+            break
+        evicted.append(slot)
+        total -= lengths[slot]
+    return evicted
 
 
 def aligned(length: int, max_len: int) -> int:
@@ -129,8 +167,8 @@ class SlotStore:
             row = tensor[slot]  # [kv_heads, max_len, head_dim], contiguous
             per_position = row.shape[2] * row.element_size()
             for head in range(row.shape[0]):
-                start = row[head, keep:].data_ptr()
-                end = row[head].data_ptr() + row.shape[1] * per_position
+                start = row[head].data_ptr() + keep * per_position
+                end = row[head].data_ptr() + min(self._touched[slot] + ALIGN, row.shape[1]) * per_position
                 first_page = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
                 last_page = end // mmap.PAGESIZE * mmap.PAGESIZE
                 if last_page > first_page and _MADVISE(first_page, last_page - first_page, _MADV_DONTNEED) == 0:
@@ -140,8 +178,12 @@ class SlotStore:
         return released
 
     def release_range(self, first: int, end: int, keep: int | None = None) -> int:
-        """``release`` each of the slots ``[first, end)`` (those the scheduler holds no sequence in)."""
-        return sum(self.release(slot, keep) for slot in range(first, end))
+        """``release`` each of the slots ``[first, end)`` (those the scheduler holds no sequence in);
+        with the whole batch free (``first == 0``), the C heap's free pages go back too."""
+        released = sum(self.release(slot, keep) for slot in range(first, end))
+        if first == 0 and _MALLOC_TRIM is not None and self.device.type == "cpu":
+            _MALLOC_TRIM(0)
+        return released
 
     def view(self, first: int, rows: int, positions: torch.Tensor, q_len: int, kv_len: int, start: int = 0) -> "BatchView":
         """A decode pass (``q_len == 1``: row b writes at ``positions[b]``) or one sequence's chunk
