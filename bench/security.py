@@ -2,12 +2,16 @@
 
 1. how fast a 400 that needs only the tokenizer (prompt over the context, a grammar that does not
    compile, image content) arrives while a long generation runs;
-2. whether a valid request completes while 2,000 idle connections are open.
+2. whether a valid request completes while 2,000 idle connections are open;
+3. issue 21's probes (``bench/hostile_probes.py``): deep grammars and schemas, a 14 MiB prompt,
+   echo scoring of ~4,800 tokens alone and 8 at once (peak RSS growth), request smuggling,
+   clients leaving mid-body, slow chunked uploads, strict seeds; with totals: probes tried and
+   held, deaths, 5xx.
 
 Starts ``python -m nb_completion.server`` in a child process (the default model, or ``--tiny``).
 The RSS over 1,000 mixed requests is ``bench/http_load.py --requests 1000``.
 
-    python bench/security.py [--tiny] [--idle 2000] [--samples 30]
+    python bench/security.py [--tiny] [--idle 2000] [--samples 30] [--only-probes]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 
 import httpx
 
+import hostile_probes  # bench/hostile_probes.py
 from serve_process import start_server  # bench/serve_process.py
 
 COMPLETION = "/v1/inference/completion"
@@ -107,6 +112,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the tiny random model instead of the default model")
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--only-probes", action="store_true", help="issue 21's probes only")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     proc, url = start_guarded_server(args.tiny)
@@ -119,11 +125,26 @@ def main() -> None:
         entry = next(m for m in httpx.get(url + "/v1/models").json()["data"] if m["identifier"] == model)
         context = entry["metadata"]["context_length"]
         print(f"model {model} (context {context}, max_tokens cap {entry['metadata']['max_tokens_cap']})")
-        print("400s while a generation runs:")
-        fast_400s(url, model, context, args.samples)
-        print("idle connections:")
-        idle_connections(url, model, args.idle)
-        print(json.dumps({"health": httpx.get(url + "/v1/health").json()}))
+        if not args.only_probes:
+            print("400s while a generation runs:")
+            fast_400s(url, model, context, args.samples)
+            print("idle connections:")
+            idle_connections(url, model, args.idle)
+        print("issue 21 probes:")
+        servers = [proc]
+
+        def restart() -> tuple[str, int, object]:
+            fresh, fresh_url = start_guarded_server(args.tiny)
+            servers.append(fresh)
+            return fresh_url, fresh.pid, lambda: fresh.poll() is None
+
+        target = hostile_probes.Target(url, proc.pid, lambda: proc.poll() is None, restart)
+        totals = hostile_probes.run(target, model, context)
+        for key, value in totals.items():
+            print(f"  {key}: {value}")
+        print(json.dumps({"health": httpx.get(target.url + "/v1/health").json()}))
+        for extra in servers[1:]:
+            extra.terminate()
     finally:
         proc.terminate()
         proc.wait(30)

@@ -7,9 +7,22 @@ Berlin."). The template is the tokenizer's (``apply_chat_template`` with
 result is still a raw completion request whose content is the templated text, special tokens
 written out, so every frontend can echo exactly what the model read. The HTTP route never does
 this: it stays the contract's raw completion.
+
+**Special-token strings in the user's text stay text.** Typed into the content, ``<|im_end|>``
+would otherwise become the real end-of-turn token once the templated text is tokenized, and a
+user could close their turn and write the assistant's. When the content holds such a string, the
+prompt's ids are made in three parts: the template before the content and after it with their
+special tokens, the content with ``split_special_tokens=True`` (as transformers names it), so
+``<|im_end|>`` is spelled ``<``, ``|``, ``im``, ... The backend is handed these ids for this
+prompt text (``remember_prompt_ids``), so every frontend that tokenizes it gets them. The old
+behaviour, special tokens read wherever they appear, is an opt-in:
+``NB_COMPLETION_CHAT_SPECIAL_TOKENS=1``.
 """
 
 from __future__ import annotations
+
+import logging
+import os
 
 
 from .api.content import content_text
@@ -17,7 +30,10 @@ from .api.errors import BadRequest
 from .api.types import CompletionRequest
 from .engine.backend import Backend
 
-__all__ = ["chat_prompt", "with_chat_template"]
+__all__ = ["chat_prompt", "with_chat_template", "SPECIAL_TOKENS_OPT_IN"]
+
+SPECIAL_TOKENS_OPT_IN = "NB_COMPLETION_CHAT_SPECIAL_TOKENS"
+log = logging.getLogger("nb_completion")
 
 
 def chat_prompt(backend: Backend, text: str) -> str:
@@ -40,7 +56,31 @@ def chat_prompt(backend: Backend, text: str) -> str:
     bos = tokenizer.bos_token
     if bos and prompt.startswith(bos) and tokenizer("", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]:
         prompt = prompt[len(bos) :]  # the tokenizer adds it again when encoding: not twice
+    remember = getattr(backend, "remember_prompt_ids", None)
+    if remember is not None and _special_strings_in(tokenizer, text):
+        opted_in = os.environ.get(SPECIAL_TOKENS_OPT_IN, "").lower() in ("1", "true", "yes")
+        remember(prompt, None if opted_in else _ids_with_text_kept(tokenizer, prompt, text))  # None: forget
     return prompt
+
+
+def _special_strings_in(tokenizer, text: str) -> bool:
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    specials = {t.content for t in decoder.values() if getattr(t, "special", False)} | set(tokenizer.all_special_tokens)
+    return any(s and s in text for s in specials)
+
+
+def _ids_with_text_kept(tokenizer, prompt: str, text: str) -> list[int] | None:
+    """The templated prompt's ids with ``text`` (the user's content) tokenized as plain text."""
+    at = prompt.rfind(text)
+    if at < 0:  # the template changed the content (stripped it, say): cannot tell where it lies
+        log.warning("chat: the template alters the content, so special-token strings in it are read as special tokens")
+        return None
+    before, after = prompt[:at], prompt[at + len(text) :]
+    return (
+        list(tokenizer(before, add_special_tokens=True)["input_ids"])
+        + list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        + list(tokenizer(after, add_special_tokens=False)["input_ids"])
+    )
 
 
 def with_chat_template(request: CompletionRequest, backend: Backend) -> CompletionRequest:

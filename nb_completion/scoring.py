@@ -6,7 +6,14 @@
 
 One plain forward pass over the text's ids (no sampling, nothing generated): the logits at
 position i-1 give token i's log-probability (``log_softmax``, the raw distribution, like every
-``TokenRecord``), its rank and the alternatives the model expected. The first token has nothing
+``TokenRecord``), its rank and the alternatives the model expected.
+
+Memory stays O(tokens x top-k), not O(tokens x vocabulary): the decoder's last hidden states
+are turned into logits ``CHUNK`` positions at a time, and of each chunk only the chosen token's
+logprob, its rank, the entropy and the top-k are kept (full logits of a 4,800-token prompt are
+0.9 GB in float32 for a 49k vocabulary, their log-softmax as much again). ``cancel`` (a
+``threading.Event``) is read between chunks: the server's echo scoring stops when its client
+leaves. The first token has nothing
 before it, so its ``logprob`` and ``rank`` are ``None`` and it is left out of the perplexity,
 ``exp(-mean logprob)`` over the scored tokens. Needs a model in this kernel (a remote model's
 route has no prompt logprobs).
@@ -24,6 +31,11 @@ from .engine.records import TokenRecord
 __all__ = ["score", "Scored", "ScoredToken", "score_ids"]
 
 TOP = 5  # alternatives kept per token
+CHUNK = 256  # positions whose logits exist at once (256 x 49k x 4 bytes = 50 MB)
+
+
+class ScoringCancelled(Exception):
+    """``cancel`` was set while scoring."""
 
 
 @dataclass(frozen=True)
@@ -99,39 +111,31 @@ def _local_backend(model_id: Optional[str]) -> Any:
     return backend
 
 
-def score(text: str, model_id: Optional[str] = None) -> Scored:
-    """Score ``text`` under ``model_id`` (the default model if None; loaded on first use)."""
+def score(text: str, model_id: Optional[str] = None, cancel: Any = None) -> Scored:
+    """Score ``text`` under ``model_id`` (the default model if None; loaded on first use).
+    ``cancel``: a ``threading.Event``; once set, scoring stops with ``ScoringCancelled``."""
     if not isinstance(text, str):
         raise BadRequest("text", f"must be a string, got {type(text).__name__}")
     backend = _local_backend(model_id)
-    ids = backend.encode(text)
+    try:
+        ids = backend.encode(text)  # a text certainly over the context is refused before tokenizing it whole
+    except BadRequest as exc:
+        raise BadRequest("text", exc.message) from None
     if len(ids) > backend.context_length:
         raise BadRequest(
             "text", f"has {len(ids)} tokens; the context length of '{backend.info.identifier}' is {backend.context_length}"
         )
-    return Scored(text=text, model_id=backend.info.identifier, tokens=score_ids(backend, ids))
+    return Scored(text=text, model_id=backend.info.identifier, tokens=score_ids(backend, ids, cancel=cancel))
 
 
-def score_ids(backend: Any, ids: Sequence[int], top: int = TOP) -> list[ScoredToken]:
+def score_ids(backend: Any, ids: Sequence[int], top: int = TOP, cancel: Any = None) -> list[ScoredToken]:
     """Each of ``ids`` scored by one forward pass of ``backend.model`` (see the module docstring)."""
-    import torch
-
-    from .engine.detokenize import StreamingDetokenizer
-
     ids = [int(i) for i in ids]
     if not ids:
         return []
-    model = backend.model
-    with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([ids], device=backend.device), use_cache=False).logits[0].float()
-        logprobs = torch.log_softmax(logits[:-1], dim=-1)  # row i-1 predicts token i
-        target = torch.tensor(ids[1:], device=logprobs.device)
-        chosen = logprobs.gather(1, target[:, None])[:, 0]
-        ranks = (logprobs > chosen[:, None]).sum(-1) + 1
-        entropy = -(logprobs.exp() * torch.nan_to_num(logprobs, neginf=0.0)).sum(-1)
-        top_lp, top_ids = torch.topk(logprobs, min(top, logprobs.shape[-1]), dim=-1)
-    chosen, ranks, entropy = chosen.tolist(), ranks.tolist(), entropy.tolist()
-    top_lp, top_ids = top_lp.tolist(), top_ids.tolist()
+    chosen, ranks, entropy, top_lp, top_ids = _position_stats(backend, ids, top, cancel)
+    from .engine.detokenize import StreamingDetokenizer
+
     specials = set(getattr(backend.tokenizer, "all_special_ids", []) or [])
     detok = StreamingDetokenizer(backend.tokenizer)
     out: list[ScoredToken] = []
@@ -146,3 +150,51 @@ def score_ids(backend: Any, ids: Sequence[int], top: int = TOP) -> list[ScoredTo
             ScoredToken(i, token_id, text, chosen[i - 1], int(ranks[i - 1]), alts, entropy[i - 1], piece, token_id in specials)
         )
     return out
+
+
+def _position_stats(backend: Any, ids: list[int], top: int, cancel: Any) -> tuple[list, list, list, list, list]:
+    """Per predicted position (token i from position i-1): logprob of the actual token, its rank,
+    the entropy, and the top-``top`` logprobs and ids; logits made ``CHUNK`` rows at a time."""
+    import torch
+
+    def check() -> None:
+        if cancel is not None and cancel.is_set():
+            raise ScoringCancelled("scoring was cancelled")
+
+    check()
+    model = backend.model
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    stats: tuple[list, list, list, list, list] = ([], [], [], [], [])
+    with torch.inference_mode():
+        input_ids = torch.tensor([ids], device=backend.device)
+        if head is not None and decoder is not None and not _transforms_logits(model):
+            hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state[0]
+            project = head
+        else:  # a model whose logits are more than the head of the last hidden state
+            hidden = model(input_ids=input_ids, use_cache=False).logits[0]
+            project = None
+        target = torch.tensor(ids[1:], device=hidden.device)
+        for start in range(0, len(ids) - 1, CHUNK):
+            check()
+            rows = hidden[start : min(start + CHUNK, len(ids) - 1)]
+            logits = (project(rows) if project is not None else rows).float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            del logits
+            want = target[start : start + rows.shape[0]]
+            picked = logprobs.gather(1, want[:, None])[:, 0]
+            stats[0].extend(picked.tolist())
+            stats[1].extend(((logprobs > picked[:, None]).sum(-1) + 1).tolist())
+            stats[2].extend((-(logprobs.exp() * torch.nan_to_num(logprobs, neginf=0.0)).sum(-1)).tolist())
+            values, indices = torch.topk(logprobs, min(top, logprobs.shape[-1]), dim=-1)
+            stats[3].extend(values.tolist())
+            stats[4].extend(indices.tolist())
+            del logprobs
+    return stats
+
+
+def _transforms_logits(model: Any) -> bool:
+    """Architectures that scale or cap the head's output (Gemma 2's soft-capping, Cohere's
+    ``logit_scale``): scored through the full forward instead."""
+    config = getattr(model, "config", None)
+    return any(getattr(config, name, None) not in (None, 1, 1.0) for name in ("final_logit_softcapping", "logit_scale"))

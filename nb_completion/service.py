@@ -16,7 +16,7 @@ from .api.types import (
     MetricInResponse,
     TokenLogProbs,
 )
-from .api.validation import parse_request
+from .api.validation import check_cancel, check_flag, check_seed, parse_request
 from .engine import registry
 from .engine.backend import Backend, Event
 from .engine.load_progress import ProgressCallback
@@ -110,6 +110,8 @@ def open_events(
     A model that is not loaded yet loads first (``on_progress`` receives the steps). A local
     model's sampling may continue a given ``torch.Generator`` (the widget's Step after Generate),
     and may start from what was ``prepared`` for it (token ids, a compiled constraint)."""
+    seed = check_seed(seed)
+    check_cancel(cancel)
     backend = load_backend(request.model_id, on_progress)
     extras: dict[str, Any] = prepared.for_backend(backend) if prepared is not None else {}
     if generator is not None and getattr(backend, "continues_generators", False):
@@ -161,6 +163,15 @@ def _named_errors(events: Iterator[Event]) -> Iterator[Event]:
         yield from events
     except Exception as exc:
         raise as_completion_error(exc) from exc
+    finally:  # closed, interrupted (Ctrl-C) or failed: the sequence stops now, not when collected
+        _close(events)
+
+
+def _close(events: Any) -> None:
+    """Close an event stream (cancelling its generation); for iterables that can close."""
+    close = getattr(events, "close", None)
+    if close is not None:
+        close()
 
 
 # ---- shaping the rich records into the contract ----------------------------------------------
@@ -195,19 +206,31 @@ def _top_k(request: CompletionRequest) -> int | None:
 
 
 def to_chunks(events: Iterable[Event], top_k: int | None) -> Iterator[CompletionResponseStreamChunk]:
-    for event in events:
-        if isinstance(event, Delta):
-            if not event.text and not event.tokens:
-                continue
-            logprobs = None if top_k is None else [token_logprobs(t, top_k) for t in event.tokens]
-            yield CompletionResponseStreamChunk(delta=event.text, logprobs=logprobs)
-        else:
-            yield CompletionResponseStreamChunk(delta="", stop_reason=event.stop_reason, metrics=metrics_of(event))
+    """The spec's stream chunks. Closing this iterator, or an exception in it (a Ctrl-C while it
+    waits for a token), closes ``events`` at once: the generation does not go on while something
+    (IPython's ``sys.last_traceback``) keeps the interrupted frames alive."""
+    try:
+        for event in events:
+            if isinstance(event, Delta):
+                if not event.text and not event.tokens:
+                    continue
+                logprobs = None if top_k is None else [token_logprobs(t, top_k) for t in event.tokens]
+                yield CompletionResponseStreamChunk(delta=event.text, logprobs=logprobs)
+            else:
+                yield CompletionResponseStreamChunk(delta="", stop_reason=event.stop_reason, metrics=metrics_of(event))
+    finally:
+        _close(events)
 
 
 def to_response(events: Iterable[Event], top_k: int | None) -> CompletionResponse:
     """The spec's ``CompletionResponse`` for a whole stream (or an already ``Folded`` run)."""
-    run = events if isinstance(events, Folded) else fold(events)
+    if isinstance(events, Folded):
+        run = events
+    else:
+        try:
+            run = fold(events)
+        finally:  # a Ctrl-C while waiting cancels the generation at once
+            _close(events)
     finished = finished_of(run)
     return CompletionResponse(
         content=run.text,
@@ -244,7 +267,16 @@ def complete(
     ' Paris...'
     >>> complete("What is the capital of Germany?", chat=True).content  # doctest: +SKIP
     'The capital of Germany is Berlin.'
+
+    Every argument is checked as strictly as the HTTP body: ``seed`` an int in the sampler's
+    range (not a bool, str or float), ``cancel`` a ``threading.Event``, ``stream`` and ``chat``
+    bools; a wrong one is a ``CompletionError`` naming it.
     """
+    if stream is not None:
+        check_flag(stream, "stream")
+    check_flag(chat, "chat")
+    seed = check_seed(seed)
+    check_cancel(cancel)
     request = build_request(content, model_id, sampling_params, response_format, stream or None, logprobs)
     if chat:
         request = apply_chat(request)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import inspect
 from typing import Any
 
@@ -63,12 +65,30 @@ def check_seed(seed: Any, field: str = "seed") -> int | None:
     """``seed`` as an int in the range the sampler takes, or a 400 naming ``field``."""
     if seed is None:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):  # numpy ints are integers
         raise BadRequest(field, f"must be an integer, got {type(seed).__name__}")
+    seed = int(seed)
     low, high = SEED_RANGE
     if not low <= seed <= high:
         raise BadRequest(field, f"must be in [-2**63, 2**64 - 1], got {seed}")
     return seed
+
+
+def check_cancel(cancel: Any, field: str = "cancel") -> Any:
+    """``cancel`` as given when it is a ``threading.Event`` or behaves like one (``is_set()`` and
+    ``set()``: the engine reads it and sets it when the stream closes), or a 400 naming ``field``."""
+    if cancel is None:
+        return None
+    if not (callable(getattr(cancel, "is_set", None)) and callable(getattr(cancel, "set", None))):
+        raise BadRequest(field, f"must be a threading.Event (an object with is_set() and set()), got {type(cancel).__name__}")
+    return cancel
+
+
+def check_flag(value: Any, field: str) -> bool:
+    """A keyword that must be a real ``bool`` (``chat``, ``stream``), or a 400 naming ``field``."""
+    if not isinstance(value, bool):
+        raise BadRequest(field, f"must be True or False, got {type(value).__name__}")
+    return value
 
 
 def _field_path(loc: tuple, data: Any = None) -> tuple[str, int]:

@@ -30,6 +30,8 @@ import torch
 from ..api.errors import BadRequest
 from ..api.types import GrammarResponseFormat, JsonSchemaResponseFormat
 from ..api.validation import grammar_key
+from . import deep_stack
+from .grammar_limits import measure_grammar, measure_schema
 from .grammar_syntax import grammar_text
 
 __all__ = ["Constraint", "compile_constraint", "llg_tokenizer", "JSON_OPTIONS"]
@@ -86,6 +88,10 @@ def _grammar(response_format) -> tuple[str, str]:
     if isinstance(response_format, JsonSchemaResponseFormat):
         field = "response_format.json_schema"
         try:
+            measure_schema(response_format.json_schema)
+        except ValueError as exc:
+            raise BadRequest(field, str(exc)) from None
+        try:
             return LLMatcher.grammar_from_json_schema(json.dumps(response_format.json_schema), overrides=JSON_OPTIONS), field
         except (ValueError, TypeError) as exc:
             raise BadRequest(field, f"invalid JSON Schema: {exc}") from None
@@ -94,6 +100,7 @@ def _grammar(response_format) -> tuple[str, str]:
         field = f"response_format.bnf.{key}"
         text = response_format.bnf[key]
         try:
+            measure_grammar(key, text)
             lark = grammar_text(key, text)
         except ValueError as exc:
             raise BadRequest(field, str(exc)) from None
@@ -110,12 +117,18 @@ def compile_constraint(response_format, tokenizer, vocab_size: int) -> "Constrai
     as a dict). ``tokenizer``: the model's HF fast tokenizer. ``vocab_size``: the width of the
     model's logits (may exceed the tokenizer's vocabulary; the extra ids are never allowed).
     Raises ``BadRequest`` naming ``response_format.json_schema`` or ``response_format.bnf.<key>``
-    with the compiler's message when the schema or grammar is invalid.
+    with the compiler's message when the schema or grammar is invalid, or when it is beyond the
+    limits of ``grammar_limits`` (measured before anything is compiled). Compilation runs on a
+    thread with a large stack (``deep_stack``): llguidance recurses natively.
     """
+    llt = llg_tokenizer(tokenizer)
+    return deep_stack.run(_compile, response_format, llt, vocab_size)
+
+
+def _compile(response_format, llt, vocab_size: int) -> "Constraint":
     from llguidance import LLMatcher
 
     grammar, field = _grammar(response_format)
-    llt = llg_tokenizer(tokenizer)
     matcher = LLMatcher(llt, grammar, log_level=0)
     if matcher.is_error():
         raise BadRequest(field, _tidy(matcher.get_error()))

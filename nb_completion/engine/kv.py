@@ -14,17 +14,84 @@ Positions a row has never written are zeroed just before a pass can read them (m
 still be finite: ``0 * nan`` would poison the softmax); passes read lengths aligned to ``ALIGN``,
 so this happens once per ``ALIGN`` positions.
 
+**Memory goes back** (the policy). ``torch.empty`` pages, once written, stay resident: after 16
+long prompts +996 MiB stayed for good. So positions past ``RETAIN_POSITIONS`` of a slot are handed
+back to the OS (``madvise(MADV_DONTNEED)`` on whole pages; they read as zeros when touched again, and
+zeros are finite) when the slot's contents die: ``release(slot)`` for the batch slots the scheduler
+frees when a sequence leaves, and in ``copy`` when a slot is overwritten by a shorter prefix (a
+parked slot reused). Parked slots (finished sequences kept for forks) hold at most
+``PARKED_POSITIONS`` positions in all: parking one more evicts the oldest (``parked_over_budget``)
+and releases its slot, though the latest parked sequence is always kept whole. When the batch
+empties, ``malloc_trim`` hands the C heap's free pages back too (the passes' activations).
+CPU only (on CUDA the store is one allocation the caching allocator keeps); elsewhere a no-op.
+
 Works with decoder-only models whose layers all use full attention (Llama, SmolLM2, Qwen2, ...)
 and whose attention calls ``cache.update(keys, values, layer_idx, ...)``: transformers 5.17+.
 """
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import sys
 from typing import Any
 
 import torch
 
 ALIGN = 64  # passes read a multiple of this many positions (see ``aligned``)
+RETAIN_POSITIONS = 512  # positions a freed slot keeps resident (short prompts do not churn pages)
+PARKED_POSITIONS = 2048  # positions all parked slots together keep (the latest one always whole)
+_MADV_DONTNEED = 4
+
+
+def _madvise() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.madvise
+    except (OSError, AttributeError):  # pragma: no cover - no libc symbol
+        return None
+    call.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    call.restype = ctypes.c_int
+    return call
+
+
+_MADVISE = _madvise()
+
+
+def _malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has none)
+        return None
+    call.argtypes = (ctypes.c_size_t,)
+    call.restype = ctypes.c_int
+    return call
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def parked_over_budget(lengths: dict[int, int], ticks: dict[int, int]) -> list[int]:
+    """The parked slots to evict, oldest first, so that the rest hold at most ``PARKED_POSITIONS``
+    positions (``lengths``: slot -> positions held; ``ticks``: slot -> when last used); the
+    newest is never evicted.
+
+    >>> parked_over_budget({16: 1800, 17: 1800, 18: 100}, {16: 1, 17: 2, 18: 3})
+    [16]
+    """
+    order = sorted(lengths, key=lambda slot: ticks[slot])
+    total = sum(lengths.values())
+    evicted = []
+    for slot in order[:-1]:
+        if total <= PARKED_POSITIONS:
+            break
+        evicted.append(slot)
+        total -= lengths[slot]
+    return evicted
 
 
 def aligned(length: int, max_len: int) -> int:
@@ -64,6 +131,8 @@ class SlotStore:
         self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.slots, self.max_len, self.dtype, self.device = shape[0], shape[2], dtype, device
         self._finite = [0] * shape[0]  # positions [0, n) of each slot hold finite numbers
+        self._touched = [0] * shape[0]  # positions [0, n) of each slot may be resident
+        self.released_bytes = 0  # handed back to the OS so far (``release``)
 
     def make_finite(self, first: int, rows: int, kv_len: int) -> None:
         """Zero whatever a pass over ``kv_len`` positions of these slots could read for the first time."""
@@ -74,6 +143,7 @@ class SlotStore:
             for tensor in (*self.keys, *self.values):
                 tensor[slot, :, done:kv_len].zero_()
             self._finite[slot] = kv_len
+            self._touched[slot] = max(self._touched[slot], kv_len)
 
     def copy(self, source: int, target: int, length: int) -> None:
         """Slot ``target`` gets positions ``[0, length)`` of slot ``source`` (a fork, or a move)."""
@@ -82,6 +152,38 @@ class SlotStore:
         for tensor in (*self.keys, *self.values):
             tensor[target, :, :length].copy_(tensor[source, :, :length])
         self._finite[target] = max(self._finite[target], length)
+        self._touched[target] = max(self._touched[target], length)
+        self.release(target, keep=max(length, RETAIN_POSITIONS))  # what lay past the copy is dead
+
+    def release(self, slot: int, keep: int | None = None) -> int:
+        """Hand the whole pages of positions ``[keep, ...)`` (default ``RETAIN_POSITIONS``) of
+        ``slot`` back to the OS (see the module's policy); returns the bytes released. Those pages
+        read as zeros afterwards; the partial pages at the edges keep what they held."""
+        keep = aligned(RETAIN_POSITIONS if keep is None else keep, self.max_len)
+        if self._touched[slot] <= keep or _MADVISE is None or self.device.type != "cpu":
+            return 0
+        released = 0
+        for tensor in (*self.keys, *self.values):
+            row = tensor[slot]  # [kv_heads, max_len, head_dim], contiguous
+            per_position = row.shape[2] * row.element_size()
+            for head in range(row.shape[0]):
+                start = row[head].data_ptr() + keep * per_position
+                end = row[head].data_ptr() + min(self._touched[slot] + ALIGN, row.shape[1]) * per_position
+                first_page = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+                last_page = end // mmap.PAGESIZE * mmap.PAGESIZE
+                if last_page > first_page and _MADVISE(first_page, last_page - first_page, _MADV_DONTNEED) == 0:
+                    released += last_page - first_page
+        self._touched[slot] = keep
+        self.released_bytes += released
+        return released
+
+    def release_range(self, first: int, end: int, keep: int | None = None) -> int:
+        """``release`` each of the slots ``[first, end)`` (those the scheduler holds no sequence in);
+        with the whole batch free (``first == 0``), the C heap's free pages go back too."""
+        released = sum(self.release(slot, keep) for slot in range(first, end))
+        if first == 0 and _MALLOC_TRIM is not None and self.device.type == "cpu":
+            _MALLOC_TRIM(0)
+        return released
 
     def view(self, first: int, rows: int, positions: torch.Tensor, q_len: int, kv_len: int, start: int = 0) -> "BatchView":
         """A decode pass (``q_len == 1``: row b writes at ``positions[b]``) or one sequence's chunk

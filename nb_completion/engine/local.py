@@ -31,6 +31,7 @@ from . import sampling
 from .backend import Event
 from .batch_sampling import Chosen, RowParams
 from .detokenize import StreamingDetokenizer
+from .prompt_length import longest_token_bytes, over_context
 from .records import Finished, ModelInfo, TokenRecord
 from .scheduler import Engine, Work, default_max_batch
 from .stopping import StopStringFilter
@@ -56,6 +57,9 @@ def compile_by_default() -> bool:
     int8 greedy text parts from the eager pass's after some tokens; by default every run of a
     prompt gives the same text, from the first request on."""
     return os.environ.get("NB_COMPLETION_COMPILE") == "1"
+
+
+REMEMBERED_PROMPTS = 64
 
 
 class LocalBackend:
@@ -87,6 +91,8 @@ class LocalBackend:
         self._engine: Optional[Engine] = None
         self._engine_lock = threading.Lock()
         self._pieces: dict[int, str] = {}
+        self._longest_token_bytes: Optional[int] = None
+        self._remembered: dict[str, list[int]] = {}  # remember_prompt_ids
         self.stop_token_ids, self.end_of_message_ids = self._end_tokens()
 
     def _end_tokens(self) -> tuple[frozenset[int], frozenset[int]]:
@@ -110,7 +116,32 @@ class LocalBackend:
 
     # ---- request -> plan (every 4xx is raised here, before streaming) ----------------------
 
+    def remember_prompt_ids(self, text: str, ids: list[int] | None) -> None:
+        """``encode(text)`` returns ``ids`` from now on (``chat.py``: a chat prompt whose user text
+        holds special-token strings, kept as text); None forgets. The last ``REMEMBERED_PROMPTS``
+        are kept."""
+        self._remembered.pop(text, None)
+        if ids is None:
+            return
+        self._remembered[text] = list(ids)
+        while len(self._remembered) > REMEMBERED_PROMPTS:
+            self._remembered.pop(next(iter(self._remembered)))
+
     def encode(self, text: str) -> list[int]:
+        """The prompt's token ids; a 400 naming ``content`` before tokenizing it whole when it is
+        certainly longer than the context (``prompt_length``: bytes first, then counted in pieces)."""
+        remembered = self._remembered.get(text)
+        if remembered is not None:
+            return list(remembered)
+        if self._longest_token_bytes is None:
+            self._longest_token_bytes = longest_token_bytes(self.tokenizer)
+        over = over_context(self.tokenizer, text, self.context_length, self._longest_token_bytes)
+        if over is not None:
+            raise BadRequest(
+                "content",
+                f"the prompt has more than {over - 1} tokens ({len(text):,} characters); the context length of "
+                f"'{self.info.identifier}' is {self.context_length}",
+            )
         ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
         if not ids and self.tokenizer.bos_token_id is not None:
             ids = [self.tokenizer.bos_token_id]

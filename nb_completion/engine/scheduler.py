@@ -37,7 +37,7 @@ import torch
 from .batch_sampling import Chosen, RowParams, RowTable, choose_batch
 from .generate import _cache_kwarg
 from . import llama_pass
-from .kv import SlotStore, aligned, decode_mask, prefill_mask
+from .kv import SlotStore, aligned, decode_mask, parked_over_budget, prefill_mask
 from .llama_pass import LlamaPass, warm_compiled_decode
 
 log = logging.getLogger("nb_completion.engine")
@@ -308,6 +308,10 @@ class Engine:
         slot = free[0] if free else min(self.parked, key=lambda s: self.parked[s].tick)
         self.store.copy(seq.slot, slot, seq.cached)
         self.parked[slot] = _Parked(seq.ids[: seq.cached], self._next_tick())
+        lengths = {s: len(p.ids) for s, p in self.parked.items()}
+        for evicted in parked_over_budget(lengths, {s: p.tick for s, p in self.parked.items()}):  # kv.py's policy
+            del self.parked[evicted]
+            self.store.release(evicted, keep=0)
 
     def _retire(
         self, seq: Sequence, reason: str, stop_token_id: Optional[int] = None, error: BaseException | None = None
@@ -329,6 +333,7 @@ class Engine:
                 self._move(self.prefilling, len(self.decoding))
         elif seq in self.waiting:
             self.waiting.remove(seq)
+        self.store.release_range(len(self.decoding) + (self.prefilling is not None), self.max_batch)  # kv.py's policy
         try:
             if error is not None:
                 seq.work.sink.on_error(error)

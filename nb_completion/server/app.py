@@ -168,6 +168,29 @@ async def _open(
     return job
 
 
+async def _scored_in_queue(request: Request, state: ServerState, completion_request: Any) -> list | None:
+    """``echo``'s prompt scoring as a queued job (a place, a 429 when full, cancelled when the
+    client leaves); None when the client left."""
+    from ..scoring import ScoringCancelled
+
+    def work(cancel: Any) -> list | None:
+        try:
+            return echo_tokens(completion_request, cancel)
+        except ScoringCancelled:
+            return None
+
+    job = state.engine.submit_work(completion_request, work)
+    async with _watching(request, job):
+        items = [await job.next()]
+        while items[-1] is not END:
+            items.append(await job.next())
+    for item in items:
+        if isinstance(item, CompletionError):
+            raise item
+    scored = [item for item in items if isinstance(item, list)]
+    return scored[0] if scored and not job.cancel.is_set() else None
+
+
 # ---- routes ------------------------------------------------------------------------------------
 
 
@@ -208,7 +231,9 @@ async def openai_completions(request: Request) -> Response:
             return (*state.prepare(parsed), options)
 
     completion_request, prepared, options = await state.bodies.prepare(request, prepare)
-    echo = await asyncio.to_thread(echo_tokens, completion_request) if options["echo"] else None
+    echo = await _scored_in_queue(request, state, completion_request) if options["echo"] else None
+    if options["echo"] and echo is None:  # the client left while its prompt was scored
+        return Response(status_code=204)
     shaper = OpenAIShaper(completion_request.model_id, options["logprobs"], echo)
     if options["echo_only"]:
         return json_response(shaper.echo_response(len(echo)))

@@ -6,10 +6,15 @@ no read that stalls for ever, and parsed off the event loop.
 * A declared ``Content-Length`` over the limit is a 413 before a byte is read; a body without one
   (chunked) is counted as it arrives and refused the moment it passes the limit, so a large body
   never sits in memory whole.
-* A body that stops arriving for ``idle_timeout`` seconds is a 408.
+* A body that stops arriving for ``idle_timeout`` seconds is a 408, and so is one that has not
+  arrived whole ``total_timeout`` seconds after it began (one byte every few seconds would
+  otherwise hold a connection and a request for ever).
 * Parsing runs in a worker thread (a 15 MB body of 500k items took 2 s on the loop). Bodies over
-  ``BIG_BODY_BYTES`` take one of ``BIG_BODY_SLOTS`` slots first, so a flood of large bodies holds
-  a bounded amount of memory; the rest wait, their bytes left in the socket.
+  ``BIG_BODY_BYTES`` take one of ``BIG_BODY_SLOTS`` slots, so a flood of large bodies holds a
+  bounded amount of memory; the rest wait, their bytes left in the socket. A declared large body
+  takes its slot before it is read; a chunked one (no ``Content-Length``) only once it has grown
+  past ``BIG_BODY_BYTES``, so two slow chunked uploads cannot make a small chunked request wait.
+* A client that disconnects mid-body is one quiet log line (``ClientGone``), not a 500.
 * JSON is read strictly: ``NaN``/``Infinity`` and numbers that overflow to infinity (``1e400``)
   are refused, as are strings holding a lone UTF-16 surrogate (``"\\ud800"``), naming the field.
 """
@@ -18,17 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
-from typing import Any, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ..api.errors import BadRequest, CompletionError
 from ..api.validation import lone_surrogate
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 BODY_IDLE_TIMEOUT = 30.0
+BODY_TOTAL_TIMEOUT = 60.0  # seconds from the first awaited byte to the last
 BIG_BODY_BYTES = 1024 * 1024
 BIG_BODY_SLOTS = 2
 JSON_MEDIA_TYPE = "application/json"
@@ -36,9 +43,21 @@ JSON_MEDIA_TYPE = "application/json"
 T = TypeVar("T")
 
 
+log = logging.getLogger("nb_completion.server")
+
+
 class TooLarge(CompletionError):
     def __init__(self, limit: int):
         super().__init__(413, f"the request body is over {limit} bytes")
+
+
+class ClientGone(CompletionError):
+    """The client closed the connection before its body arrived whole. Its response goes
+    nowhere; it is logged as one line at INFO (``error_response`` logs no 4xx)."""
+
+    def __init__(self, received: int):
+        self.received = received
+        super().__init__(400, f"the client disconnected after {received} bytes of its request body")
 
 
 def check_content_type(request: Request) -> None:
@@ -60,20 +79,36 @@ def declared_length(request: Request, limit: int) -> int | None:
     return length
 
 
-async def read_body(request: Request, limit: int = MAX_BODY_BYTES, idle_timeout: float = BODY_IDLE_TIMEOUT) -> bytes:
-    """The whole body, or 413 / 408 (see the module's notes)."""
+async def read_body(
+    request: Request,
+    limit: int = MAX_BODY_BYTES,
+    idle_timeout: float = BODY_IDLE_TIMEOUT,
+    total_timeout: float = BODY_TOTAL_TIMEOUT,
+    on_big: Callable[[], Awaitable[None]] | None = None,
+) -> bytes:
+    """The whole body, or 413 / 408 / ``ClientGone`` (see the module's notes). ``on_big`` is
+    awaited once, when the body grows past ``BIG_BODY_BYTES`` (a chunked body taking its slot)."""
     declared_length(request, limit)
     body = bytearray()
     chunks = request.stream().__aiter__()
+    deadline = asyncio.get_running_loop().time() + total_timeout
     while True:
+        left = deadline - asyncio.get_running_loop().time()
         try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), idle_timeout)
+            chunk = await asyncio.wait_for(chunks.__anext__(), max(0.0, min(idle_timeout, left)))
         except StopAsyncIteration:
             return bytes(body)
+        except ClientDisconnect:
+            log.info("%s %s: the client disconnected mid-body (%d bytes read)", request.method, request.url.path, len(body))
+            raise ClientGone(len(body)) from None
         except asyncio.TimeoutError:
+            if left <= idle_timeout:
+                raise CompletionError(408, f"the request body did not arrive whole within {total_timeout:g} s") from None
             raise CompletionError(408, f"the request body stopped arriving for {idle_timeout:g} s") from None
         if len(body) + len(chunk) > limit:
             raise TooLarge(limit)
+        if on_big is not None and len(body) <= BIG_BODY_BYTES < len(body) + len(chunk):
+            await on_big()
         body += chunk
 
 
@@ -121,9 +156,12 @@ def parse_json(raw: bytes) -> Any:
 class BodyReader:
     """Reads, parses and prepares request bodies for one app (it holds the big-body slots)."""
 
-    def __init__(self, limit: int = MAX_BODY_BYTES, idle_timeout: float = BODY_IDLE_TIMEOUT):
+    def __init__(
+        self, limit: int = MAX_BODY_BYTES, idle_timeout: float = BODY_IDLE_TIMEOUT, total_timeout: float = BODY_TOTAL_TIMEOUT
+    ):
         self.limit = limit
         self.idle_timeout = idle_timeout
+        self.total_timeout = total_timeout
         self._big = asyncio.Semaphore(BIG_BODY_SLOTS)
 
     async def prepare(self, request: Request, then: Callable[[Any], T]) -> T:
@@ -131,10 +169,19 @@ class BodyReader:
         and the tokenizer's checks) in a worker thread; its result or its error comes back."""
         check_content_type(request)
         declared = declared_length(request, self.limit)
-        big = declared is None or declared > BIG_BODY_BYTES
-        if big:
-            async with self._big:
-                raw = await read_body(request, self.limit, self.idle_timeout)
-                return await run_in_threadpool(lambda: then(parse_json(raw)))
-        raw = await read_body(request, self.limit, self.idle_timeout)
-        return await run_in_threadpool(lambda: then(parse_json(raw)))
+        held = False
+
+        async def take_slot() -> None:
+            nonlocal held
+            await self._big.acquire()
+            held = True
+
+        try:
+            if declared is not None and declared > BIG_BODY_BYTES:
+                await take_slot()
+            chunked = take_slot if declared is None else None
+            raw = await read_body(request, self.limit, self.idle_timeout, self.total_timeout, on_big=chunked)
+            return await run_in_threadpool(lambda: then(parse_json(raw)))
+        finally:
+            if held:
+                self._big.release()

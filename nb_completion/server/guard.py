@@ -17,6 +17,11 @@ follow:
   form: the routes take ``application/json`` only, see ``body.py``.)
 
 Requests without ``Host`` or ``Origin`` (curl, SDKs) are not browser requests and pass.
+
+A request with both ``Content-Length`` and ``Transfer-Encoding`` is a 400 and its connection is
+closed (RFC 9112, 6.3: such a message "ought to be handled as an error", and the connection
+closed after responding): the two framings disagree about where the body ends, which is how a
+second, smuggled request hides inside the first one's body.
 """
 
 from __future__ import annotations
@@ -91,7 +96,13 @@ class GuardMiddleware:
         host = headers.get("host")
         origin = headers.get("origin")
         error = None
-        if host is not None and not self.policy.host_allowed(host):
+        if "content-length" in headers and "transfer-encoding" in headers:
+            error = CompletionError(
+                400,
+                "a request must not carry both Content-Length and Transfer-Encoding (RFC 9112); the connection is closed",
+            )
+            error.close_connection = True  # type: ignore[attr-defined]
+        elif host is not None and not self.policy.host_allowed(host):
             error = CompletionError(
                 421,
                 f"this server does not answer to the host '{shorten(host, 100)}' "

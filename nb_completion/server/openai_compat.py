@@ -237,12 +237,13 @@ def openai_names(body: Any) -> Iterator[None]:
         raise BadRequest(renamed, exc.message) from None
 
 
-def echo_tokens(request: CompletionRequest) -> list:
-    """The prompt's tokens scored (``scoring.score``) for ``echo``; blocking (a forward pass)."""
+def echo_tokens(request: CompletionRequest, cancel: Any = None) -> list:
+    """The prompt's tokens scored (``scoring.score``) for ``echo``; blocking (a forward pass),
+    stopped by ``cancel`` (``scoring.ScoringCancelled``)."""
     from ..scoring import score
 
     try:
-        return score(request.content, request.model_id).tokens
+        return score(request.content, request.model_id, cancel=cancel).tokens
     except BadRequest as exc:
         raise BadRequest("echo", exc.detail.split(": ", 1)[-1]) from None
 

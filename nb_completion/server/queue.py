@@ -16,6 +16,12 @@ attribute: 1, served in order). Beyond that, ``queue_size`` jobs may wait; one m
 with ``Retry-After``. Setting ``job.cancel`` (a client that went away) ends the generation
 within one token, or skips the job if it has not started.
 
+A job may instead carry plain blocking ``work`` (``submit_work``: the OpenAI route's echo
+scoring, one forward pass over the prompt): it takes a place like any request (429 beyond the
+queue), runs in its own lane of ``SCORING_CONCURRENCY`` per model (a forward pass over thousands
+of tokens is heavy), gets ``job.cancel`` to read between its chunks, and yields ``OPENED``, its
+result (or a ``CompletionError``) and ``END``.
+
 Items a job yields, in order: ``OPENED`` or a ``CompletionError``; then ``Delta``/``Finished``
 events; an optional ``CompletionError`` for a failure during generation; always ``END`` last.
 """
@@ -38,6 +44,7 @@ log = logging.getLogger("nb_completion.server")
 
 OPENED = object()
 END = object()
+SCORING_CONCURRENCY = 2  # echo scorings of one model running at once; more wait in the queue
 
 
 class QueueFull(CompletionError):
@@ -108,6 +115,7 @@ class Job:
         self.prepared = prepared  # the precheck's token ids and compiled constraint (service.Prepared)
         self.cancel = threading.Event()
         self.stream: Any = None  # a pushed stream's handle, kept until it ends (dropping it cancels)
+        self.work: Any = None  # submit_work: a blocking callable taking the cancel event
         self._courier = courier_for(loop)
         self._items: asyncio.Queue = asyncio.Queue()
 
@@ -173,11 +181,30 @@ class EngineQueue:
             self._dispatch()
         return job
 
-    def _model(self, job: Job) -> str:
-        return str(getattr(job.request, "model_id", "") or "")
+    def submit_work(self, request: CompletionRequest, work: Any) -> Job:
+        """Admit ``work(cancel)`` (blocking; its return value is the job's one item) for
+        ``request``'s model, in that model's scoring lane, or raise ``QueueFull`` (429)."""
+        loop = asyncio.get_running_loop()
+        job = Job(request, None, loop)
+        job.work = work
+        with self._lock:
+            if self._stopped:
+                raise CompletionError(503, "the server is shutting down", title="Service Unavailable")
+            if not self._can_start(job) and len(self._waiting) >= self.queue_size:
+                raise QueueFull(len(self._waiting), self.retry_after())
+            self._waiting.append(job)
+            self._dispatch()
+        return job
 
-    def _limit(self, model_id: str) -> int:
-        return self.max_running if self.max_running is not None else _concurrency(model_id)
+    def _model(self, job: Job) -> str:
+        """The job's lane: its model's id, with `` scoring`` after it for ``submit_work`` jobs."""
+        model = str(getattr(job.request, "model_id", "") or "")
+        return model + " scoring" if job.work is not None else model
+
+    def _limit(self, lane: str) -> int:
+        if lane.endswith(" scoring"):
+            return min(SCORING_CONCURRENCY, self.max_running or SCORING_CONCURRENCY)
+        return self.max_running if self.max_running is not None else _concurrency(lane)
 
     def _can_start(self, job: Job) -> bool:
         model = self._model(job)
@@ -261,6 +288,17 @@ class EngineQueue:
     def _serve(self, job: Job, start: float) -> bool:
         """Open the job; True when its events are pushed (``_finish`` then runs at their end)."""
         if job.cancel.is_set():  # the client left while waiting
+            return False
+        if job.work is not None:
+            try:
+                result = job.work(job.cancel)
+            except Exception as exc:
+                if not isinstance(exc, CompletionError):
+                    log.exception("engine failed while scoring")
+                job.push(as_completion_error(exc, "before generating"))
+                return False
+            job.push(OPENED)
+            job.push(result)
             return False
         from ..service import open_events, open_pushed
 

@@ -32,7 +32,7 @@ def error_response(error: CompletionError, openai: bool = False, where: str = ""
         headers["Retry-After"] = str(getattr(error, "retry_after", 1))
     if error.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if error.status in _CLOSE_AFTER:
+    if error.status in _CLOSE_AFTER or getattr(error, "close_connection", False):
         headers["Connection"] = "close"
     body = error_body(error) if openai else error.error.model_dump(exclude_none=True)
     return json_response(body, error.status, headers)
