@@ -79,4 +79,6 @@ def test_parked_prefixes_are_bounded_and_the_evicted_slot_released(tiny_backend,
         complete(f"{i} " + "word " * 30, model_id=tiny_backend.info.identifier, sampling_params=greedy)
     engine = tiny_backend._engine
     assert len(engine.parked) == 1
-    assert all(engine.store._touched[slot] == 0 for slot in range(engine.max_batch, engine.store.slots) if slot not in engine.parked)
+    assert all(
+        engine.store._touched[slot] == 0 for slot in range(engine.max_batch, engine.store.slots) if slot not in engine.parked
+    )
