@@ -69,7 +69,7 @@ def test_the_native_op_gives_fbgemms_numbers_eager_and_compiled():
     layer = RowwiseInt8Linear(linear.weight, linear.bias)
     assert layer._native
     rows = torch.randn(5, 64)
-    direct = torch.ops.quantized.linear_dynamic(rows, layer._packed, False)
+    direct = torch.ops.quantized.linear_dynamic(rows, layer._packed, int8_op.REDUCE_RANGE)
     assert torch.equal(torch.ops.nb_completion_int8.int8_linear(rows, layer._key), direct)
     compiled = torch.compile(layer.forward, fullgraph=True)
     with torch.inference_mode():
