@@ -118,6 +118,7 @@ def test_default_model_streams_and_stops_within_half_a_second(real_model_id):
     greedy = CompletionWidget("The capital of France is", model_id=real_model_id, max_tokens=8)
     greedy.generate(wait=True, timeout=120)
     assert greedy.status == "done" and greedy.text.strip()
+    assert greedy.metrics["weights"] == "Q4_1 weights (Q8_0 output), float32 activations"  # what computed them
     assert "Paris" in greedy.text
 
 

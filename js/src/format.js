@@ -25,7 +25,8 @@ export function seconds(s) {
   return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`;
 }
 
-/** "12 tokens · first token 310 ms · 28.4 tokens/s" from the metrics dict the kernel sends. */
+/** "12 tokens · first token 310 ms · 28.4 tokens/s · Q4_1 weights, float32 activations" from the
+ * metrics dict the kernel sends (the last part: what computed the numbers). */
 export function metricsLine(m) {
   if (!m || m.tokens === undefined) return "";
   const parts = [`${m.tokens} token${m.tokens === 1 ? "" : "s"}`];
@@ -36,6 +37,7 @@ export function metricsLine(m) {
     parts.push(`${m.tokens_per_second.toFixed(1)} tokens/s`);
   }
   if (m.incomplete) parts.push("incomplete: max tokens ended the constrained output; it may not parse");
+  if (m.weights) parts.push(m.weights);
   return parts.join(" · ");
 }
 

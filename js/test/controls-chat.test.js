@@ -50,5 +50,8 @@ describe("end of a run", () => {
   it("marks a constrained run cut by max tokens as incomplete", () => {
     expect(metricsLine({ tokens: 8, incomplete: true })).toContain("incomplete");
     expect(metricsLine({ tokens: 8 })).not.toContain("incomplete");
+    expect(metricsLine({ tokens: 8, weights: "Q4_1 weights, float32 activations" })).toBe(
+      "8 tokens · Q4_1 weights, float32 activations",
+    );
   });
 });

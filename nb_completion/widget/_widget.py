@@ -391,6 +391,10 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
                     metrics["stop_string"] = finished.stop_string  # a stop string, not the model's end token
                 if session.constrained:
                     metrics["grammar"] = True  # an end of turn means the structured output is complete
+                backend = registry.registered(self.model_name or registry.DEFAULT_MODEL_ID)
+                weights = backend.info.metadata.get("weights") if backend is not None else None
+                if weights:
+                    metrics["weights"] = weights  # what computed these numbers: "Q4_1 weights, float32 activations"
             self.result = response
             body = response.content if response else "".join(r.text for r in session.generated)
             with self.hold_sync():
