@@ -99,3 +99,18 @@ def test_sixteen_requests_arriving_at_random_times_equal_their_solo_runs(real_mo
     for alone, batched in zip(solo, together):
         assert [r.token_id for r in batched] == [r.token_id for r in alone]
         assert [r.logprob for r in batched] == pytest.approx([r.logprob for r in alone], abs=1e-4)
+
+
+def test_the_server_says_what_runs(real_model_id):
+    import httpx
+
+    from nb_completion import serve
+
+    handle = serve(port=0, models=[real_model_id])
+    try:
+        listed = httpx.get(handle.url + "/v1/models", timeout=30).json()["data"]
+    finally:
+        handle.stop()
+    (model,) = [m for m in listed if m["identifier"] == real_model_id]
+    assert model["metadata"]["weights"] == "Q4_1 weights (Q8_0 output), float32 activations"
+    assert model["metadata"]["dtype"] == "gguf"
