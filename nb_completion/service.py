@@ -177,9 +177,17 @@ def _close(events: Any) -> None:
 # ---- shaping the rich records into the contract ----------------------------------------------
 
 
+def spelled(record: TokenRecord) -> str:
+    """A token as logprobs answers spell it: the token decoded alone, as its alternatives are
+    spelled (``<|im_end|>`` for an end token, ``‹EF BC›`` for part of a character), so the
+    chosen token is found among its alternatives; its ``text`` (what it adds to the output, which
+    may be nothing or the held-back bytes of a character) gives the offsets."""
+    return record.piece or record.text
+
+
 def token_logprobs(record: TokenRecord, top_k: int) -> TokenLogProbs:
     """``logprobs_by_token``: the top_k most likely texts, or the chosen token alone for top_k 0."""
-    pairs = record.top[:top_k] if top_k > 0 else ((record.text, record.logprob),)
+    pairs = record.top[:top_k] if top_k > 0 else ((spelled(record), record.logprob),)
     by_token: dict[str, float] = {}
     for text, logprob in pairs:
         if text not in by_token or logprob > by_token[text]:
@@ -217,9 +225,17 @@ def to_chunks(events: Iterable[Event], top_k: int | None) -> Iterator[Completion
                 logprobs = None if top_k is None else [token_logprobs(t, top_k) for t in event.tokens]
                 yield CompletionResponseStreamChunk(delta=event.text, logprobs=logprobs)
             else:
-                yield CompletionResponseStreamChunk(delta="", stop_reason=event.stop_reason, metrics=metrics_of(event))
+                end = [token_logprobs(event.end_token, top_k)] if top_k is not None and event.end_token else None
+                yield CompletionResponseStreamChunk(
+                    delta="", stop_reason=event.stop_reason, logprobs=end, metrics=metrics_of(event)
+                )
     finally:
         _close(events)
+
+
+def _with_end(tokens: list[TokenRecord], finished: Finished) -> list[TokenRecord]:
+    """Every generated token's record, the end token included (it has a logprob like any)."""
+    return [*tokens, finished.end_token] if finished.end_token is not None else list(tokens)
 
 
 def to_response(events: Iterable[Event], top_k: int | None) -> CompletionResponse:
@@ -235,7 +251,7 @@ def to_response(events: Iterable[Event], top_k: int | None) -> CompletionRespons
     return CompletionResponse(
         content=run.text,
         stop_reason=finished.stop_reason,
-        logprobs=[token_logprobs(t, top_k) for t in run.tokens] if top_k is not None else None,
+        logprobs=[token_logprobs(t, top_k) for t in _with_end(run.tokens, finished)] if top_k is not None else None,
         metrics=metrics_of(finished),
     )
 

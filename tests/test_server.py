@@ -345,7 +345,7 @@ def test_openai_stream_ends_with_done(client, tiny_model_id):
         ({"temperature": -1}, 400, "temperature"),
         ({"top_p": 0}, 400, "top_p"),
         ({"logprobs": 50}, 400, "logprobs"),
-        ({"n": 3}, 400, "n"),
+        ({"n": 17}, 400, "n"),
         ({"echo": "yes"}, 400, "echo"),
         ({"frobnicate": True}, 400, "frobnicate"),
         ({"model": "nope"}, 404, None),

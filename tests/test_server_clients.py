@@ -127,9 +127,13 @@ def test_openai_client_completions(oai, tiny_model_id):
     choice = result.choices[0]
     assert choice.finish_reason == "length" and result.usage.completion_tokens == 10
     assert len(choice.logprobs.tokens) == 10 and len(choice.logprobs.top_logprobs) == 10
-    # the tokens' texts make up the text (bytes an unfinished character held back at the end
-    # are flushed without a token of their own)
-    assert choice.text.startswith("".join(choice.logprobs.tokens))
+    # each token is spelled as its alternatives spell it (part of a character as ‹EF BC›), so
+    # greedy's token is the top key of its own entry; offsets count the text it adds
+    offsets = choice.logprobs.text_offset
+    assert offsets == sorted(offsets) and offsets[0] == 0 and offsets[-1] <= len(choice.text)
+    for i, token in enumerate(choice.logprobs.tokens):
+        top = choice.logprobs.top_logprobs[i]
+        assert token == max(top, key=top.get), (i, token, top)
     again = oai.completions.create(model=tiny_model_id, prompt="Once upon a time", max_tokens=10, temperature=0)
     assert again.choices[0].text == choice.text
 

@@ -298,17 +298,17 @@ class _Shaper:
         self.index = 0
         self.first: Optional[float] = None
         self.last: Optional[float] = None
+        self.end_token: Optional[TokenRecord] = None
 
     def on_token(self, chosen: Chosen, now: float) -> bool:
         self.first = self.first or now
         self.last = now
         backend = self.backend
-        if chosen.token_id in backend.stop_token_ids:
-            return False  # the end token carries no text; the engine ends the sequence after it
+        end = chosen.token_id in backend.stop_token_ids
         record = TokenRecord(
             index=self.index,
             token_id=chosen.token_id,
-            text=self.detok.add_token(chosen.token_id),
+            text="" if end else self.detok.add_token(chosen.token_id),
             logprob=chosen.logprob,
             rank=chosen.rank,
             top=tuple((backend.piece(i), lp) for i, lp in zip(chosen.top_ids, chosen.top_logprobs)),
@@ -318,6 +318,9 @@ class _Shaper:
             elapsed=now - self.plan.started,
             piece=backend.piece(chosen.token_id),
         )
+        if end:  # no text: kept for Finished.end_token; the engine ends the sequence after it
+            self.end_token = record
+            return False
         self.index += 1
         delta = self.stops.push(record)
         if delta.text or delta.tokens:
@@ -342,6 +345,7 @@ class _Shaper:
                 tokens_per_second=rate,
                 cancelled=reason == "cancelled",
                 stop_string=self.stops.matched,
+                end_token=self.end_token if reason == "stop_token" else None,
             )
         )
 

@@ -49,6 +49,9 @@ class Finished:
     tokens_per_second: float | None = None
     cancelled: bool = False  # ended by a cancel event (stop_reason is then out_of_tokens)
     stop_string: str | None = None  # the stop string that ended generation (stop_reason end_of_turn)
+    # The end token the run ended on, scored like any token (its logprob, rank, alternatives) but
+    # with no text: it is counted in completion_tokens and listed in every logprobs answer.
+    end_token: "TokenRecord | None" = None
 
 
 Event = Union[Delta, Finished]  # what a stream yields: Deltas, then one Finished

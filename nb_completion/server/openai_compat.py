@@ -28,16 +28,17 @@ from ..api.errors import BadRequest, CompletionError
 from ..api.shorthand import response_format_from
 from ..api.types import CompletionRequest
 from ..api.bounds import BOUNDS, MIN_TEMPERATURE, OPENAI_MAX_TOKENS
-from ..api.validation import check_seed, parse_request
+from ..api.validation import check_seed, check_text, parse_request
 from ..engine.fold import Metrics, fold
 from ..engine.records import Delta, Finished, TokenRecord
+from ..service import spelled
 
 DEFAULT_MAX_TOKENS = OPENAI_MAX_TOKENS
 FLOOR = -9999.0
 
 _NEUTRAL = {
-    "n": (None, 1),
-    "best_of": (None, 1),
+    "n": None,  # checked by _choices
+    "best_of": None,
     "suffix": (None, ""),
     "frequency_penalty": (None, 0, 0.0),
     "presence_penalty": (None, 0, 0.0),
@@ -82,15 +83,61 @@ def _integer(body: dict, name: str) -> int | None:
     return value
 
 
-def _prompt(body: dict) -> str:
+MAX_PROMPTS = 64  # prompts in one request (lm-eval batches a few)
+MAX_CHOICES = 16  # n and best_of
+MAX_STOPS = 16  # OpenAI allows 4; vLLM more, and lm-eval adds its end string to a task's own 4
+
+
+def _prompts(body: dict) -> list:
+    """The prompts: a string, a list of strings, a list of token ids, or a list of lists of ids."""
     prompt = body["prompt"]
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise BadRequest(
-            "prompt", "must be a string or a list holding one string (token-id prompts and batches are not supported)"
-        )
-    return prompt
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        prompts: list = [prompt]
+    elif isinstance(prompt, list) and prompt:
+        prompts = prompt
+    else:
+        raise BadRequest("prompt", "must be a string, a list of strings, a list of token ids or a list of lists of token ids")
+    if len(prompts) > MAX_PROMPTS:
+        raise BadRequest("prompt", f"at most {MAX_PROMPTS} prompts in one request, got {len(prompts)}")
+    for i, item in enumerate(prompts):
+        if isinstance(item, str):
+            continue
+        if not isinstance(item, list) or not item:
+            raise BadRequest(f"prompt[{i}]", "must be a string or a non-empty list of token ids")
+        bad = next((t for t in item if isinstance(t, bool) or not isinstance(t, int) or t < 0), None)
+        if bad is not None:
+            raise BadRequest(f"prompt[{i}]", f"token ids must be integers >= 0, got {bad!r}")
+    return prompts
+
+
+def _choices(body: dict, stream: bool) -> tuple[int, int]:
+    """``n`` and ``best_of`` (how many are generated per prompt; the n best are returned)."""
+    n = _integer(body, "n")
+    n = 1 if n is None else n
+    if not 1 <= n <= MAX_CHOICES:
+        raise BadRequest("n", f"must be in [1, {MAX_CHOICES}], got {n}")
+    best_of = _integer(body, "best_of")
+    best_of = n if best_of is None else best_of
+    if not n <= best_of <= MAX_CHOICES:
+        raise BadRequest("best_of", f"must be in [n, {MAX_CHOICES}] (n is {n}), got {best_of}")
+    if stream and best_of > n:
+        raise BadRequest("best_of", "cannot be combined with stream (the best are known only at the end)")
+    return n, best_of
+
+
+def _stops(body: dict) -> list[str] | None:
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        raise BadRequest("stop", "must be a string or a list of strings")
+    if stop and len(stop) > MAX_STOPS:
+        raise BadRequest("stop", f"at most {MAX_STOPS} stop strings, got {len(stop)}")
+    if stop and any(s == "" for s in stop):
+        raise BadRequest("stop", "stop strings must not be empty")
+    return stop or None
 
 
 def _strategy(body: dict) -> dict:
@@ -145,11 +192,7 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
     max_tokens = 0 if max_tokens is None else max_tokens
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
         raise BadRequest("max_tokens", f"must be an integer >= 0 (or null: until the end), got {max_tokens!r}")
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise BadRequest("stop", "must be a string or a list of strings")
+    stop = _stops(body)
     logprobs = _integer(body, "logprobs")
     if logprobs is not None and not BOUNDS["logprobs_top_k"].holds(logprobs):
         raise BadRequest("logprobs", f"{BOUNDS['logprobs_top_k'].text}, got {logprobs}")
@@ -164,13 +207,17 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
     echo = body.get("echo") or False
     if not isinstance(echo, bool):
         raise BadRequest("echo", "must be a boolean")
-    params: dict[str, Any] = {"strategy": _strategy(body), "max_tokens": max_tokens}
+    prompts = _prompts(body)
+    n, best_of = _choices(body, bool(stream))
+    nothing = body.get("max_tokens") == 0  # OpenAI: generate nothing (with echo: only score)
+    params: dict[str, Any] = {"strategy": _strategy(body), "max_tokens": 1 if nothing else max_tokens}
     if stop:
-        params["stop"] = stop
+        params["stop"] = stop[:4]  # the contract's bound; the rest are added after its checks
     penalty = _number(body, "repetition_penalty", None)
     if penalty is not None:
         params["repetition_penalty"] = penalty
-    request_body: dict[str, Any] = {"model_id": body["model"], "content": _prompt(body), "sampling_params": params}
+    first = next((p for p in prompts if isinstance(p, str)), "") or " "
+    request_body: dict[str, Any] = {"model_id": body["model"], "content": first, "sampling_params": params}
     fmt = _response_format(body)
     if fmt is not None:
         request_body["response_format"] = fmt
@@ -178,13 +225,20 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
         request_body["logprobs"] = {"top_k": logprobs}
     with openai_names(body):
         request = parse_request(request_body)
+        if stop and len(stop) > 4:
+            check_text(stop, "sampling_params.stop")
+            sampling = request.sampling_params.model_copy(update={"stop": list(stop)})
+            request = request.model_copy(update={"sampling_params": sampling})
     return request, {
         "stream": bool(stream),
         "seed": seed,
         "logprobs": logprobs,
         "include_usage": bool(options.get("include_usage")),
         "echo": echo,
-        "echo_only": echo and body.get("max_tokens") == 0,  # OpenAI: score the prompt, generate nothing
+        "nothing": nothing,
+        "prompts": prompts,
+        "n": n,
+        "best_of": best_of,
     }
 
 
@@ -237,12 +291,14 @@ def openai_names(body: Any) -> Iterator[None]:
         raise BadRequest(renamed, exc.message) from None
 
 
-def echo_tokens(request: CompletionRequest, cancel: Any = None) -> list:
-    """The prompt's tokens scored (``scoring.score``) for ``echo``; blocking (a forward pass),
-    stopped by ``cancel`` (``scoring.ScoringCancelled``)."""
-    from ..scoring import score
+def echo_tokens(request: CompletionRequest, cancel: Any = None, ids: Any = None) -> list:
+    """The prompt's tokens scored (``scoring.score``; ``ids``: exactly these token ids) for
+    ``echo``; blocking (a forward pass), stopped by ``cancel`` (``scoring.ScoringCancelled``)."""
+    from ..scoring import _local_backend, score, score_ids
 
     try:
+        if ids is not None:
+            return score_ids(_local_backend(request.model_id), ids, cancel=cancel)
         return score(request.content, request.model_id, cancel=cancel).tokens
     except BadRequest as exc:
         raise BadRequest("echo", exc.detail.split(": ", 1)[-1]) from None
@@ -267,9 +323,10 @@ def _finite(value: float) -> float:
 class OpenAIShaper:
     """Turns the engine's events into OpenAI ``text_completion`` objects (one choice)."""
 
-    def __init__(self, model: str, logprobs: int | None, echo: list | None = None):
+    def __init__(self, model: str, logprobs: int | None, echo: list | None = None, index: int = 0, id: str | None = None):
         self.echo = echo  # the prompt's scored tokens, sent before the first generated text
-        self.id = f"cmpl-{uuid.uuid4().hex[:24]}"
+        self.index = index  # the choice's index (prompt i, sample j of n: i * n + j)
+        self.id = id or f"cmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.model = model
         self.n_logprobs = logprobs
@@ -290,11 +347,11 @@ class OpenAIShaper:
             return None
         block: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
         for token in tokens:
-            pairs = token.top[: self.n_logprobs] if self.n_logprobs > 0 else ((token.text, token.logprob),)
+            pairs = token.top[: self.n_logprobs] if self.n_logprobs > 0 else ((spelled(token), token.logprob),)
             top: dict[str, float] = {}
             for text, logprob in pairs:
                 top[text] = max(top.get(text, FLOOR), _finite(logprob))
-            block["tokens"].append(token.text)
+            block["tokens"].append(spelled(token))
             block["token_logprobs"].append(_finite(token.logprob))
             block["top_logprobs"].append(top)
             block["text_offset"].append(self._offset)
@@ -315,9 +372,9 @@ class OpenAIShaper:
             top: dict[str, float] | None = None
             if token.logprob is not None:
                 top = {}
-                for alt, logprob in token.top[: self.n_logprobs] if self.n_logprobs > 0 else ((token.text, token.logprob),):
+                for alt, logprob in token.top[: self.n_logprobs] if self.n_logprobs > 0 else ((spelled(token), token.logprob),):
                     top[alt] = max(top.get(alt, FLOOR), _finite(logprob))
-            block["tokens"].append(token.text)
+            block["tokens"].append(spelled(token))
             block["token_logprobs"].append(None if token.logprob is None else _finite(token.logprob))
             block["top_logprobs"].append(top)
             block["text_offset"].append(self._offset)
@@ -335,7 +392,7 @@ class OpenAIShaper:
     def echo_response(self, prompt_tokens: int) -> dict:
         """``echo`` with ``max_tokens: 0``: the prompt scored, nothing generated."""
         text, block = self._echo_block()
-        choice = {"index": 0, "text": text, "logprobs": block, "finish_reason": "length"}
+        choice = {"index": self.index, "text": text, "logprobs": block, "finish_reason": "length"}
         return self._frame(
             [choice], usage={"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens}
         )
@@ -354,10 +411,11 @@ class OpenAIShaper:
             if not event.text and not event.tokens:
                 return None
             text, logprobs = self._with_echo(event.text, event.tokens)
-            choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": None}
+            choice = {"index": self.index, "text": text, "logprobs": logprobs, "finish_reason": None}
             return self._frame([choice])
-        text, logprobs = self._with_echo("", ()) if self.echo is not None else ("", None)
-        choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": self.finish_reason(event)}
+        end = (event.end_token,) if event.end_token is not None else ()
+        text, logprobs = self._with_echo("", end) if self.echo is not None or end else ("", None)
+        choice = {"index": self.index, "text": text, "logprobs": logprobs, "finish_reason": self.finish_reason(event)}
         return self._frame([choice])
 
     def usage_chunk(self, finished: Finished) -> dict:
@@ -368,9 +426,10 @@ class OpenAIShaper:
 
         run = fold(events)
         finished = finished_of(run)
-        content, logprobs = self._with_echo(run.text, run.tokens)
+        end = [finished.end_token] if finished.end_token is not None else []
+        content, logprobs = self._with_echo(run.text, [*run.tokens, *end])
         choice = {
-            "index": 0,
+            "index": self.index,
             "text": content,
             "logprobs": logprobs,
             "finish_reason": self.finish_reason(finished),

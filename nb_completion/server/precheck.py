@@ -74,18 +74,21 @@ def _compile_grammar(request: CompletionRequest, backend: Any) -> Any:
     return constraint
 
 
-def precheck(request: CompletionRequest, backend: Any, max_tokens_cap: int) -> tuple[CompletionRequest, Prepared | None]:
+def precheck(
+    request: CompletionRequest, backend: Any, max_tokens_cap: int, ids: list[int] | None = None
+) -> tuple[CompletionRequest, Prepared | None]:
     """``request`` with ``max_tokens`` resolved against the cap, and what was computed on the
     way for ``backend`` (None for a backend without a local tokenizer); or the 400 the engine
-    would give."""
+    would give. ``ids``: the prompt's token ids when the client sent ids, not text."""
     model_id = request.model_id
     params = request.sampling_params or SamplingParams()
     room = prompt_tokens = None
     prepared = None
     context = getattr(backend, "context_length", None)
     if getattr(backend, "tokenizer", None) is not None and context:
-        text = content_text(request.content, images_refused=f"model '{model_id}' is text-only and cannot take image content")
-        ids = _prompt_ids(backend, text)
+        if ids is None:  # else the prompt came as token ids (OpenAI's route), used as they are
+            text = content_text(request.content, images_refused=f"model '{model_id}' is text-only and cannot take image content")
+            ids = _prompt_ids(backend, text)
         prompt_tokens = len(ids)
         room = int(context) - prompt_tokens
         if room <= 0:
