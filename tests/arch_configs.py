@@ -66,7 +66,6 @@ ARCHS: dict[str, dict[str, Any]] = {
     "nemotron": {},
     "olmoe": {"num_experts": 4, "num_experts_per_tok": 2},
     "granitemoe": {"num_local_experts": 4, "num_experts_per_tok": 2},
-    "dbrx": {},
     "arcee": {},
     "seed_oss": {},
     "ernie4_5": {},
@@ -74,8 +73,22 @@ ARCHS: dict[str, dict[str, Any]] = {
     "mamba": {"state_size": 8, "expand": 2},
     "mamba2": {"state_size": 8, "expand": 2, "num_heads": 8, "head_dim": 16, "n_groups": 1},
     "rwkv": {"attention_hidden_size": 64},
-    "recurrent_gemma": {"lru_width": 64, "head_dim": 16, "block_types": ["recurrent", "attention"], "attention_window_size": WINDOW},
-    "jamba": {"num_experts": 2, "num_experts_per_tok": 1, "attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1, "mamba_d_state": 8, "use_mamba_kernels": False},
+    "recurrent_gemma": {
+        "lru_width": 64,
+        "head_dim": 16,
+        "block_types": ["recurrent", "attention"],
+        "attention_window_size": WINDOW,
+    },
+    "jamba": {
+        "num_experts": 2,
+        "num_experts_per_tok": 1,
+        "attn_layer_period": 2,
+        "attn_layer_offset": 1,
+        "expert_layer_period": 2,
+        "expert_layer_offset": 1,
+        "mamba_d_state": 8,
+        "use_mamba_kernels": False,
+    },
     "falcon_h1": {"mamba_d_ssm": 64, "mamba_n_heads": 8, "mamba_d_head": 8, "mamba_d_state": 8, "head_dim": 16},
 }
 

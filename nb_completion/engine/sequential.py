@@ -27,6 +27,12 @@ from .scheduler import Sequence, Stats, Work, _live_engines
 
 log = logging.getLogger("nb_completion.engine")
 
+# (output attribute, forward keyword: None = the model's cache keyword) where models hand back
+# the state the next step continues from
+STATE_OUTPUTS = (("past_key_values", None), ("cache", None), ("cache_params", "cache_params"), ("state", "state"))
+
+RERUN = ("rerun", None)  # the state of a model that hands back none: run the whole sequence again
+
 PASS_NAME = "per-sequence (the model's own forward and cache)"
 
 
@@ -121,15 +127,24 @@ class SequentialEngine:
         for run in list(self.running):
             self._advance(run)
 
-    def _forward(self, ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
+    def _forward(self, ids: list[int], cache: Any, history: list[int]) -> tuple[torch.Tensor, Any]:
+        """The next token's logits after ``ids`` and the state to continue from. A model that hands
+        back no state (RecurrentGemma keeps it inside its modules, shared by every sequence) runs
+        the whole ``history`` again without a cache each step: slow, but never a wrong token."""
+        if cache is RERUN:
+            out = self.model(input_ids=torch.tensor([history], device=self.device), use_cache=False)
+            return out.logits[:, -1], RERUN
         kwargs: dict[str, Any] = {"input_ids": torch.tensor([ids], device=self.device), "use_cache": True}
         if cache is not None:
-            kwargs[self.cache_name] = cache
+            name, value = cache
+            kwargs[name] = value
         out = self.model(**kwargs)
-        new_cache = getattr(out, "past_key_values", None)
-        if new_cache is None:
-            new_cache = getattr(out, "cache_params", None)  # Mamba-style outputs
-        return out.logits[:, -1], new_cache
+        for attribute, kwarg in STATE_OUTPUTS:
+            value = getattr(out, attribute, None)
+            if value is not None:
+                return out.logits[:, -1], (kwarg or self.cache_name, value)
+        # no state handed back: continuing from None would restart from nothing at every token
+        return out.logits[:, -1], RERUN
 
     def _advance(self, run: _Running) -> None:
         seq, work = run.seq, run.seq.work
@@ -137,7 +152,7 @@ class SequentialEngine:
             return self._finish(run, "cancelled")
         try:
             if run.logits is None:  # prefill the whole prompt in one pass, as generate() does
-                run.logits, run.cache = self._forward(seq.ids, None)
+                run.logits, run.cache = self._forward(seq.ids, None, seq.ids)
                 seq.cached = len(seq.ids)
                 self.stats.prefill_passes += 1
                 self.stats.prefill_tokens += len(seq.ids)
@@ -168,20 +183,24 @@ class SequentialEngine:
         if seq.steps >= work.max_new:
             return self._finish(run, "out_of_tokens")
         try:
-            run.logits, run.cache = self._forward([token], run.cache)
+            run.logits, run.cache = self._forward([token], run.cache, seq.ids)
             seq.cached += 1
         except Exception as exc:
             log.exception("per-sequence pass failed")
             self._finish(run, "error", error=exc)
 
-    def _finish(self, run: _Running, reason: str, stop_token_id: Optional[int] = None, error: Optional[BaseException] = None) -> None:
+    def _finish(
+        self, run: _Running, reason: str, stop_token_id: Optional[int] = None, error: Optional[BaseException] = None
+    ) -> None:
         if run in self.running:
             self.running.remove(run)
         self.table.clear(run.slot)
         run.cache = run.logits = None
         self._end(run.seq, reason, stop_token_id, error)
 
-    def _end(self, seq: Sequence, reason: str, stop_token_id: Optional[int] = None, error: Optional[BaseException] = None) -> None:
+    def _end(
+        self, seq: Sequence, reason: str, stop_token_id: Optional[int] = None, error: Optional[BaseException] = None
+    ) -> None:
         if seq.done:
             return
         seq.done = True
