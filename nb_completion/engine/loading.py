@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api.errors import BadRequest, CompletionError, ModelNotFound, shorten
+from . import hub
 from . import registry
 from .backend import Backend
 from .gguf_cache import cached_folder, convert_cached, is_complete
@@ -210,11 +211,15 @@ def _resolve_source(model_id: str, progress: ProgressCallback) -> tuple[Path | s
                 "save one with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)",
             )
         return path, {}
+    if hub.GGUF_FILE.match(model_id) or hub.GGUF_SHORTHAND.match(model_id):  # a GGUF file of a hub repo
+        return _gguf_to_cached_folder(hub.download(model_id), progress), {}
     if _looks_like_path(model_id):
         raise UnknownModel(model_id, "no such file or folder")
-    if not _in_hub_cache(model_id):
-        raise UnknownModel(model_id, "not registered, not a local path, not in the local Hugging Face cache")
-    return model_id, {"local_files_only": True}  # a hub id: only what is already cached
+    if _in_hub_cache(model_id):
+        return model_id, {"local_files_only": True}  # a hub id already cached
+    if not hub.is_hub_id(model_id):
+        raise UnknownModel(model_id, "not registered, not a local path, not a hub id")
+    return hub.download(model_id), {}  # downloaded on first use (engine/hub.py)
 
 
 def _prepare(model: Any, dtype: str, device: str, gguf: Path | None = None) -> tuple[Any, str]:
