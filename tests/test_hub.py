@@ -67,3 +67,41 @@ def test_offline_a_hub_id_not_cached_is_a_404_naming_it(hub, monkeypatch):
         loading.ensure_loaded("someone/tiny-qwen2", dtype="float32")
     assert caught.value.status == 404 and "someone/tiny-qwen2" in str(caught.value)
     assert not hub.requests
+
+
+@pytest.fixture()
+def gguf_hub(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    folder = tmp_path / "gguf-repo"
+    folder.mkdir()
+    for name in ("Tiny-Q4_K_M.gguf", "Tiny-Q8_0.gguf", "Tiny-Q4_K_S.gguf"):
+        (folder / name).write_bytes(b"GGUF" + name.encode())
+    with StandInHub({"someone/tiny-GGUF": folder}) as server:
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        yield server
+
+
+@pytest.mark.parametrize(
+    "model_id, file",
+    [
+        ("someone/tiny-GGUF:Q4_K_M", "Tiny-Q4_K_M.gguf"),
+        ("someone/tiny-GGUF:q8_0", "Tiny-Q8_0.gguf"),
+        ("someone/tiny-GGUF/Tiny-Q4_K_S.gguf", "Tiny-Q4_K_S.gguf"),
+    ],
+)
+def test_a_gguf_repo_file_by_quant_shorthand_or_name(gguf_hub, model_id, file):
+    from nb_completion.engine import hub
+
+    path = hub.download(model_id)
+    assert path.name == file and path.read_bytes() == b"GGUF" + file.encode()
+
+
+def test_a_quant_the_repo_lacks_is_a_404_listing_what_it_has(gguf_hub):
+    with pytest.raises(CompletionError) as caught:
+        loading.ensure_loaded("someone/tiny-GGUF:Q2_K")
+    assert caught.value.status == 404
+    assert "someone/tiny-GGUF:Q2_K" in str(caught.value) and "Tiny-Q8_0.gguf" in str(caught.value)
