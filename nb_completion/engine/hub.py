@@ -28,7 +28,14 @@ HUB_ID = re.compile(rf"^{_REPO}$")
 
 class HubError(CompletionError):
     def __init__(self, status: int, model_id: str, why: str):
-        super().__init__(status, f"model_id: '{shorten(model_id)}' {why}")
+        from .registry import registered_ids
+
+        self.model_id = model_id
+        super().__init__(
+            status,
+            f"model_id: '{shorten(model_id)}' {why}. Available models: {', '.join(registered_ids())}; a local "
+            "Hugging Face folder, a .gguf file or a hub id (downloaded into the local Hugging Face cache) also load",
+        )
 
 
 def is_hub_id(model_id: str) -> bool:
