@@ -47,3 +47,27 @@ def test_unloading_a_model_that_is_not_loaded_is_a_404_naming_it():
     with pytest.raises(ModelNotFound) as caught:
         nb.unload_model("never-loaded")
     assert caught.value.status == 404 and "never-loaded" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "config_args, words",
+    [
+        ({"model_type": "bert"}, "is an encoder"),
+        ({"model_type": "t5", "d_model": 64, "d_ff": 128, "num_heads": 4, "d_kv": 16}, "encoder-decoder"),
+        ({"model_type": "vit"}, "no causal language-model head"),
+    ],
+    ids=["bert", "t5", "vit"],
+)
+def test_a_model_that_cannot_generate_is_a_400_saying_why(tmp_path, config_args, words):
+    from transformers import AutoConfig
+
+    from nb_completion.api.errors import BadRequest
+    from nb_completion.engine import loading
+
+    args = dict(config_args)
+    config = AutoConfig.for_model(args.pop("model_type"), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, **args)
+    config.save_pretrained(tmp_path)
+    build_tokenizer().save_pretrained(tmp_path)
+    with pytest.raises(BadRequest) as caught:
+        loading.ensure_loaded(str(tmp_path), dtype="float32")
+    assert caught.value.status == 400 and words in str(caught.value) and str(tmp_path) in str(caught.value)

@@ -60,3 +60,25 @@ def batched_path_holds(model: Any) -> bool:
 
 def path_name(model: Any) -> str:
     return "batched" if batched_path_holds(model) else "per-sequence"
+
+
+# encoders transformers can put a (bidirectional) LM head on: they fill in masked tokens, they do
+# not generate left to right, so AutoModelForCausalLM's "works" would be silently wrong text
+ENCODERS = frozenset(
+    {"bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "electra", "ernie", "roberta-prelayernorm",
+     "bert-generation", "data2vec-text", "megatron-bert", "rembert", "roc_bert", "xmod", "modernbert"}
+)  # fmt: skip
+
+
+def refusal(config: Any) -> str | None:
+    """Why a model with this config cannot generate here (a 400's reason), or None."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = getattr(config, "model_type", "?")
+    if getattr(config, "is_encoder_decoder", False):
+        return f"is an encoder-decoder model ({model_type}); only decoder-only causal language models run here"
+    if model_type in ENCODERS and not getattr(config, "is_decoder", False):
+        return f"is an encoder ({model_type}, bidirectional attention): it fills in masked tokens, it does not generate left to right"
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return f"has no causal language-model head in transformers (model_type {model_type}, e.g. a vision-only or encoder model): it cannot generate text"
+    return None

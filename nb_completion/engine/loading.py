@@ -407,6 +407,7 @@ def _load_source(model_id: str, source: Path | str, options: dict) -> tuple[Any,
             tokenizer = AutoTokenizer.from_pretrained(source, **options)
     except Exception as exc:
         raise BadRequest("model_id", f"could not load the tokenizer of '{model_id}' ({source}): {_reason(exc)}") from None
+    _refuse_non_generators(model_id, source, options)
     try:
         with _quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **options)
@@ -415,3 +416,18 @@ def _load_source(model_id: str, source: Path | str, options: dict) -> tuple[Any,
             "model_id", f"could not load '{model_id}' ({source}) as a causal language model: {_reason(exc)}"
         ) from None
     return model, tokenizer
+
+
+def _refuse_non_generators(model_id: str, source: Path | str, options: dict) -> None:
+    """A 400 saying why for an encoder, an encoder-decoder or a vision-only model (architectures.py)."""
+    from transformers import AutoConfig
+
+    from .architectures import refusal
+
+    try:
+        config = AutoConfig.from_pretrained(source, **options)
+    except Exception:  # noqa: BLE001 - the model load below reports what is wrong
+        return
+    why = refusal(config)
+    if why is not None:
+        raise BadRequest("model_id", f"'{model_id}' {why}")
