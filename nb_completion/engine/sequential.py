@@ -29,7 +29,7 @@ log = logging.getLogger("nb_completion.engine")
 
 # (output attribute, forward keyword: None = the model's cache keyword) where models hand back
 # the state the next step continues from
-STATE_OUTPUTS = (("past_key_values", None), ("cache", None), ("cache_params", "cache_params"), ("state", "state"))
+STATE_OUTPUTS = (("cache", None), ("past_key_values", None), ("cache_params", "cache_params"), ("state", "state"))
 
 RERUN = ("rerun", None)  # the state of a model that hands back none: run the whole sequence again
 
