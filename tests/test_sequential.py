@@ -99,3 +99,31 @@ def test_a_cancelled_stream_ends_cancelled_and_the_engine_goes_on(tokenizer):
         assert run(backend, "Once", sampling_params={"max_tokens": 5})[2].completion_tokens == 5
     finally:
         backend.close()
+
+
+def test_steps_on_the_per_sequence_path_draw_what_one_run_draws_and_see_the_raw_logits(tokenizer):
+    import torch
+
+    from nb_completion import stepping
+    from nb_completion.engine import sampling
+
+    backend = LocalBackend(build("gemma2", len(tokenizer)), tokenizer, "gemma2-steps")
+    backend.stop_token_ids = frozenset()
+    request = build_request("x", model_id="gemma2-steps", sampling_params={**TOP_P, "max_tokens": 6})
+    ids = tokenizer("Once upon a time there was a small model that liked to generate text.")["input_ids"]
+    try:
+        whole = [t.token_id for e in backend.open(request, ids=ids, seed=3) if isinstance(e, Delta) for t in e.tokens]
+        generator = sampling.make_generator(3, backend.device)
+        stepped, history = [], list(ids)
+        for _ in range(6):
+            result = stepping.step(backend, request, history, generator)
+            with torch.inference_mode():
+                raw = backend.model(input_ids=torch.tensor([history])).logits[0, -1]
+            top = result.distribution.ids[0]
+            assert top == int(raw.argmax())
+            assert result.distribution.logits[0] == pytest.approx(float(raw.max()), abs=1e-4)
+            stepped.append(result.token_id)
+            history.append(result.token_id)
+    finally:
+        backend.close()
+    assert stepped == whole
