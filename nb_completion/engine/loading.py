@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api.errors import BadRequest, CompletionError, ModelNotFound, shorten
+from . import hub
 from . import registry
 from .backend import Backend
 from .gguf_cache import CacheFull, cached_folder, convert_cached, is_complete
@@ -212,11 +213,15 @@ def _resolve_source(model_id: str, progress: ProgressCallback) -> tuple[Path | s
                 "save one with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)",
             )
         return path, {}
+    if hub.GGUF_FILE.match(model_id) or hub.GGUF_SHORTHAND.match(model_id):  # a GGUF file of a hub repo
+        return _gguf_to_cached_folder(hub.download(model_id), progress), {}
     if _looks_like_path(model_id):
         raise UnknownModel(model_id, "no such file or folder")
-    if not _in_hub_cache(model_id):
-        raise UnknownModel(model_id, "not registered, not a local path, not in the local Hugging Face cache")
-    return model_id, {"local_files_only": True}  # a hub id: only what is already cached
+    if _in_hub_cache(model_id):
+        return model_id, {"local_files_only": True}  # a hub id already cached
+    if not hub.is_hub_id(model_id):
+        raise UnknownModel(model_id, "not registered, not a local path, not a hub id")
+    return hub.download(model_id), {}  # downloaded on first use (engine/hub.py)
 
 
 def _prepare(model: Any, dtype: str, device: str, gguf: Path | None = None) -> tuple[Any, str]:
@@ -404,6 +409,7 @@ def _load_source(model_id: str, source: Path | str, options: dict) -> tuple[Any,
             tokenizer = AutoTokenizer.from_pretrained(source, **options)
     except Exception as exc:
         raise BadRequest("model_id", f"could not load the tokenizer of '{model_id}' ({source}): {_reason(exc)}") from None
+    _refuse_non_generators(model_id, source, options)
     try:
         with _quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **options)
@@ -412,3 +418,18 @@ def _load_source(model_id: str, source: Path | str, options: dict) -> tuple[Any,
             "model_id", f"could not load '{model_id}' ({source}) as a causal language model: {_reason(exc)}"
         ) from None
     return model, tokenizer
+
+
+def _refuse_non_generators(model_id: str, source: Path | str, options: dict) -> None:
+    """A 400 saying why for an encoder, an encoder-decoder or a vision-only model (architectures.py)."""
+    from transformers import AutoConfig
+
+    from .architectures import refusal
+
+    try:
+        config = AutoConfig.from_pretrained(source, **options)
+    except Exception:  # noqa: BLE001 - the model load below reports what is wrong
+        return
+    why = refusal(config)
+    if why is not None:
+        raise BadRequest("model_id", f"'{model_id}' {why}")

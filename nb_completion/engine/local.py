@@ -33,7 +33,9 @@ from .batch_sampling import Chosen, RowParams
 from .detokenize import StreamingDetokenizer
 from .prompt_length import longest_token_bytes, over_context
 from .records import Finished, ModelInfo, TokenRecord
+from .architectures import batched_path_holds
 from .scheduler import Engine, Work, default_max_batch
+from .sequential import SequentialEngine
 from .stopping import StopStringFilter
 from .token_text import token_display_text
 
@@ -88,7 +90,7 @@ class LocalBackend:
             "compile": compile_by_default(),
             "lean": os.environ.get("NB_COMPLETION_LEAN", "1") != "0",
         }
-        self._engine: Optional[Engine] = None
+        self._engine: Optional[Any] = None  # Engine or SequentialEngine
         self._engine_lock = threading.Lock()
         self._pieces: dict[int, str] = {}
         self._longest_token_bytes: Optional[int] = None
@@ -216,10 +218,13 @@ class LocalBackend:
         return int(self.engine_options.get("max_batch") or default_max_batch(self.device))
 
     @property
-    def engine(self) -> Engine:
+    def engine(self) -> Any:
         with self._engine_lock:
             if self._engine is None:
-                self._engine = Engine(self.model, **self.engine_options)
+                if batched_path_holds(self.model):
+                    self._engine = Engine(self.model, **self.engine_options)
+                else:  # sliding windows, recurrent state, ...: the model's own cache (docs/models.md)
+                    self._engine = SequentialEngine(self.model, max_batch=self.engine_options.get("max_batch"))
             return self._engine
 
     def decode_pass(self) -> str:
