@@ -24,7 +24,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
-from ..api.errors import BadRequest, CompletionError
+from ..api.errors import BadRequest, CompletionError, ModelNotFound
 from ..api.shorthand import response_format_from
 from ..api.types import CompletionRequest
 from ..api.bounds import BOUNDS, MIN_TEMPERATURE, OPENAI_MAX_TOKENS
@@ -310,7 +310,7 @@ def error_body(error: CompletionError) -> dict:
     body["error"] = {
         "message": error.detail,
         "type": _ERROR_TYPES.get(error.status, "server_error"),
-        "param": getattr(error, "field", None),
+        "param": getattr(error, "field", None) or ("model" if isinstance(error, ModelNotFound) else None),
         "code": error.status,
     }
     return body
