@@ -154,3 +154,40 @@ def test_the_openai_sdk_reads_batches_and_n(server, tiny_model_id):
         for choice in chunk.choices:
             texts[choice.index] += choice.text
     assert texts == {0: result.choices[0].text, 1: result.choices[2].text}
+
+
+# ---- the routes clients probe besides completion --------------------------------------------------
+
+
+def test_one_model_by_id_tokenize_and_detokenize(server, tiny_model_id, tiny_backend):
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        listed = client.get("/v1/models").json()["data"]
+        one = client.get(f"/v1/models/{tiny_model_id}")
+        assert one.status_code == 200 and one.json() == next(m for m in listed if m["id"] == tiny_model_id)
+        missing = client.get("/v1/models/no-such/model")
+        assert missing.status_code == 404
+        tokens = client.post("/tokenize", json={"model": tiny_model_id, "prompt": "Once upon a time"}).json()
+        assert tokens["tokens"] == tiny_backend.encode("Once upon a time") and tokens["count"] == len(tokens["tokens"])
+        text = client.post("/detokenize", json={"model": tiny_model_id, "tokens": tokens["tokens"]}).json()
+        assert text["prompt"] == tiny_backend.tokenizer.decode(tokens["tokens"])
+        bad = client.post("/detokenize", json={"model": tiny_model_id, "tokens": [-1]})
+        assert bad.status_code == 400 and "tokens" in bad.json()["detail"]
+
+
+def test_llama_stack_02_routes(server, tiny_model_id):
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        providers = client.get("/v1/providers").json()["data"]
+        assert [p["api"] for p in providers] == ["inference"]
+        assert client.get("/v1/openai/v1/models").json()["data"][0]["id"] == tiny_model_id
+        body = {"model": tiny_model_id, "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0}
+        alias = client.post("/v1/openai/v1/completions", json=body).json()
+        assert alias["choices"][0]["text"] == client.post(ROUTE, json=body).json()["choices"][0]["text"]
+        batch = client.post(
+            "/v1/inference/batch-completion",
+            json={"model_id": tiny_model_id, "content_batch": ["Once", "The sky"], "sampling_params": {"max_tokens": 3}},
+        ).json()["batch"]
+        single = client.post(
+            "/v1/inference/completion",
+            json={"model_id": tiny_model_id, "content": "The sky", "sampling_params": {"max_tokens": 3}},
+        ).json()
+        assert len(batch) == 2 and batch[1]["content"] == single["content"]

@@ -35,7 +35,7 @@ from ..api.validation import parse_request
 from ..engine import registry
 from ..engine.records import Delta, Finished, ModelInfo
 from ..service import Prepared, load_backend, to_chunks, to_response
-from . import sse
+from . import extra_routes, sse
 from .body import BodyReader
 from .guard import HostPolicy, middleware
 from .openai_compat import OpenAIShaper, echo_tokens, error_body, openai_names, parse_openai
@@ -217,6 +217,47 @@ async def completion(request: Request) -> Response:
     async with _watching(request, job):
         events = await _collect(job)
     return json_response(to_response(events, top_k))
+
+
+async def batch_completion(request: Request) -> Response:
+    """llama-stack's ``POST /v1/inference/batch-completion``: ``content_batch`` with the same
+    sampling, each run as its own request (together in the batch); ``{"batch": [responses]}``."""
+    state: ServerState = request.app.state.server
+    state.authorize(request)
+
+    def prepare(body: Any) -> list:
+        if not isinstance(body, dict):
+            raise BadRequest("request", "the request body must be a JSON object")
+        batch = body.get("content_batch")
+        if not isinstance(batch, list) or not batch:
+            raise BadRequest("content_batch", "must be a non-empty list of contents")
+        if len(batch) > 64:
+            raise BadRequest("content_batch", f"at most 64 contents, got {len(batch)}")
+        if body.get("stream"):
+            raise BadRequest("stream", "batch completion does not stream")
+        rest = {k: v for k, v in body.items() if k != "content_batch"}
+        return [state.prepare(parse_request({**rest, "content": content})) for content in batch]
+
+    prepared_batch = await state.bodies.prepare(request, prepare)
+    jobs = []
+    try:
+        for completion_request, prepared in prepared_batch:
+            job = await _open(request, state, completion_request, None, prepared)
+            if job is None:
+                raise _ClientLeft()
+            jobs.append((job, completion_request))
+    except BaseException as exc:
+        for job, _ in jobs:
+            job.cancel.set()
+        if isinstance(exc, _ClientLeft):
+            return Response(status_code=204)
+        raise
+    answers = []
+    for job, completion_request in jobs:
+        top_k = None if completion_request.logprobs is None else (completion_request.logprobs.top_k or 0)
+        async with _watching(request, job):
+            answers.append(to_response(await _collect(job), top_k).model_dump(mode="json", exclude_none=True))
+    return json_response({"batch": answers})
 
 
 async def openai_completions(request: Request) -> Response:
@@ -495,7 +536,7 @@ async def openapi(request: Request) -> Response:
 
 
 def _is_openai(request: Request) -> bool:
-    return request.url.path.rstrip("/") == OPENAI_PATH
+    return request.url.path.rstrip("/") in (OPENAI_PATH, "/v1/openai/v1/completions")
 
 
 async def _on_completion_error(request: Request, exc: Exception) -> Response:
@@ -540,8 +581,15 @@ def create_app(
         middleware=middleware(host_policy or HostPolicy()),
         routes=[
             Route("/v1/inference/completion", completion, methods=["POST"]),
+            Route("/v1/inference/batch-completion", batch_completion, methods=["POST"]),
             Route(OPENAI_PATH, openai_completions, methods=["POST"]),
+            Route("/v1/openai/v1/completions", openai_completions, methods=["POST"]),  # llama-stack 0.2's client
             Route("/v1/models", models_route, methods=["GET"]),
+            Route("/v1/openai/v1/models", models_route, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", extra_routes.model_by_id, methods=["GET"]),
+            Route("/v1/providers", extra_routes.providers, methods=["GET"]),
+            Route("/tokenize", extra_routes.tokenize, methods=["POST"]),
+            Route("/detokenize", extra_routes.detokenize, methods=["POST"]),
             Route("/v1/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
