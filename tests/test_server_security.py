@@ -467,7 +467,7 @@ def test_strict_json_over_http(client, tiny_model_id, raw, field):
         ({"max_tokens": "10"}, "max_tokens"),
         ({"prompt": "word " * 400}, "prompt"),
         ({"prompt": "x\ud800"}, "prompt"),
-        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": [f"s{i}" for i in range(17)]}, "stop"),
         ({"stop": [""]}, "stop"),
         ({"repetition_penalty": 0}, "repetition_penalty"),
         ({"repetition_penalty": 1e-300}, "repetition_penalty"),
