@@ -199,8 +199,8 @@ def _openai_mutations(model_id: str):
         st.one_of(not_int, st.integers(min_value=2**64), st.integers(max_value=-(2**63) - 1)).map(lambda v: with_(seed=v)),
         st.sampled_from(
             [
-                ("n", 2),
-                ("best_of", 3),
+                ("n", 17),  # 1-16 are supported
+                ("best_of", 17),
                 ("echo", "yes"),  # echo itself is supported (prompt logprobs); a non-boolean is not
                 ("suffix", "x"),
                 ("logit_bias", {"1": 5}),
