@@ -170,8 +170,9 @@ def _openai_mutations(model_id: str):
         _not_str.map(lambda v: with_(model=v)),
         st.one_of(
             st.integers(),
-            st.lists(st.integers(), min_size=1, max_size=3),
-            st.lists(st.text(max_size=3), min_size=2, max_size=3),
+            st.lists(st.integers(max_value=-1), min_size=1, max_size=3),  # token ids are >= 0
+            st.lists(st.one_of(st.none(), st.floats(), st.booleans()), min_size=1, max_size=3),
+            st.just([]),
             st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
         ).map(lambda v: with_(prompt=v)),
         st.one_of(not_int, st.integers(max_value=-1), st.integers(min_value=300, max_value=10**9)).map(
@@ -188,7 +189,7 @@ def _openai_mutations(model_id: str):
         st.one_of(
             st.integers(),
             st.lists(st.integers(), min_size=1, max_size=2),
-            st.lists(st.text(min_size=1, max_size=2), min_size=5, max_size=6),
+            st.lists(st.text(min_size=1, max_size=2), min_size=17, max_size=18),  # 16 are taken here
             st.just([""]),
         ).map(lambda v: with_(stop=v)),
         st.one_of(not_int, st.integers(max_value=-1), st.integers(min_value=21)).map(lambda v: with_(logprobs=v)),

@@ -104,7 +104,9 @@ def test_tiny_model_errors_show_in_the_panel(tiny_model_id):
 
 @pytest.mark.real_model
 def test_default_model_streams_and_stops_within_half_a_second(real_model_id):
-    w = CompletionWidget("Once upon a time, in a land far away, there lived a dragon who", model_id=real_model_id, max_tokens=2000)
+    w = CompletionWidget(
+        "Once upon a time, in a land far away, there lived a dragon who", model_id=real_model_id, max_tokens=2000
+    )
     w.generate()
     _wait_for_tokens(w, 5)
     assert w.status == "running" and len(w.records) >= 5
