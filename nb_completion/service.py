@@ -89,12 +89,14 @@ class Prepared:
     backend: Any
     ids: list[int] | None = None
     constraint: Any = None
+    adjust: dict | None = None  # OpenAI's logit_bias and additive penalties, for RowParams
 
     def for_backend(self, backend: Any) -> dict[str, Any]:
         """``backend.open`` keywords: none unless this was computed with this very backend."""
         if backend is not self.backend or not getattr(backend, "opens_prepared", False):
             return {}
-        return {k: v for k, v in (("ids", self.ids), ("constraint", self.constraint)) if v is not None}
+        pairs = (("ids", self.ids), ("constraint", self.constraint), ("adjust", self.adjust))
+        return {k: v for k, v in pairs if v is not None}
 
 
 def open_events(

@@ -191,3 +191,56 @@ def test_llama_stack_02_routes(server, tiny_model_id):
             json={"model_id": tiny_model_id, "content": "The sky", "sampling_params": {"max_tokens": 3}},
         ).json()
         assert len(batch) == 2 and batch[1]["content"] == single["content"]
+
+
+# ---- logit_bias and OpenAI's additive penalties --------------------------------------------------
+
+
+class _OpenAIPenalties:
+    """HF ``generate()``'s logits processor for OpenAI's definitions: the oracle."""
+
+    def __init__(self, prompt_len: int, presence: float, frequency: float, bias: dict[int, float]):
+        self.prompt_len, self.presence, self.frequency, self.bias = prompt_len, presence, frequency, bias
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        generated = input_ids[:, self.prompt_len :]
+        counts = torch.zeros_like(scores)
+        if generated.shape[1]:
+            counts.scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        scores = scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
+        for token, value in self.bias.items():
+            scores[:, token] += value
+        return scores
+
+
+@pytest.mark.parametrize(
+    "presence,frequency,bias",
+    [(0.0, 1.5, {}), (1.2, 0.0, {}), (0.5, 0.5, {"42": 3.0, "7": -100}), (0.0, 0.0, {"100": 6.0})],
+)
+def test_penalties_and_bias_are_openais_definitions_token_for_token(post, tiny_backend, presence, frequency, bias):
+    from transformers import LogitsProcessorList
+
+    from hf_oracle import hf_generate
+
+    ids = tiny_backend.encode("Once upon a time, once upon a time")
+    body = dict(prompt=ids, max_tokens=16, temperature=0, presence_penalty=presence, frequency_penalty=frequency)
+    answer = post(**body, logit_bias=bias, logprobs=0).json()["choices"][0]
+    processor = _OpenAIPenalties(len(ids), presence, frequency, {int(k): v for k, v in bias.items()})
+    expected, _ = hf_generate(tiny_backend, ids, 16, logits_processor=LogitsProcessorList([processor]), eos_token_id=None)
+    plain = post(prompt=ids, max_tokens=16, temperature=0).json()["choices"][0]["text"]
+    assert answer["logprobs"]["tokens"] == [tiny_backend.piece(t) for t in expected]
+    assert answer["text"] != plain  # the adjustment changed something
+
+
+def test_adjustments_are_checked_and_named(post, tiny_backend):
+    for body, param in [
+        ({"presence_penalty": 3}, "presence_penalty"),
+        ({"frequency_penalty": "x"}, "frequency_penalty"),
+        ({"logit_bias": {"abc": 1}}, "logit_bias"),
+        ({"logit_bias": {"5": 101}}, "logit_bias"),
+        ({"logit_bias": {str(10**7): 1}}, "logit_bias"),
+    ]:
+        answer = post(prompt="Once", max_tokens=2, **body)
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == param, body

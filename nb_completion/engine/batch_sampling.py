@@ -46,6 +46,11 @@ class RowParams:
     repetition_penalty: float = 1.0
     top_logprobs: int = 5
     generator: Optional[torch.Generator] = None
+    # OpenAI's additive adjustments (its route only): logits[t] += logit_bias[t], and
+    # -= frequency_penalty * count[t] + presence_penalty * (count[t] > 0), counting generated tokens
+    logit_bias: Optional[dict[int, float]] = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     # Called on the engine thread at every step with (raw logits, processed logits, Gumbel noise
     # or None for greedy, chosen id): the teaching views' window into one step (``stepping.py``).
     observe: Optional[Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor], int], None]] = None
@@ -65,6 +70,7 @@ class RowTable:
         self.top_p = torch.ones(slots, device=device)
         self.penalty = torch.ones(slots, device=device)
         self.seen = torch.zeros(slots, vocab, dtype=torch.bool, device=device)
+        self.counts = torch.zeros(slots, vocab, device=device)  # generated tokens (OpenAI's penalties)
         self.params: list[Optional[RowParams]] = [None] * slots
 
     def set(self, slot: int, params: RowParams, ids: Sequence[int]) -> None:
@@ -75,11 +81,12 @@ class RowTable:
         self.top_p[slot] = params.top_p
         self.penalty[slot] = params.repetition_penalty
         self.seen[slot] = False
+        self.counts[slot] = 0
         if params.repetition_penalty != 1.0 and ids:
             self.seen[slot, torch.tensor(list(ids), device=self.seen.device)] = True
 
     def move(self, source: int, target: int) -> None:
-        for tensor in (self.temperature, self.top_k, self.top_p, self.penalty, self.seen):
+        for tensor in (self.temperature, self.top_k, self.top_p, self.penalty, self.seen, self.counts):
             tensor[target] = tensor[source]
         self.params[target] = self.params[source]
 
@@ -120,6 +127,18 @@ def _top_p_mask(x: torch.Tensor, top_p: torch.Tensor, rows: torch.Tensor) -> tor
     return rows[:, None] & (probs < threshold)
 
 
+def _adjust(x: torch.Tensor, counts: torch.Tensor, params: Sequence[RowParams]) -> torch.Tensor:
+    """OpenAI's additive penalties on the tokens generated so far, then each row's logit bias."""
+    frequency = torch.tensor([p.frequency_penalty for p in params], device=x.device, dtype=x.dtype)[:, None]
+    presence = torch.tensor([p.presence_penalty for p in params], device=x.device, dtype=x.dtype)[:, None]
+    x = x - counts * frequency - (counts > 0).to(x.dtype) * presence
+    for b, p in enumerate(params):
+        if p.logit_bias:
+            ids = torch.tensor(list(p.logit_bias), device=x.device)
+            x[b, ids] += torch.tensor(list(p.logit_bias.values()), device=x.device, dtype=x.dtype)
+    return x
+
+
 def choose_batch(
     raw: torch.Tensor,
     table: RowTable,
@@ -138,6 +157,9 @@ def choose_batch(
     if any(p.repetition_penalty != 1.0 for p in params):
         penalty = table.penalty[slots, None]
         x = torch.where(table.seen[slots], torch.where(x < 0, x * penalty, x / penalty), x)
+    additive = [bool(p.presence_penalty or p.frequency_penalty) for p in params]
+    if any(additive) or any(p.logit_bias for p in params):
+        x = _adjust(x.clone() if x is raw else x, table.counts[slots], params)
     forced = [False] * rows
     errors: list[Optional[BaseException]] = [None] * rows
     if any(c is not None for c in constraints):
@@ -188,6 +210,8 @@ def choose_batch(
             p.observe(raw[b], x[b], noise[b] if not p.greedy else None, int(chosen[b]))
     if any(p.repetition_penalty != 1.0 for p in params):
         table.seen[torch.arange(first, first + rows, device=raw.device), chosen] = True
+    if any(additive):
+        table.counts[torch.arange(first, first + rows, device=raw.device), chosen] += 1
     host = packed.cpu().tolist()  # the one read-back of the step
     result = []
     for b, row in enumerate(host):

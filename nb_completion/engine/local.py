@@ -243,6 +243,7 @@ class LocalBackend:
         observe: Any = None,
         constraint: Any = None,
         deliver: Optional[Callable[[object], None]] = None,
+        adjust: Optional[dict] = None,
     ) -> "EventStream":
         """Stream ``request``. The teaching views' hooks (``stepping.py``): ``ids`` continues
         these exact token ids instead of the content's re-tokenized text; ``generator`` continues
@@ -261,6 +262,9 @@ class LocalBackend:
         if generator is not None and not plan.params.greedy:
             plan.params.generator = generator
         plan.params.observe = observe
+        if adjust:  # OpenAI's logit_bias, presence_penalty, frequency_penalty (checked by its route)
+            for name, value in adjust.items():
+                setattr(plan.params, name, value)
         cancel = cancel if cancel is not None else threading.Event()
         shaper = _Shaper(self, plan, deliver)
         work = Work(

@@ -3,12 +3,15 @@
 Request: ``model``, ``prompt`` (a string, or a list holding one string), ``max_tokens`` (absent:
 16 as OpenAI; ``null``: until an end token or the context is full, as vLLM), ``temperature``
 (default 1; 0 is greedy), ``top_p`` (default 1), ``stop`` (a string or up to 4), ``logprobs``
-(an int, 0-20), ``stream``, ``stream_options.include_usage``, ``seed``; and vLLM's extensions
+(an int, 0-20), ``stream`` (always SSE), ``stream_options.include_usage``, ``seed``; and vLLM's extensions
 ``top_k``, ``repetition_penalty``, ``guided_json``, ``guided_regex``, ``guided_grammar`` (GBNF).
 ``echo`` with ``logprobs`` returns the prompt's tokens first, scored as OpenAI does (the first
 token's logprob is ``null``; ``max_tokens: 0`` then only scores, generating nothing).
-``n``, ``best_of``, ``suffix``, the penalties and ``logit_bias`` are accepted only at
-their neutral values; any other field is a 400 naming it.
+``prompt`` may also be a list of strings, a list of token ids or a list of lists of them (a
+choice each, ``index = prompt * n + j``); ``n`` and ``best_of`` (up to 16; the best by mean
+logprob); ``logit_bias``, ``presence_penalty`` and ``frequency_penalty`` (OpenAI's additive
+definitions, on the generated tokens); up to 16 ``stop`` strings; ``max_tokens: 0`` generates
+nothing. ``suffix`` is accepted only empty; any other field is a 400 naming it.
 
 Errors carry the spec's ``Error`` fields and, for OpenAI clients, ``error.message``/``type``/
 ``param``/``code``; they name this route's fields (``guided_json``, ``max_tokens``), never the
@@ -40,10 +43,10 @@ _NEUTRAL = {
     "n": None,  # checked by _choices
     "best_of": None,
     "suffix": (None, ""),
-    "frequency_penalty": (None, 0, 0.0),
-    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": None,  # checked by _adjust
+    "presence_penalty": None,
     "user": None,  # any value: informational
-    "logit_bias": (None,),
+    "logit_bias": None,
 }
 _FIELDS = {
     "model",
@@ -127,6 +130,34 @@ def _choices(body: dict, stream: bool) -> tuple[int, int]:
     return n, best_of
 
 
+def _adjust(body: dict) -> dict | None:
+    """OpenAI's ``logit_bias`` ({token id: -100..100}) and additive ``presence_penalty`` /
+    ``frequency_penalty`` (-2..2), as ``RowParams`` fields; None when all are neutral."""
+    adjust: dict[str, Any] = {}
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = _number(body, name, 0.0)
+        if not -2.0 <= value <= 2.0:
+            raise BadRequest(name, f"must be in [-2, 2], got {value}")
+        if value:
+            adjust[name] = value
+    bias = body.get("logit_bias")
+    if bias is not None:
+        if not isinstance(bias, dict):
+            raise BadRequest("logit_bias", "must be an object mapping token ids to numbers")
+        parsed: dict[int, float] = {}
+        for key, value in bias.items():
+            if not (isinstance(key, str) and key.isdigit()) and not (isinstance(key, int) and key >= 0):
+                raise BadRequest("logit_bias", f"keys are token ids (integers >= 0), got {key!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
+                raise BadRequest("logit_bias", f"values are numbers in [-100, 100], got {value!r} for {key!r}")
+            parsed[int(key)] = float(value)
+        if len(parsed) > 300:
+            raise BadRequest("logit_bias", f"at most 300 token ids, got {len(parsed)}")
+        if parsed:
+            adjust["logit_bias"] = parsed
+    return adjust or None
+
+
 def _stops(body: dict) -> list[str] | None:
     stop = body.get("stop")
     if isinstance(stop, str):
@@ -186,7 +217,7 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
     if not isinstance(body["model"], str):
         raise BadRequest("model", "must be a string")
     for name, neutral in _NEUTRAL.items():
-        if neutral is not None and name in body and body[name] not in neutral and not (name == "logit_bias" and body[name] == {}):
+        if neutral is not None and name in body and body[name] not in neutral:
             raise BadRequest(name, f"only {neutral[-1]!r} is supported, got {body[name]!r}")
     max_tokens = body.get("max_tokens", DEFAULT_MAX_TOKENS)
     max_tokens = 0 if max_tokens is None else max_tokens
@@ -237,6 +268,7 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
         "echo": echo,
         "nothing": nothing,
         "prompts": prompts,
+        "adjust": _adjust(body),
         "n": n,
         "best_of": best_of,
     }

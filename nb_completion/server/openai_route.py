@@ -35,7 +35,7 @@ async def openai_completions(request: Request) -> Response:
         sent["body"] = body
         parsed, options = parse_openai(body)
         with openai_names(body):
-            return openai_prompts(state, parsed, options["prompts"]), options
+            return openai_prompts(state, parsed, options["prompts"], options["adjust"]), options
 
     prompts, options = await state.bodies.prepare(request, prepare)
     echoes: list = []
@@ -102,26 +102,38 @@ async def openai_completions(request: Request) -> Response:
     return json_response(merge_frames(best_choices(frames, n, best_of), n))
 
 
-def openai_prompts(state: Any, parsed: CompletionRequest, prompts: list) -> list:
+def openai_prompts(state: Any, parsed: CompletionRequest, prompts: list, adjust: dict | None = None) -> list:
     """Each prompt as its own request with what the precheck computed (token-id prompts are used
-    as they are; their text, decoded, is only for display)."""
+    as they are; their text, decoded, is only for display), and ``adjust`` (logit bias and
+    additive penalties) for the engine, which only a model in this server can apply."""
     out = []
     for i, prompt in enumerate(prompts):
         if isinstance(prompt, str):
-            out.append(state.prepare(parsed.model_copy(update={"content": prompt})))
-            continue
-        state.check_model(parsed.model_id)
-        backend = load_backend(parsed.model_id)
-        vocab = getattr(backend, "vocab_size", None)
-        if getattr(backend, "tokenizer", None) is None or vocab is None:
-            raise BadRequest("prompt", f"token-id prompts need a model in this server; '{parsed.model_id}' is remote")
-        bad = next((t for t in prompt if t >= vocab), None)
-        if bad is not None:
-            raise BadRequest(
-                f"prompt[{i}]" if len(prompts) > 1 else "prompt", f"token id {bad} is outside the vocabulary ({vocab})"
+            request, prepared = state.prepare(parsed.model_copy(update={"content": prompt}))
+        else:
+            state.check_model(parsed.model_id)
+            backend = load_backend(parsed.model_id)
+            vocab = getattr(backend, "vocab_size", None)
+            if getattr(backend, "tokenizer", None) is None or vocab is None:
+                raise BadRequest("prompt", f"token-id prompts need a model in this server; '{parsed.model_id}' is remote")
+            bad = next((t for t in prompt if t >= vocab), None)
+            if bad is not None:
+                field = f"prompt[{i}]" if len(prompts) > 1 else "prompt"
+                raise BadRequest(field, f"token id {bad} is outside the vocabulary ({vocab})")
+            text = backend.tokenizer.decode(prompt)
+            request, prepared = precheck(
+                parsed.model_copy(update={"content": text or " "}), backend, state.max_tokens_cap, ids=list(prompt)
             )
-        text = backend.tokenizer.decode(prompt)
-        out.append(precheck(parsed.model_copy(update={"content": text or " "}), backend, state.max_tokens_cap, ids=list(prompt)))
+        if adjust:
+            if prepared is None or not getattr(prepared.backend, "opens_prepared", False):
+                name = next(iter(adjust))
+                raise BadRequest(name, f"needs a model in this server; '{parsed.model_id}' is served elsewhere")
+            vocab = int(prepared.backend.vocab_size)
+            bad = next((t for t in (adjust.get("logit_bias") or {}) if t >= vocab), None)
+            if bad is not None:
+                raise BadRequest("logit_bias", f"token id {bad} is outside the vocabulary ({vocab})")
+            prepared = Prepared(prepared.backend, prepared.ids, prepared.constraint, adjust)
+        out.append((request, prepared))
     return out
 
 
@@ -129,7 +141,7 @@ def fork(prepared: Prepared | None) -> Prepared | None:
     """Another generation's copy: a compiled grammar is the state of one generation."""
     if prepared is None or prepared.constraint is None:
         return prepared
-    return Prepared(prepared.backend, prepared.ids, prepared.constraint.fork())
+    return Prepared(prepared.backend, prepared.ids, prepared.constraint.fork(), prepared.adjust)
 
 
 async def _one_choice(request: Request, state: Any, prompt: tuple, options: dict, shaper: OpenAIShaper, body: Any) -> Response:
