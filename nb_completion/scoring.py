@@ -21,6 +21,8 @@ route has no prompt logprobs).
 
 from __future__ import annotations
 
+import weakref
+
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -168,7 +170,7 @@ def _position_stats(backend: Any, ids: list[int], top: int, cancel: Any) -> tupl
     stats: tuple[list, list, list, list, list] = ([], [], [], [], [])
     with torch.inference_mode():
         input_ids = torch.tensor([ids], device=backend.device)
-        if head is not None and decoder is not None and not _transforms_logits(model):
+        if head is not None and decoder is not None and _head_of_last_hidden(model, head, decoder, input_ids):
             hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state[0]
             project = head
         else:  # a model whose logits are more than the head of the last hidden state
@@ -193,8 +195,23 @@ def _position_stats(backend: Any, ids: list[int], top: int, cancel: Any) -> tupl
     return stats
 
 
-def _transforms_logits(model: Any) -> bool:
-    """Architectures that scale or cap the head's output (Gemma 2's soft-capping, Cohere's
-    ``logit_scale``): scored through the full forward instead."""
-    config = getattr(model, "config", None)
-    return any(getattr(config, name, None) not in (None, 1, 1.0) for name in ("final_logit_softcapping", "logit_scale"))
+_HEAD_VERDICTS: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def _head_of_last_hidden(model: Any, head: Any, decoder: Any, input_ids: Any) -> bool:
+    """Whether the model's logits are its head applied to the decoder's last hidden state, so
+    scoring can make them a chunk at a time. Checked once per model on the first two tokens
+    against its own forward: architectures that scale or cap the head's output (Gemma 2's
+    soft-capping, RecurrentGemma's, Cohere's ``logit_scale``, Granite's ``logits_scaling``) are
+    scored through the full forward instead, whatever their config calls it."""
+    import torch
+
+    verdict = _HEAD_VERDICTS.get(model)
+    if verdict is None:
+        probe = input_ids[:, :2]
+        with torch.inference_mode():
+            whole = model(input_ids=probe, use_cache=False).logits[0].float()
+            parts = head(decoder(input_ids=probe, use_cache=False).last_hidden_state[0]).float()
+        verdict = bool(whole.shape == parts.shape and torch.allclose(whole, parts, rtol=1e-4, atol=1e-4))
+        _HEAD_VERDICTS[model] = verdict
+    return verdict
