@@ -3,6 +3,7 @@
 
 import "./widget.css";
 import { createControls } from "./controls.js";
+import { createCopyHider } from "./copy_hider.js";
 import { createDistributionView } from "./distribution.js";
 import { createOutput } from "./output.js";
 import {
@@ -61,7 +62,8 @@ function render({ model, el }) {
   output.el.append(teach);
   const onCustom = (msg) => output.onMessage(msg);
   model.on("msg:custom", onCustom);
-  root.append(controls.el, output.el);
+  const copyHider = createCopyHider(model);
+  root.append(copyHider.el, controls.el, output.el);
   el.replaceChildren(root);
 
   // A view opened mid-generation asks for the tokens streamed so far.
@@ -71,6 +73,7 @@ function render({ model, el }) {
   return () => {
     model.off("msg:custom", onCustom);
     controls.destroy();
+    copyHider.destroy();
     output.destroy();
     draw.destroy();
     distribution.destroy();
