@@ -48,3 +48,26 @@ def test_editing_the_prompt_clears_the_old_perplexity(tiny_model_id):
     assert not any("logprob" in t for t in w.prompt_tokens)  # no surprisals of the old text
     w.score_prompt()
     assert w.perplexity is not None and [t["prompt"] for t in w.prompt_tokens].count(True) == len(w.prompt_tokens)
+
+
+def test_showing_a_branch_shows_its_own_count_and_no_other_draw(tiny_model_id):
+    w = CompletionWidget(PROMPT, model_id=tiny_model_id, **{**SAMPLING, "max_tokens": 8})
+    w.generate(wait=True, timeout=60)
+    assert w.metrics["tokens"] == 8 and w.metrics.get("tokens_per_second")
+    w.show_distribution(2)
+    w.force(2, w.distribution["ids"][3])  # a branch: 3 tokens
+    w.step()  # a draw on the branch
+    assert w.draw is not None and w.draw["index"] == 3
+    w.show_branch(0)
+    assert w.status == "done" and w.metrics == {"tokens": 8} and w.draw is None
+    assert len(w.tokens) == 8 and w.tree[0]["current"]
+    w.show_branch(1)
+    assert w.metrics == {"tokens": 4} and len(w.tokens) == 4 and w.draw is None
+
+
+def test_a_new_run_clears_the_last_steps_draw(tiny_model_id):
+    w = CompletionWidget(PROMPT, model_id=tiny_model_id, **SAMPLING)
+    w.step(2)
+    assert w.draw is not None and w.draw["index"] == 1
+    w.generate(wait=True, timeout=60)
+    assert w.draw is None and w.status == "done"

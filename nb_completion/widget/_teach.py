@@ -99,6 +99,8 @@ class TeachingMixin:
         self.stop(wait=True)
         with self._lock:
             self._show(path, status="done")
+            # what is on screen is this path: its count, no other run's speed or draw
+            self.metrics, self.draw = {"tokens": len(path.records)}, None
         self._probe_end()
         self._refresh_static_copy()
 

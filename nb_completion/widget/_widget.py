@@ -314,6 +314,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
                 self.status = "running"
                 self.error = {}
                 self.metrics = {}
+                self.draw = None  # the last Step's draw describes another run
                 self.branch = branch
                 self.prompt_echo = prompt
                 self.tokens = self._session.dicts()
