@@ -69,5 +69,6 @@ def test_a_new_run_clears_the_last_steps_draw(tiny_model_id):
     w = CompletionWidget(PROMPT, model_id=tiny_model_id, **SAMPLING)
     w.step(2)
     assert w.draw is not None and w.draw["index"] == 1
+    assert w.draw["text"] == w.tokens[1]["text"]  # the draw names its token by text, on the bar or not
     w.generate(wait=True, timeout=60)
     assert w.draw is None and w.status == "done"

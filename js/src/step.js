@@ -18,7 +18,7 @@ function el(doc, tag, className, text) {
 export function drawContent(doc, draw) {
   const frag = doc.createDocumentFragment();
   const chosen = draw.bar.find(([id]) => id === draw.token_id);
-  const text = chosen ? chosen[1] : `id ${draw.token_id}`;
+  const text = chosen ? chosen[1] : typeof draw.text === "string" ? draw.text : `id ${draw.token_id}`;
   const caption = el(doc, "div", "nbc-draw-caption");
   const code = el(doc, "code");
   appendVisibleText(code, text);
@@ -56,6 +56,17 @@ export function drawContent(doc, draw) {
     seg.style.left = `${100 * x}%`;
     seg.style.width = `${100 * draw.rest}%`;
     seg.title = `other tokens ${percent(draw.rest)}`;
+    bar.append(seg);
+  }
+  if (!chosen && !draw.greedy && draw.p > 0) {
+    // a tail token (top-p kept it, too small for the bar): its own segment inside "other tokens",
+    // at least a sliver wide so the eye finds where u fell
+    const seg = el(doc, "span", "nbc-draw-seg nbc-draw-tail");
+    seg.style.left = `${100 * draw.before}%`;
+    seg.style.width = `max(${100 * draw.p}%, 3px)`;
+    seg.style.background = CHART.chosen;
+    seg.dataset.tokenId = String(draw.token_id);
+    seg.title = `${JSON.stringify(text)} ${percent(draw.p)} (${draw.before.toFixed(3)}–${(draw.before + draw.p).toFixed(3)})`;
     bar.append(seg);
   }
   if (!draw.greedy) {

@@ -123,6 +123,17 @@ describe("the draw and the prompt's tokens", () => {
     expect(el.querySelector(".nbc-draw-caption").textContent).toContain("u = 0.550");
     expect(parseFloat(el.querySelector(".nbc-draw-u").style.left)).toBeCloseTo(55, 6);
   });
+  it("names a top-p tail token off the bar by its text and highlights its segment", () => {
+    const draw = { token_id: 11347, text: " zebra", greedy: false, u: 0.837, bar: [[3, "a", 0.5], [7, "b", 0.3]], rest: 0.2, before: 0.836, p: 0.002, index: 4 };
+    mount(fakeModel({ draw }));
+    const caption = el.querySelector(".nbc-draw-caption").textContent;
+    expect(caption).toContain("zebra");
+    expect(caption).not.toContain("id 11347");
+    const tail = el.querySelector('.nbc-draw-tail[data-token-id="11347"]');
+    expect(tail).not.toBeNull();
+    expect(parseFloat(tail.style.left)).toBeCloseTo(83.6, 6);
+    expect(tail.title).toContain("zebra");
+  });
   it("scored prompt tokens carry data-prompt and their own indices; generated ones start at 0", () => {
     const prompt_tokens = [
       { index: 0, token_id: 5, text: "The", piece: "The", prompt: true },

@@ -191,7 +191,11 @@ class TeachingMixin:
                         else {"tokens": len(path.records)}
                     )
                     self.metrics = m
-                    self.draw = {**result.draw.to_dict(), "index": len(path.records) - 1 if result.record else None}
+                    self.draw = {
+                        **result.draw.to_dict(),
+                        "index": len(path.records) - 1 if result.record else None,
+                        "text": result.record.text if result.record else None,  # names a tail token off the bar
+                    }
                 if result.record is None:
                     break
             self._probe_end()
