@@ -4,6 +4,7 @@
 import "./widget.css";
 import { createControls } from "./controls.js";
 import { createCopyHider } from "./copy_hider.js";
+import { keepKeys } from "./keys.js";
 import { createDistributionView } from "./distribution.js";
 import { createOutput } from "./output.js";
 import {
@@ -64,6 +65,7 @@ function render({ model, el }) {
   model.on("msg:custom", onCustom);
   const copyHider = createCopyHider(model);
   root.append(copyHider.el, controls.el, output.el);
+  const releaseKeys = keepKeys(root);
   el.replaceChildren(root);
 
   // A view opened mid-generation asks for the tokens streamed so far.
@@ -74,6 +76,7 @@ function render({ model, el }) {
     model.off("msg:custom", onCustom);
     controls.destroy();
     copyHider.destroy();
+    releaseKeys();
     output.destroy();
     draw.destroy();
     distribution.destroy();
