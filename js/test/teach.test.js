@@ -70,6 +70,27 @@ describe("the distribution figure", () => {
     bars()[3].click();
     expect(model.sent).toEqual([{ type: "force", position: 2, token_id: DIST.ids[3] }]);
   });
+  it("the bars are one Tab stop (roving tabindex); arrows move; focus stays after the redraw", () => {
+    const model = fakeModel({ distribution: DIST, strategy: "greedy" });
+    mount(model);
+    const stops = () => bars().filter((b) => b.tabIndex === 0);
+    expect(stops()).toHaveLength(1);
+    const key = (k) => document.activeElement.dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true }));
+    stops()[0].focus();
+    const start = bars().indexOf(document.activeElement);
+    key("ArrowDown");
+    expect(bars().indexOf(document.activeElement)).toBe(start + 1);
+    expect(stops()).toEqual([document.activeElement]);
+    key("ArrowUp");
+    key("End");
+    const last = bars().length - 1;
+    expect(bars().indexOf(document.activeElement)).toBe(last);
+    // Enter clicks the bar (forcing it); the kernel's new distribution redraws the bars
+    document.activeElement.click();
+    model.set("distribution", { ...DIST });
+    expect(el.contains(document.activeElement)).toBe(true);
+    expect(bars().indexOf(document.activeElement)).toBe(last);
+  });
 });
 
 describe("a token's distribution", () => {
