@@ -72,7 +72,7 @@ export function drawContent(doc, draw) {
   if (!draw.greedy) {
     const u = el(doc, "span", "nbc-draw-u");
     u.style.left = `${100 * draw.u}%`;
-    u.style.borderColor = CHART.cut;
+    // the text colour with a halo (widget.css): never confused with the orange chosen segment
     u.title = `u = ${draw.u.toFixed(4)}`;
     bar.append(u);
   }

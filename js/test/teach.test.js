@@ -1,6 +1,8 @@
 // The teaching views in the panel (jsdom, fake model): Step and Score buttons, the distribution
 // figure (reshaped in the browser, no message to the kernel), forcing a token, the tree, the
 // draw, prompt tokens with data-prompt.
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import widget from "../src/index.js";
 import { fakeModel, tok } from "./fake-model.js";
@@ -143,6 +145,10 @@ describe("the draw and the prompt's tokens", () => {
     mount(fakeModel({ draw }));
     expect(el.querySelector(".nbc-draw-caption").textContent).toContain("u = 0.550");
     expect(parseFloat(el.querySelector(".nbc-draw-u").style.left)).toBeCloseTo(55, 6);
+    // u is drawn in the text colour with a halo (widget.css), not an orange next to the chosen one
+    expect(el.querySelector(".nbc-draw-u").style.borderColor).toBe("");
+    const css = readFileSync(resolve(__dirname, "../src/widget.css"), "utf8");
+    expect(css).toMatch(/\.nbc-draw-u \{[^}]*border-left: 3px solid var\(--nbc-fg\)/);
   });
   it("names a top-p tail token off the bar by its text and highlights its segment", () => {
     const draw = { token_id: 11347, text: " zebra", greedy: false, u: 0.837, bar: [[3, "a", 0.5], [7, "b", 0.3]], rest: 0.2, before: 0.836, p: 0.002, index: 4 };
