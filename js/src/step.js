@@ -62,8 +62,10 @@ export function drawContent(doc, draw) {
     // a tail token (top-p kept it, too small for the bar): its own segment inside "other tokens",
     // at least a sliver wide so the eye finds where u fell
     const seg = el(doc, "span", "nbc-draw-seg nbc-draw-tail");
-    seg.style.left = `${100 * draw.before}%`;
-    seg.style.width = `max(${100 * draw.p}%, 3px)`;
+    // centred on its interval and at least 12px wide, so it shows on both sides of the u marker
+    seg.style.left = `${100 * (draw.before + draw.p / 2)}%`;
+    seg.style.width = `max(${100 * draw.p}%, 12px)`;
+    seg.style.transform = "translateX(-50%)";
     seg.style.background = CHART.chosen;
     seg.dataset.tokenId = String(draw.token_id);
     seg.title = `${JSON.stringify(text)} ${percent(draw.p)} (${draw.before.toFixed(3)}–${(draw.before + draw.p).toFixed(3)})`;
