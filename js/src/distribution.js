@@ -115,10 +115,33 @@ export function createDistributionView(model, { onForce } = {}) {
       return;
     }
     root.setAttribute("aria-label", `Next-token distribution, ${positionText(dist)}, after ${settingsText(controls())}`);
+    // a re-render (after Enter forced a token, or a setting changed) keeps the keyboard focus here
+    const before = bars();
+    const focused = before.indexOf(doc.activeElement);
     const built = distributionContent(doc, dist, controls());
     result = built.result;
     root.replaceChildren(built.frag);
+    rove(focused >= 0 ? focused : null);
   }
+  const bars = () => [...root.querySelectorAll("button[data-token-id]")].filter((b) => !b.disabled);
+  // Roving tabindex: the bars are one Tab stop; arrows, Home and End move within.
+  function rove(focusAt) {
+    const all = bars();
+    if (all.length === 0) return;
+    const chosen = all.findIndex((b) => b.closest(".nbc-dist-chosen"));
+    const at = Math.min(focusAt ?? (chosen >= 0 ? chosen : 0), all.length - 1);
+    all.forEach((b, i) => (b.tabIndex = i === at ? 0 : -1));
+    if (focusAt !== null && focusAt !== undefined) all[at].focus();
+  }
+  root.addEventListener("keydown", (e) => {
+    const all = bars();
+    const i = all.indexOf(e.target);
+    if (i < 0) return;
+    const next = { ArrowDown: i + 1, ArrowUp: i - 1, Home: 0, End: all.length - 1 }[e.key];
+    if (next === undefined) return;
+    e.preventDefault();
+    rove(Math.max(0, Math.min(next, all.length - 1)));
+  });
   root.addEventListener("click", (e) => {
     const bar = e.target.closest && e.target.closest("button[data-token-id]");
     const dist = model.get("distribution");

@@ -3,6 +3,8 @@
 
 import "./widget.css";
 import { createControls } from "./controls.js";
+import { createCopyHider } from "./copy_hider.js";
+import { keepKeys } from "./keys.js";
 import { createDistributionView } from "./distribution.js";
 import { createOutput } from "./output.js";
 import {
@@ -61,7 +63,9 @@ function render({ model, el }) {
   output.el.append(teach);
   const onCustom = (msg) => output.onMessage(msg);
   model.on("msg:custom", onCustom);
-  root.append(controls.el, output.el);
+  const copyHider = createCopyHider(model);
+  root.append(copyHider.el, controls.el, output.el);
+  const releaseKeys = keepKeys(root);
   el.replaceChildren(root);
 
   // A view opened mid-generation asks for the tokens streamed so far.
@@ -71,6 +75,8 @@ function render({ model, el }) {
   return () => {
     model.off("msg:custom", onCustom);
     controls.destroy();
+    copyHider.destroy();
+    releaseKeys();
     output.destroy();
     draw.destroy();
     distribution.destroy();

@@ -18,7 +18,7 @@ function el(doc, tag, className, text) {
 export function drawContent(doc, draw) {
   const frag = doc.createDocumentFragment();
   const chosen = draw.bar.find(([id]) => id === draw.token_id);
-  const text = chosen ? chosen[1] : `id ${draw.token_id}`;
+  const text = chosen ? chosen[1] : typeof draw.text === "string" ? draw.text : `id ${draw.token_id}`;
   const caption = el(doc, "div", "nbc-draw-caption");
   const code = el(doc, "code");
   appendVisibleText(code, text);
@@ -58,10 +58,23 @@ export function drawContent(doc, draw) {
     seg.title = `other tokens ${percent(draw.rest)}`;
     bar.append(seg);
   }
+  if (!chosen && !draw.greedy && draw.p > 0) {
+    // a tail token (top-p kept it, too small for the bar): its own segment inside "other tokens",
+    // at least a sliver wide so the eye finds where u fell
+    const seg = el(doc, "span", "nbc-draw-seg nbc-draw-tail");
+    // centred on its interval and at least 12px wide, so it shows on both sides of the u marker
+    seg.style.left = `${100 * (draw.before + draw.p / 2)}%`;
+    seg.style.width = `max(${100 * draw.p}%, 12px)`;
+    seg.style.transform = "translateX(-50%)";
+    seg.style.background = CHART.chosen;
+    seg.dataset.tokenId = String(draw.token_id);
+    seg.title = `${JSON.stringify(text)} ${percent(draw.p)} (${draw.before.toFixed(3)}–${(draw.before + draw.p).toFixed(3)})`;
+    bar.append(seg);
+  }
   if (!draw.greedy) {
     const u = el(doc, "span", "nbc-draw-u");
     u.style.left = `${100 * draw.u}%`;
-    u.style.borderColor = CHART.cut;
+    // the text colour with a halo (widget.css): never confused with the orange chosen segment
     u.title = `u = ${draw.u.toFixed(4)}`;
     bar.append(u);
   }

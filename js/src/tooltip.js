@@ -165,6 +165,7 @@ export function createTooltip(root, { onPick, delay = 250 } = {}) {
   });
   el.addEventListener("keydown", (e) => {
     if (e.key === "Escape") {
+      e.preventDefault(); // handled here: the widget keeps focus (keys.js)
       if (anchor) anchor.focus(); // back to the token first (its focus would show us again), then hide
       hide();
     }

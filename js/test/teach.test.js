@@ -1,6 +1,8 @@
 // The teaching views in the panel (jsdom, fake model): Step and Score buttons, the distribution
 // figure (reshaped in the browser, no message to the kernel), forcing a token, the tree, the
 // draw, prompt tokens with data-prompt.
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import widget from "../src/index.js";
 import { fakeModel, tok } from "./fake-model.js";
@@ -70,6 +72,27 @@ describe("the distribution figure", () => {
     bars()[3].click();
     expect(model.sent).toEqual([{ type: "force", position: 2, token_id: DIST.ids[3] }]);
   });
+  it("the bars are one Tab stop (roving tabindex); arrows move; focus stays after the redraw", () => {
+    const model = fakeModel({ distribution: DIST, strategy: "greedy" });
+    mount(model);
+    const stops = () => bars().filter((b) => b.tabIndex === 0);
+    expect(stops()).toHaveLength(1);
+    const key = (k) => document.activeElement.dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true }));
+    stops()[0].focus();
+    const start = bars().indexOf(document.activeElement);
+    key("ArrowDown");
+    expect(bars().indexOf(document.activeElement)).toBe(start + 1);
+    expect(stops()).toEqual([document.activeElement]);
+    key("ArrowUp");
+    key("End");
+    const last = bars().length - 1;
+    expect(bars().indexOf(document.activeElement)).toBe(last);
+    // Enter clicks the bar (forcing it); the kernel's new distribution redraws the bars
+    document.activeElement.click();
+    model.set("distribution", { ...DIST });
+    expect(el.contains(document.activeElement)).toBe(true);
+    expect(bars().indexOf(document.activeElement)).toBe(last);
+  });
 });
 
 describe("a token's distribution", () => {
@@ -122,6 +145,21 @@ describe("the draw and the prompt's tokens", () => {
     mount(fakeModel({ draw }));
     expect(el.querySelector(".nbc-draw-caption").textContent).toContain("u = 0.550");
     expect(parseFloat(el.querySelector(".nbc-draw-u").style.left)).toBeCloseTo(55, 6);
+    // u is drawn in the text colour with a halo (widget.css), not an orange next to the chosen one
+    expect(el.querySelector(".nbc-draw-u").style.borderColor).toBe("");
+    const css = readFileSync(resolve(__dirname, "../src/widget.css"), "utf8");
+    expect(css).toMatch(/\.nbc-draw-u \{[^}]*border-left: 3px solid var\(--nbc-fg\)/);
+  });
+  it("names a top-p tail token off the bar by its text and highlights its segment", () => {
+    const draw = { token_id: 11347, text: " zebra", greedy: false, u: 0.837, bar: [[3, "a", 0.5], [7, "b", 0.3]], rest: 0.2, before: 0.836, p: 0.002, index: 4 };
+    mount(fakeModel({ draw }));
+    const caption = el.querySelector(".nbc-draw-caption").textContent;
+    expect(caption).toContain("zebra");
+    expect(caption).not.toContain("id 11347");
+    const tail = el.querySelector('.nbc-draw-tail[data-token-id="11347"]');
+    expect(tail).not.toBeNull();
+    expect(parseFloat(tail.style.left)).toBeCloseTo(83.7, 6); // centred on 0.836–0.838
+    expect(tail.title).toContain("zebra");
   });
   it("scored prompt tokens carry data-prompt and their own indices; generated ones start at 0", () => {
     const prompt_tokens = [

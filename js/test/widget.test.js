@@ -229,7 +229,7 @@ describe("heatmap interaction", () => {
     tokens()[1].dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
     expect(tip.hidden).toBe(false);
     expect(document.activeElement.dataset.altText).toBe(" cat");
-    document.activeElement.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape", bubbles: true }));
+    document.activeElement.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape", bubbles: true, cancelable: true }));
     expect(tip.hidden).toBe(true);
     expect(document.activeElement).toBe(tokens()[1]);
   });

@@ -79,6 +79,21 @@ class Tree:
             return self.new("generate", prompt, prefix, source=source, root=self.source != source)
         return self.new("branch", prompt, prefix, source=source, split=branch["index"])
 
+    def merge_duplicate(self) -> Optional[int]:
+        """When the current path is the newest and another path has the same prompt and tokens (a
+        Generate re-run with the same seed): drop it and show that one. Returns the kept path's
+        id, or None when nothing was merged."""
+        path = self.path()
+        if path is None or path.id != len(self.paths) - 1:
+            return None
+        ids = [r.token_id for r in path.records]
+        for other in self.paths[:-1]:
+            if other.prompt == path.prompt and [r.token_id for r in other.records] == ids:
+                self.paths.pop()
+                self.current = other.id
+                return other.id
+        return None
+
     def get(self, path_id: Any) -> Path:
         if not isinstance(path_id, int) or not 0 <= path_id < len(self.paths):
             raise BadRequest("id", f"no branch {path_id!r} (the tree has {len(self.paths)})")
@@ -176,3 +191,5 @@ class Session:
         if path is not None:
             path.records = list(self.records)
             path.prompt = prompt
+            if self.tree.merge_duplicate() is not None:
+                self.show(self.tree.path())

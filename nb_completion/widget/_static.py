@@ -64,13 +64,16 @@ def static_html(
     return f'<div class="nbc-static" style="{_BOX}">{head}{prompt_html}{body}{err}</div>'
 
 
-COPY_CLASS = "nbc-static-copy"  # widget.css hides it wherever the live panel renders
+COPY_CLASS = "nbc-static-copy"  # the live view of the widget with the same key hides it (index.js)
 
 
-def static_copy_bundle(html_copy: str, svg: str | None, text: str) -> dict[str, str]:
+def static_copy_bundle(html_copy: str, svg: str | None, text: str, *, key: str = "") -> dict[str, str]:
     """The static copy's display: ``text/plain`` (the text), ``text/html`` (the heatmap with
-    hover titles) and, once there are tokens, ``image/svg+xml`` (the colours as fill attributes)."""
-    bundle = {"text/plain": text, "text/html": f'<div class="{COPY_CLASS}">{html_copy}</div>'}
+    hover titles) and, once there are tokens, ``image/svg+xml`` (the colours as fill attributes).
+    ``key`` names the widget it copies: only that widget's live view hides it, so a copy saved
+    before a kernel restart stays visible beside other, newer widgets."""
+    attr = f' data-nbc-copy="{html.escape(key)}"' if key else ""
+    bundle = {"text/plain": text, "text/html": f'<div class="{COPY_CLASS}"{attr}>{html_copy}</div>'}
     if svg is not None:
         bundle["image/svg+xml"] = svg
     return bundle

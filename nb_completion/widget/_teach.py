@@ -66,6 +66,8 @@ class TeachingMixin:
         self._step_lock = threading.Lock()
         self._dist: Any = None  # the Distribution shown (stepping.Distribution)
         self._dist_key: tuple = ()
+        self._scored_text: Optional[str] = None  # the text the shown perplexity belongs to
+        self.observe(self._forget_stale_score, names=["content"])
 
     # ---- the tree ------------------------------------------------------------------------------
 
@@ -82,7 +84,10 @@ class TeachingMixin:
 
     def _tree_sync(self) -> None:
         """The shown tokens are the current path's (after a run, a step, a prompt template)."""
+        before = self._session.tree.current
         self._session.sync_path(self.prompt_echo)
+        if self._generator_path == before:  # a duplicate run merged into its twin: Step continues there
+            self._generator_path = self._session.tree.current
         self._publish_tree()
 
     def _publish_tree(self) -> None:
@@ -94,6 +99,8 @@ class TeachingMixin:
         self.stop(wait=True)
         with self._lock:
             self._show(path, status="done")
+            # what is on screen is this path: its count, no other run's speed or draw
+            self.metrics, self.draw = {"tokens": len(path.records)}, None
         self._probe_end()
         self._refresh_static_copy()
 
@@ -184,7 +191,11 @@ class TeachingMixin:
                         else {"tokens": len(path.records)}
                     )
                     self.metrics = m
-                    self.draw = {**result.draw.to_dict(), "index": len(path.records) - 1 if result.record else None}
+                    self.draw = {
+                        **result.draw.to_dict(),
+                        "index": len(path.records) - 1 if result.record else None,
+                        "text": result.record.text if result.record else None,  # names a tail token off the bar
+                    }
                 if result.record is None:
                     break
             self._probe_end()
@@ -295,8 +306,18 @@ class TeachingMixin:
         with self._lock:
             self.prompt_tokens = prompt_token_dicts(backend, ids, scored.tokens)
             self.perplexity = None if math.isnan(scored.perplexity) else round(scored.perplexity, 4)
+            self._scored_text = self.content
         self._refresh_static_copy()
         return scored
+
+    def _forget_stale_score(self, change: Any) -> None:
+        """An edited prompt: the perplexity and surprisals of the old text are cleared."""
+        if self.perplexity is None or change["new"] == self._scored_text:
+            return
+        with self._lock:
+            self.perplexity = None
+            self.prompt_tokens = []
+            self._refresh_prompt_tokens()  # the shown path's prompt, unscored
 
     def _refresh_prompt_tokens(self) -> None:
         path = self._path()

@@ -125,6 +125,8 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     # The run whose result the front end has received: set by the browser, so reactive hosts
     # (marimo's mo.ui.anywidget) re-run the cells that read the widget once a generation ends.
     completed_run = t.Int(0).tag(sync=True)
+    # Names this widget's static copy: its live views hide only the copy carrying this key.
+    copy_key = t.Unicode("").tag(sync=True)
     # ---- teaching views (``_teach.py``) ----
     distribution = t.Dict(default_value=None, allow_none=True).tag(sync=True)  # raw logits at a position
     draw = t.Dict(default_value=None, allow_none=True).tag(sync=True)  # the last Step's draw
@@ -146,6 +148,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
             model_ids=registry.registered_ids(),
             **values,
         )
+        self.copy_key = self.model_id
         self.on_msg(self._on_frontend_msg)
         self.observe(self._revalidate, names=list(CONTROL_NAMES))
         self._revalidate()
@@ -252,7 +255,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         except Exception:  # a bonus: never let it hide the heatmap
             pass
         svg = stack_svg(parts) if parts else None
-        return static_copy_bundle(self.to_html(), svg, self.prompt_echo + self.text)
+        return static_copy_bundle(self.to_html(), svg, self.prompt_echo + self.text, key=self.copy_key)
 
     def _refresh_static_copy(self) -> None:
         """After a run: the displayed static copies show it (update_display by display id)."""
@@ -311,6 +314,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
                 self.status = "running"
                 self.error = {}
                 self.metrics = {}
+                self.draw = None  # the last Step's draw describes another run
                 self.branch = branch
                 self.prompt_echo = prompt
                 self.tokens = self._session.dicts()
