@@ -32,6 +32,9 @@ _LAZY = {
     "heatmap_html": ("nb_completion.notebook.render", "heatmap_html"),
     "score": ("nb_completion.scoring", "score"),
     "next_token_distribution": ("nb_completion.notebook.teaching", "next_token_distribution"),
+    "logit_lens": ("nb_completion.inside", "logit_lens"),
+    "attention": ("nb_completion.inside", "attention"),
+    "futures": ("nb_completion.inside", "futures"),
 }
 
 __all__ = [

@@ -194,17 +194,27 @@ def compare(
         raise BadRequest("settings", "give a non-empty list of settings dicts, e.g. [{'temperature': 0}, {'temperature': 1.0}]")
     planned: list[tuple[CompletionRequest, str, str, int | None]] = []
     own_seeds = any(isinstance(s, dict) and "seed" in s for s in settings)
+    own_models = {s.get("model_id") for s in settings if isinstance(s, dict) and s.get("model_id") is not None}
     for i, setting in enumerate(settings):
         setting, run_seed = _own_seed(setting, seed, f"settings[{i}]")
+        run_model = model_id
+        if "model_id" in setting:  # this run on its own model (two models side by side)
+            setting = dict(setting)
+            run_model = setting.pop("model_id")
+            if not isinstance(run_model, str) or not run_model:
+                raise BadRequest(f"settings[{i}].model_id", f"must be a model id, got {run_model!r}")
         params, label = from_settings(setting, f"settings[{i}]")
         # the titles name what differs between runs; the shared max_tokens goes unsaid
         words = describe({**params, "max_tokens": None} if params.get("max_tokens", max_tokens) == max_tokens else params)
         if own_seeds:
             words += f" · seed {run_seed}"
         params = {**params, "max_tokens": params.get("max_tokens", max_tokens)}
-        request = build_request(content, model_id, params, logprobs={"top_k": TOP_K})
+        request = build_request(content, run_model, params, logprobs={"top_k": TOP_K})
+        if own_models:
+            words = f"{request.model_id} · {words}" if words else request.model_id
         planned.append((request, words if label is None else str(label), words, run_seed))
-    result = Comparison(content, [], seed, planned[0][0].model_id, color_by)
+    models = list(dict.fromkeys(request.model_id for request, *_ in planned))
+    result = Comparison(content, [], seed, ", ".join(models), color_by)
     view = LiveDisplay() if live and notebook_shell() is not None else None
     # Every run is opened at once: a local engine prefills the prompt once, forks one sequence
     # per setting from its cache and steps them together; the runs are then read in order.

@@ -1,0 +1,88 @@
+"""Inside the model: the logit lens, attention and futures against transformers on the tiny
+model, and compare() with a model per setting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import nb_completion as nb
+from nb_completion.engine.records import Delta
+from nb_completion.service import build_request, open_events
+
+TEXT = "The capital of France is Paris. The capital of Italy is"
+
+
+def test_the_lens_last_layer_is_the_models_output_and_scores(tiny_backend, tiny_model_id):
+    lens = nb.logit_lens(TEXT, model_id=tiny_model_id)
+    model = tiny_backend.model
+    assert len(lens.layers) == model.config.num_hidden_layers
+    assert lens.token_ids == tiny_backend.encode(TEXT) and len(lens.tokens) == len(lens.token_ids)
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([lens.token_ids]), output_hidden_states=True)
+    logprobs = torch.log_softmax(out.logits[0].float(), -1)
+    assert torch.allclose(lens.layers[-1].logprobs, logprobs, atol=1e-4)
+    scored = nb.score(TEXT, model_id=tiny_model_id).tokens
+    for i in range(len(lens.tokens) - 1):
+        top = lens.layers[-1].top(i)
+        assert len(top) == 10 and [lp for _, lp in top] == sorted((lp for _, lp in top), reverse=True)
+        assert top[0][0] == scored[i + 1].top[0][0]
+        assert top[0][1] == pytest.approx(scored[i + 1].top[0][1], abs=1e-4)
+
+
+def test_an_earlier_layer_reads_its_own_residual_through_the_final_norm(tiny_backend, tiny_model_id):
+    lens = nb.logit_lens(TEXT, model_id=tiny_model_id)
+    model = tiny_backend.model
+    with torch.inference_mode():
+        hidden = model(input_ids=torch.tensor([lens.token_ids]), output_hidden_states=True).hidden_states
+        first = torch.log_softmax(model.lm_head(model.model.norm(hidden[1]))[0].float(), -1)
+    assert torch.allclose(lens.layers[0].logprobs, first, atol=1e-4)
+    assert lens.first_layer_with(len(lens.tokens) - 1, lens.layers[-1].top(len(lens.tokens) - 1, 1)[0][0]) is not None
+
+
+def test_attention_equals_transformers_eager_attentions(tiny_backend, tiny_model_id):
+    from transformers import AutoModelForCausalLM
+
+    before = tiny_backend.model.config._attn_implementation
+    seen = nb.attention(TEXT, model_id=tiny_model_id)
+    assert tiny_backend.model.config._attn_implementation == before  # put back for generation
+    eager = AutoModelForCausalLM.from_config(tiny_backend.model.config, attn_implementation="eager")
+    eager.load_state_dict(tiny_backend.model.state_dict())
+    with torch.inference_mode():
+        reference = eager(input_ids=torch.tensor([seen.token_ids]), output_attentions=True).attentions
+    assert seen.layers == len(reference)
+    for layer in range(seen.layers):
+        for head in range(seen.heads):
+            w = seen.weights(layer, head)
+            assert torch.allclose(w, reference[layer][0, head].float(), atol=1e-4)
+            assert torch.allclose(w.sum(-1), torch.ones(w.shape[0]), atol=1e-5)
+            assert torch.equal(torch.triu(w, diagonal=1), torch.zeros_like(w))  # nothing from the future
+    # generation still works after the eager pass (the implementation was put back)
+    assert nb.complete("Once", model_id=tiny_model_id, sampling_params={"max_tokens": 3}).stop_reason
+
+
+def test_futures_are_seeded_batched_and_each_its_own_run(tiny_model_id):
+    first = nb.futures("Once upon a time", n=4, max_tokens=8, seed=3, model_id=tiny_model_id)
+    again = nb.futures("Once upon a time", n=4, max_tokens=8, seed=3, model_id=tiny_model_id)
+    assert [p.text for p in first.paths] == [p.text for p in again.paths]
+    assert len({p.text for p in first.paths}) > 1  # sampled, not four copies
+    for path in first.paths:  # each equals the same seed run alone
+        request = build_request(
+            "Once upon a time", tiny_model_id, {"strategy": {"type": "top_p", "temperature": 1.0}, "max_tokens": 8}
+        )
+        alone = [t for e in open_events(request, seed=path.seed) if isinstance(e, Delta) for t in e.tokens]
+        assert [t.token_id for t in path.tokens] == [t.token_id for t in alone]
+        assert path.mean_logprob == pytest.approx(sum(t.logprob for t in alone) / len(alone), abs=1e-4)
+
+
+def test_compare_runs_each_setting_on_its_own_model(tiny_model_id, save_tiny):
+    other = str(save_tiny("second-model"))
+    both = nb.compare("Once upon a time", settings=[{"model_id": tiny_model_id}, {"model_id": other}], max_tokens=6, live=False)
+    for run, model in zip(both.runs, [tiny_model_id, other]):
+        alone = nb.complete(
+            "Once upon a time",
+            model_id=model,
+            sampling_params={**run.request.sampling_params.model_dump(exclude_none=True)},
+        )
+        assert run.request.model_id == model and run.text == alone.content
+    assert tiny_model_id in both.model_id and other in both.model_id
