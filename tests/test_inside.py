@@ -86,3 +86,20 @@ def test_compare_runs_each_setting_on_its_own_model(tiny_model_id, save_tiny):
         )
         assert run.request.model_id == model and run.text == alone.content
     assert tiny_model_id in both.model_id and other in both.model_id
+
+
+@pytest.mark.real_model
+def test_the_lens_and_attention_on_the_default_model(real_backend, real_model_id):
+    lens = nb.logit_lens("The capital of France is", model_id=real_model_id)
+    last = len(lens.tokens) - 1
+    assert lens.layers[-1].top(last, 1)[0][0] == " Paris"
+    scored = nb.score("The capital of France is Paris", model_id=real_model_id).tokens
+    paris = scored[-1]
+    assert paris.top[0][0] == " Paris"
+    assert lens.layers[-1].top(last, 1)[0][1] == pytest.approx(paris.top[0][1], abs=1e-4)
+    decided = lens.first_layer_with(last, " Paris")
+    assert decided is not None and 0 < decided < len(lens.layers)  # not from the first layer on
+    seen = nb.attention("The capital of France is Paris", model_id=real_model_id)
+    assert seen.layers == 30 and seen.heads == 9
+    w = seen.weights(seen.layers - 1)
+    assert torch.allclose(w.sum(-1), torch.ones(w.shape[0]), atol=1e-5)
