@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["quickstart.ipynb", "sampling_lab.ipynb", "structured_output.ipynb", "inside_a_step.ipynb"]
+NAMES = ["quickstart.ipynb", "sampling_lab.ipynb", "structured_output.ipynb", "inside_a_step.ipynb", "inside_the_model.ipynb"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -191,3 +191,12 @@ def test_inside_a_step(executed):
     shown = cell(nb, "w.show_branch(0)")
     copy = [o["data"] for o in shown.outputs if "data" in o and "image/svg+xml" in o["data"]]
     assert copy and "Branches" in copy[-1]["image/svg+xml"]
+
+
+@pytest.mark.real_model
+def test_inside_the_model_runs_and_finds_paris(executed):
+    nb = executed("inside_the_model.ipynb")
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream")
+    assert "' Paris' is first on top at layer" in text
+    assert "layer 30: ' Paris'" in text
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
