@@ -244,3 +244,22 @@ def test_adjustments_are_checked_and_named(post, tiny_backend):
     ]:
         answer = post(prompt="Once", max_tokens=2, **body)
         assert answer.status_code == 400 and answer.json()["error"]["param"] == param, body
+
+
+def test_llama_stack_client_0_2_12_over_these_routes(server, tiny_model_id):
+    from llama_stack_client import LlamaStackClient
+
+    client = LlamaStackClient(base_url=server.url, max_retries=0)
+    assert client.models.retrieve(tiny_model_id).identifier == tiny_model_id
+    assert [p.api for p in client.providers.list()] == ["inference"]
+    batch = client.inference.batch_completion(
+        model_id=tiny_model_id, content_batch=["Once", "The sky"], sampling_params={"max_tokens": 3}
+    )
+    assert len(batch.batch) == 2 and all(r.stop_reason for r in batch.batch)
+    made = client.completions.create(
+        model=tiny_model_id, prompt=["Once", "The sky"], n=2, max_tokens=3, temperature=0, logprobs=True, seed=1
+    )
+    assert [c.index for c in made.choices] == [0, 1, 2, 3]
+    assert all(len(c.logprobs.tokens) == 3 for c in made.choices)
+    echoed = client.completions.create(model=tiny_model_id, prompt="Once upon a time", max_tokens=0, echo=True, logprobs=True)
+    assert echoed.choices[0].text == "Once upon a time" and echoed.choices[0].logprobs.token_logprobs[0] is None

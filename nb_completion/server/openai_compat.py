@@ -224,6 +224,8 @@ def parse_openai(body: Any) -> tuple[CompletionRequest, dict]:
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
         raise BadRequest("max_tokens", f"must be an integer >= 0 (or null: until the end), got {max_tokens!r}")
     stop = _stops(body)
+    if isinstance(body.get("logprobs"), bool):  # llama-stack 0.2's client sends a boolean
+        body = {**body, "logprobs": 1 if body["logprobs"] else None}
     logprobs = _integer(body, "logprobs")
     if logprobs is not None and not BOUNDS["logprobs_top_k"].holds(logprobs):
         raise BadRequest("logprobs", f"{BOUNDS['logprobs_top_k'].text}, got {logprobs}")
