@@ -34,7 +34,7 @@ from ..service import Prepared, load_backend, to_chunks, to_response
 from . import extra_routes, sse
 from .body import BodyReader
 from .guard import HostPolicy, middleware
-from .jobs import ClientLeft, collect, open_job, sse_body, streaming, watching, where
+from .jobs import collect, open_job, open_jobs, sse_body, streaming, watching, where
 from .openai_route import openai_completions
 from .openapi import build_openapi
 from .defaults import DEFAULT_MAX_TOKENS_CAP
@@ -123,21 +123,11 @@ async def batch_completion(request: Request) -> Response:
         return [state.prepare(parse_request({**rest, "content": content})) for content in batch]
 
     prepared_batch = await state.bodies.prepare(request, prepare)
-    jobs = []
-    try:
-        for completion_request, prepared in prepared_batch:
-            job = await open_job(request, state, completion_request, None, prepared)
-            if job is None:
-                raise ClientLeft()
-            jobs.append((job, completion_request))
-    except BaseException as exc:
-        for job, _ in jobs:
-            job.cancel.set()
-        if isinstance(exc, ClientLeft):
-            return Response(status_code=204)
-        raise
+    opened = await open_jobs(request, state, [(r, None, p) for r, p in prepared_batch])
+    if opened is None:
+        return Response(status_code=204)
     answers = []
-    for job, completion_request in jobs:
+    for job, (completion_request, _) in zip(opened, prepared_batch):
         top_k = None if completion_request.logprobs is None else (completion_request.logprobs.top_k or 0)
         async with watching(request, job):
             answers.append(to_response(await collect(job), top_k).model_dump(mode="json", exclude_none=True))

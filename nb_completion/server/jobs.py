@@ -131,3 +131,22 @@ async def scored_in_queue(request: Request, state: Any, completion_request: Any,
 
 def where(request: Request) -> str:
     return f"{request.method} {request.url.path}"
+
+
+async def open_jobs(request: Request, state: Any, planned: list[tuple[Any, int | None, Any]]) -> list[Job] | None:
+    """Open each ``(completion_request, seed, prepared)`` in turn; None when the client left.
+    A failure cancels the jobs already opened and is raised."""
+    jobs: list[Job] = []
+    try:
+        for completion_request, seed, prepared in planned:
+            job = await open_job(request, state, completion_request, seed, prepared)
+            if job is None:
+                raise ClientLeft()
+            jobs.append(job)
+    except BaseException as exc:
+        for job in jobs:
+            job.cancel.set()
+        if isinstance(exc, ClientLeft):
+            return None
+        raise
+    return jobs

@@ -16,7 +16,7 @@ from ..api.types import CompletionRequest
 from ..engine.records import Delta, Finished
 from ..service import Prepared, load_backend
 from . import sse
-from .jobs import ClientLeft, collect, open_job, scored_in_queue, sse_body, streaming, watching, where
+from .jobs import collect, open_job, open_jobs, scored_in_queue, sse_body, streaming, watching, where
 from .openai_compat import OpenAIShaper, error_body, openai_names, parse_openai
 from .precheck import precheck
 from .queue import END, Job
@@ -71,22 +71,17 @@ async def openai_completions(request: Request) -> Response:
 
     if len(prompts) == 1 and best_of == 1:
         return await _one_choice(request, state, prompts[0], options, shaper(0, 0), sent["body"])
-    jobs: list[tuple[Job, OpenAIShaper]] = []
-    try:
-        with openai_names(sent["body"]):
-            for i, (completion_request, prepared) in enumerate(prompts):
-                for j in range(best_of):
-                    seed = None if options["seed"] is None else options["seed"] + j
-                    job = await open_job(request, state, completion_request, seed, prepared if j == 0 else fork(prepared))
-                    if job is None:
-                        raise ClientLeft()
-                    jobs.append((job, shaper(i, j)))
-    except BaseException as exc:
-        for job, _ in jobs:
-            job.cancel.set()
-        if isinstance(exc, ClientLeft):
-            return Response(status_code=204)
-        raise
+    planned, shapers = [], []
+    for i, (completion_request, prepared) in enumerate(prompts):
+        for j in range(best_of):
+            seed = None if options["seed"] is None else options["seed"] + j
+            planned.append((completion_request, seed, prepared if j == 0 else fork(prepared)))
+            shapers.append(shaper(i, j))
+    with openai_names(sent["body"]):
+        opened = await open_jobs(request, state, planned)
+    if opened is None:
+        return Response(status_code=204)
+    jobs = list(zip(opened, shapers))
     if options["stream"]:
         return StreamingResponse(
             _merged_sse(jobs, options["include_usage"], where=where(request)),
