@@ -192,7 +192,9 @@ def _openai_mutations(model_id: str):
             st.lists(st.text(min_size=1, max_size=2), min_size=17, max_size=18),  # 16 are taken here
             st.just([""]),
         ).map(lambda v: with_(stop=v)),
-        st.one_of(not_int, st.integers(max_value=-1), st.integers(min_value=21)).map(lambda v: with_(logprobs=v)),
+        st.one_of(  # a boolean is llama-stack 0.2's client's way of saying 1 or none
+            not_int.filter(lambda v: not isinstance(v, bool)), st.integers(max_value=-1), st.integers(min_value=21)
+        ).map(lambda v: with_(logprobs=v)),
         st.one_of(st.text(min_size=1, max_size=3), st.integers(min_value=2)).map(lambda v: with_(stream=v)),
         st.one_of(
             st.integers(), st.text(max_size=3), st.dictionaries(st.sampled_from(["x", "usage"]), st.booleans(), min_size=1)
