@@ -206,9 +206,10 @@ def _openai_mutations(model_id: str):
                 ("best_of", 17),
                 ("echo", "yes"),  # echo itself is supported (prompt logprobs); a non-boolean is not
                 ("suffix", "x"),
-                ("logit_bias", {"1": 5}),
-                ("frequency_penalty", 0.5),
-                ("presence_penalty", -1),
+                ("logit_bias", {"1": 101}),  # bias, penalties: OpenAI's ranges, beyond them a 400
+                ("logit_bias", {"x": 1}),
+                ("frequency_penalty", 2.5),
+                ("presence_penalty", -3),
             ]
         ).map(lambda kv: with_(**{kv[0]: kv[1]})),
         st.one_of(not_number, st.floats(max_value=0, allow_nan=False, allow_infinity=False), st.just(1e-300), st.just(1e300)).map(
