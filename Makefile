@@ -59,6 +59,8 @@ test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not real_model and not browser and not slow"
 
 bench: model
+	@# llama.cpp's convert_hf_to_gguf.py (the F32 reference GGUF of bench/fidelity.py) needs sentencepiece
+	$(PIP) install --quiet sentencepiece
 	$(PY) bench/engine.py
 	$(PY) bench/fidelity.py
 	$(PY) bench/decode.py
