@@ -170,23 +170,16 @@ class EngineQueue:
     def submit(self, request: CompletionRequest, *, seed: int | None = None, prepared: Any = None) -> Job:
         """Admit a request or raise ``QueueFull`` (429). Call from the event loop. ``prepared``
         (``service.Prepared``) is what the precheck computed for the engine to start from."""
-        loop = asyncio.get_running_loop()
-        job = Job(request, seed, loop, prepared)
-        with self._lock:
-            if self._stopped:
-                raise CompletionError(503, "the server is shutting down", title="Service Unavailable")
-            if not self._can_start(job) and len(self._waiting) >= self.queue_size:
-                raise QueueFull(len(self._waiting), self.retry_after())
-            self._waiting.append(job)
-            self._dispatch()
-        return job
+        return self._admit(Job(request, seed, asyncio.get_running_loop(), prepared))
 
     def submit_work(self, request: CompletionRequest, work: Any) -> Job:
         """Admit ``work(cancel)`` (blocking; its return value is the job's one item) for
         ``request``'s model, in that model's scoring lane, or raise ``QueueFull`` (429)."""
-        loop = asyncio.get_running_loop()
-        job = Job(request, None, loop)
+        job = Job(request, None, asyncio.get_running_loop())
         job.work = work
+        return self._admit(job)
+
+    def _admit(self, job: Job) -> Job:
         with self._lock:
             if self._stopped:
                 raise CompletionError(503, "the server is shutting down", title="Service Unavailable")
