@@ -1,13 +1,12 @@
 """Linear layers that compute with a GGUF checkpoint's own quantized blocks.
 
 ``use_gguf_weights(model, gguf_path)`` replaces each ``nn.Linear`` whose weight the GGUF holds
-in a block type ``block_kernel`` reads (Q4_0, Q4_1, Q8_0) by a ``BlockLinear`` holding those
+in a block type ``block_kernel`` reads (Q4_0, Q4_1, Q4_K, Q8_0) by a ``BlockLinear`` holding those
 blocks, as they are: nothing is dequantized and re-quantized. Each layer is matched to its GGUF
 tensor by name (``gguf``'s own name map) and accepted only if its blocks dequantize to exactly
 the float32 weight transformers loaded from the same file (rows permuted back where transformers
 permutes them, as it does for Llama's q and k); a layer that does not match keeps its float32
-weights. So the model computes on the checkpoint's weights, with activations in float32 (and
-16-bit integers per 32-value block inside the matmul, ``block_kernel``).
+weights. So the model computes on the checkpoint's weights, with activations in float32.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from typing import Any, Optional, Sequence
 import torch
 
 from . import block_kernel
-from .block_kernel import Q4, Q8
 from .gguf_blocks import Blocks, read_blocks
 
 log = logging.getLogger("nb_completion.engine")
@@ -76,27 +74,22 @@ class BlockEmbedding(torch.nn.Module):
 
     def __init__(self, blocks: Blocks):
         super().__init__()
-        self.format = blocks.format
+        self.format, self.kind = blocks.format, blocks.kind
         self.num_embeddings, self.embedding_dim = blocks.shape
         self.register_buffer("qs", blocks.qs, persistent=False)
         self.register_buffer("d", blocks.d, persistent=False)
         self.register_buffer("m", blocks.m, persistent=False)
 
+    def blocks(self) -> Blocks:
+        return Blocks(self.format, self.kind, self.qs, self.d, self.m)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        m = self.m[ids] if self.m.numel() else self.m
-        rows = Blocks(
-            self.format,
-            Q8 if self.format == "Q8_0" else Q4,
-            self.qs[ids].reshape(-1, *self.qs.shape[1:]),
-            self.d[ids].reshape(-1, self.d.shape[1]),
-            m.reshape(-1, self.d.shape[1]) if m.numel() else m,
-        )
-        return rows.dequantize().reshape(*ids.shape, self.embedding_dim)
+        return self.blocks().rows(ids.reshape(-1)).dequantize().reshape(*ids.shape, self.embedding_dim)
 
     @property
     def weight(self) -> torch.Tensor:
         """The whole table in float32 (allocated on each call: for code that reads it, rarely)."""
-        return Blocks(self.format, Q8 if self.format == "Q8_0" else Q4, self.qs, self.d, self.m).dequantize()
+        return self.blocks().dequantize()
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, {self.format} blocks"
