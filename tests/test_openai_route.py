@@ -263,3 +263,14 @@ def test_llama_stack_client_0_2_12_over_these_routes(server, tiny_model_id):
     assert all(len(c.logprobs.tokens) == 3 for c in made.choices)
     echoed = client.completions.create(model=tiny_model_id, prompt="Once upon a time", max_tokens=0, echo=True, logprobs=True)
     assert echoed.choices[0].text == "Once upon a time" and echoed.choices[0].logprobs.token_logprobs[0] is None
+
+
+def test_streamed_usage_of_several_choices_counts_each_prompt_once(post, server, tiny_model_id):
+    body = {"model": tiny_model_id, "prompt": ["Once", "The sky"], "n": 2, "max_tokens": 3, "temperature": 0}
+    plain = post(**{k: v for k, v in body.items() if k != "model"}).json()["usage"]
+    streamed = httpx.post(
+        server.url + ROUTE, json={**body, "stream": True, "stream_options": {"include_usage": True}}, timeout=120
+    )
+    usage = [json.loads(e) for e in sse_events(streamed.text) if e != "[DONE]" and not json.loads(e)["choices"]]
+    assert usage and usage[-1]["usage"] == plain
+    assert plain["completion_tokens"] == 12

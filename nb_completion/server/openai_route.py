@@ -84,7 +84,7 @@ async def openai_completions(request: Request) -> Response:
     jobs = list(zip(opened, shapers))
     if options["stream"]:
         return StreamingResponse(
-            _merged_sse(jobs, options["include_usage"], where=where(request)),
+            _merged_sse(jobs, n, options["include_usage"], where=where(request)),
             media_type=sse.MEDIA_TYPE,
             headers=sse.HEADERS,
             background=BackgroundTask(lambda: [job.cancel.set() for job, _ in jobs]),
@@ -165,7 +165,7 @@ async def _one_choice(request: Request, state: Any, prompt: tuple, options: dict
     return json_response(shaper.response(events))
 
 
-async def _merged_sse(jobs: list, include_usage: bool, where: str) -> AsyncIterator[bytes]:
+async def _merged_sse(jobs: list, n: int, include_usage: bool, where: str) -> AsyncIterator[bytes]:
     """The chunks of several choices as they come, each with its index; one usage chunk at the end."""
     queue: asyncio.Queue = asyncio.Queue()
 
@@ -177,7 +177,7 @@ async def _merged_sse(jobs: list, include_usage: bool, where: str) -> AsyncItera
                 return
 
     tasks = [asyncio.create_task(pump(k, job)) for k, (job, _) in enumerate(jobs)]
-    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    counted: list[tuple[int, dict]] = []
     open_jobs = len(jobs)
     try:
         while open_jobs:
@@ -197,10 +197,9 @@ async def _merged_sse(jobs: list, include_usage: bool, where: str) -> AsyncItera
             ):
                 yield sse.event(chunk)
             if isinstance(item, Finished):
-                for key, value in shaper.usage(item).items():
-                    usage[key] = usage.get(key, 0) + value
+                counted.append((shaper.index, shaper.usage(item)))
         if include_usage:
-            yield sse.event(jobs[0][1]._frame([], usage=usage))
+            yield sse.event(jobs[0][1]._frame([], usage=summed_usage(counted, n)))
         yield sse.DONE
     finally:
         for task in tasks:
@@ -231,14 +230,19 @@ def _mean_logprob(frame: dict) -> float:
 
 
 def merge_frames(frames: list[dict], n: int) -> dict:
-    """One ``text_completion`` from one frame per choice: choices in index order, usage summed
-    (each prompt's tokens counted once, as OpenAI counts them)."""
+    """One ``text_completion`` from one frame per choice: choices in index order, usage summed."""
     choices = sorted((f["choices"][0] for f in frames), key=lambda c: c["index"])
-    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    for frame in frames:
-        counted = frame.get("usage") or {}
-        usage["completion_tokens"] += counted.get("completion_tokens", 0)
-        if frame["choices"][0]["index"] % n == 0:
-            usage["prompt_tokens"] += counted.get("prompt_tokens", 0)
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    usage = summed_usage([(f["choices"][0]["index"], f.get("usage") or {}) for f in frames], n)
     return {**frames[0], "choices": choices, "usage": usage}
+
+
+def summed_usage(counted: list[tuple[int, dict]], n: int) -> dict:
+    """The usage of several choices ``(index, usage)``: every choice's completion tokens, each
+    prompt's tokens once (its choice j = 0), as OpenAI counts them."""
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    for index, one in counted:
+        usage["completion_tokens"] += one.get("completion_tokens", 0)
+        if index % n == 0:
+            usage["prompt_tokens"] += one.get("prompt_tokens", 0)
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return usage
