@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nb_completion"
 
 # The engine's pure core: token ids in, records out (docs/architecture.md, "Core and adapters").
 CORE = [
-    "records", "fold", "sampling", "batch_sampling", "scheduler", "kv", "rowwise_int8", "int8_op",
+    "records", "fold", "sampling", "batch_sampling", "sequence", "scheduler", "slots", "model_runner",
+    "batch_engine", "kv", "rowwise_int8", "int8_op",
     "block_kernel", "block_linear", "gguf_blocks", "llama_pass", "generate",
     "detokenize", "stopping", "token_text", "remote_records", "gguf_cache",
 ]  # fmt: skip
@@ -58,7 +59,7 @@ def test_the_registry_does_not_load():
 
 def test_imported_modules_resolves_relative_imports():
     imports = imported_modules(PACKAGE / "engine" / "local.py")
-    assert {"nb_completion.engine.scheduler", "nb_completion.api.types", "nb_completion.engine.sampling"} <= imports
+    assert {"nb_completion.engine.batch_engine", "nb_completion.api.types", "nb_completion.engine.sampling"} <= imports
 
 
 @pytest.mark.parametrize("frontend", ["notebook/magic.py", "notebook/comparison.py", "widget/_widget.py"])

@@ -14,7 +14,8 @@ import torch
 from nb_completion import compare, complete
 from nb_completion.engine.batch_sampling import RowParams
 from nb_completion.engine.records import Delta, Finished
-from nb_completion.engine.scheduler import Engine, Work
+from nb_completion.engine.batch_engine import Engine
+from nb_completion.engine.sequence import Work
 from nb_completion.service import build_request, open_events
 
 from engine_sink import Collect
@@ -227,7 +228,7 @@ def test_the_compiled_decode_pass_equals_eager_alone_and_batched(tiny_backend):
         compiled.close()
     assert compiled.stats.max_rows == len(PROMPTS)
     assert compiled.stats.compiled_passes == compiled.stats.decode_passes > 0
-    assert compiled._lean_decode_call.eager_fallbacks == 0  # every pass ran a compiled graph
+    assert compiled.runner._lean_decode_call.eager_fallbacks == 0  # every pass ran a compiled graph
     assert batched == expected
     assert alone == again == expected[0]
 
@@ -240,8 +241,8 @@ def test_a_failing_forward_pass_ends_its_sequences_with_an_error_and_the_engine_
 
     model = build_model(len(tiny_backend.tokenizer))
     backend = LocalBackend(model, tiny_backend.tokenizer, "tiny-failing-once")
-    engine = backend.engine  # the lean pass or the model's own forward: both go through _forward
-    real_forward, calls = engine._forward, []
+    runner = backend.engine.runner  # the lean pass or the model's own forward: both go through forward
+    real_forward, calls = runner.forward, []
 
     def forward(*args, **kwargs):
         calls.append(1)
@@ -249,7 +250,7 @@ def test_a_failing_forward_pass_ends_its_sequences_with_an_error_and_the_engine_
             raise RuntimeError("out of memory (simulated)")
         return real_forward(*args, **kwargs)
 
-    engine._forward = forward
+    runner.forward = forward
     registry.register(backend)  # errors become the spec's Error once, at service.open_events
     try:
         request = build_request("Once upon a time", model_id="tiny-failing-once", sampling_params={"max_tokens": 10})
@@ -327,7 +328,7 @@ def test_a_request_whose_admission_fails_gets_the_error_and_the_engine_serves_on
 def test_an_engine_serves_eagerly_while_it_compiles_and_switches_only_when_idle(tiny_backend, monkeypatch):
     """A sequence runs on one pass from its first token to its last: the compiled pass, built
     while this one decodes, is used from the next sequence on."""
-    import nb_completion.engine.scheduler as scheduler
+    from nb_completion.engine import llama_pass
 
     release, started = threading.Event(), threading.Event()
 
@@ -345,7 +346,7 @@ def test_an_engine_serves_eagerly_while_it_compiles_and_switches_only_when_idle(
             self.seen_compiled.append(self.engine.compiled.is_set())
             return super().on_token(chosen, now)
 
-    monkeypatch.setattr(scheduler, "warm_compiled_decode", slow_compile)
+    monkeypatch.setattr(llama_pass, "warm_compiled_decode", slow_compile)
     engine = Engine(tiny_backend.model, max_batch=4, compile=True)
     try:
         assert started.wait(30)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from nb_completion.engine.batch_sampling import RowParams
-from nb_completion.engine.scheduler import Engine, Work
+from nb_completion.engine.batch_engine import Engine
+from nb_completion.engine.sequence import Work
 
 from engine_sink import Collect
 

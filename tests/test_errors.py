@@ -84,8 +84,8 @@ def test_text_items_are_joined_in_order(tiny_model_id):
 def test_engine_keeps_working_after_a_failure_inside_a_pass(tiny_backend, tiny_model_id, monkeypatch):
     """A pass that raises mid-generation fails that request with a 500 (not a hang, not a dead
     engine thread), and the next request is served by the same engine."""
-    engine = tiny_backend.engine
-    real_forward = engine._forward
+    runner = tiny_backend.engine.runner
+    real_forward = runner.forward
     calls = {"n": 0}
 
     def failing_once(*args, **kwargs):
@@ -94,11 +94,11 @@ def test_engine_keeps_working_after_a_failure_inside_a_pass(tiny_backend, tiny_m
             raise RuntimeError("injected fault")
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_forward", failing_once)
+    monkeypatch.setattr(runner, "forward", failing_once)
     with pytest.raises(CompletionError) as failed:
         complete("Once upon a time", model_id=tiny_model_id, sampling_params={"max_tokens": 8})
     assert failed.value.status == 500 and calls["n"] >= 2
-    monkeypatch.setattr(engine, "_forward", real_forward)
+    monkeypatch.setattr(runner, "forward", real_forward)
     after = complete("Once", model_id=tiny_model_id, sampling_params={"max_tokens": 2})
     assert after.stop_reason and len(after.content) > 0
 

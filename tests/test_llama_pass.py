@@ -12,7 +12,7 @@ from nb_completion.engine.kv import SlotStore, aligned, decode_mask, prefill_mas
 from nb_completion.engine.llama_pass import LlamaPass
 from nb_completion.engine.local import LocalBackend
 from nb_completion.engine.rowwise_int8 import quantize
-from nb_completion.engine.scheduler import Engine
+from nb_completion.engine.batch_engine import Engine
 from nb_completion.engine.tiny import build_model
 from nb_completion.service import build_request
 
@@ -28,7 +28,7 @@ def _both_ways(model, prompts: list[list[int]], steps: int) -> tuple[list[torch.
     out = {False: [], True: []}
     with torch.inference_mode():
         for use_lean, first in ((False, 0), (True, len(prompts))):
-            call = lean if use_lean else engine._model_pass
+            call = lean if use_lean else engine.runner._model_pass
             last = []
             for b, ids in enumerate(prompts):
                 n = len(ids)

@@ -1,6 +1,6 @@
 """Which engine path an architecture takes (docs/models.md).
 
-The batched, forking engine (``scheduler.py``) keeps keys and values in its own slot store
+The batched, forking engine (``batch_engine.py``) keeps keys and values in its own slot store
 (``kv.py``) and hands the model a 4-D additive causal mask and per-row positions. That holds a model
 exactly when every layer is full attention over a standard key/value cache that the model reads
 through ``cache.update`` and the mask it is given. It is verified token-identical with HF

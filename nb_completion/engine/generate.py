@@ -1,7 +1,7 @@
 """The one-sequence reference loop: prefill, then decode one token at a time with transformers'
 own growing KV cache.
 
-Requests are served by the batched engine (``scheduler.py``); this loop stays as the eager
+Requests are served by the batched engine (``batch_engine.py``); this loop stays as the eager
 reference the engine is measured against (``bench/engine.py``: rung 0). Each step
 measures the chosen token under the model's *raw* distribution (log-softmax of the logits before
 penalty, grammar mask, temperature or truncation), then applies the processors and chooses.

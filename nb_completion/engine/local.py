@@ -1,5 +1,5 @@
 """A transformers model in this process, as a ``Backend``: turns a ``CompletionRequest`` into the
-engine's ``Work`` (``scheduler.py`` batches every open request into one forward pass per step) and
+engine's ``Work`` (``batch_engine.py`` batches every open request into one forward pass per step) and
 shapes each token into a ``TokenRecord`` with its text (incremental detokenizer), holding back
 text that may start a stop string. ``open()`` returns an ``EventStream``: iterate it for the
 ``Delta``/``Finished`` events; closing it, or dropping it, cancels the sequence, so a stream left
@@ -34,7 +34,8 @@ from .detokenize import StreamingDetokenizer
 from .prompt_length import longest_token_bytes, over_context
 from .records import Finished, ModelInfo, TokenRecord
 from .architectures import batched_path_holds
-from .scheduler import Engine, Work, default_max_batch
+from .batch_engine import Engine, default_max_batch
+from .sequence import Work
 from .sequential import SequentialEngine
 from .stopping import StopStringFilter
 from .token_text import token_display_text

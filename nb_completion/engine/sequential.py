@@ -23,7 +23,8 @@ import torch
 
 from .batch_sampling import RowTable, choose_batch
 from .generate import _cache_kwarg
-from .scheduler import Sequence, Stats, Work, _live_engines
+from .batch_engine import _live_engines
+from .sequence import Sequence, Stats, Work
 
 log = logging.getLogger("nb_completion.engine")
 

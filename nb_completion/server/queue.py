@@ -139,7 +139,7 @@ def _concurrency(model_id: str) -> int:
 
     backend = registry.registered(model_id)
     if backend is None and model_id == registry.DEFAULT_MODEL_ID:
-        from ..engine.scheduler import DEFAULT_MAX_BATCH
+        from ..engine.batch_engine import DEFAULT_MAX_BATCH
 
         return DEFAULT_MAX_BATCH  # loaded by its first request, as a batching local backend
     return max(1, int(getattr(backend, "concurrency", 1) or 1))
