@@ -26,6 +26,8 @@ _LAZY = {
     "CompletionWidget": ("nb_completion.widget", "CompletionWidget"),
     "serve": ("nb_completion.server", "serve"),
     "register_remote": ("nb_completion.engine.remote", "register_remote"),
+    "configure": ("nb_completion.engine.config", "configure"),
+    "engine_config": ("nb_completion.engine.config", "engine_config"),
     "models": ("nb_completion.engine.loaded", "models"),
     "unload_model": ("nb_completion.engine.loaded", "unload_model"),
     "compare": ("nb_completion.notebook.comparison", "compare"),

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nb_completion"
 CORE = [
     "records", "fold", "sampling", "batch_sampling", "sequence", "scheduler", "slots", "model_runner",
     "batch_engine", "kv", "rowwise_int8", "int8_op",
-    "block_kernel", "block_linear", "gguf_blocks", "llama_pass", "generate",
+    "block_kernel", "block_linear", "config", "gguf_blocks", "llama_pass", "generate",
     "detokenize", "stopping", "token_text", "remote_records", "gguf_cache",
 ]  # fmt: skip
 # What the core may import from the rest of the package: the table of bounds (no imports itself).
@@ -66,3 +66,35 @@ def test_imported_modules_resolves_relative_imports():
 def test_the_notebook_frontends_drain_through_the_one_runner(frontend):
     """The magic, compare() and the widget share ``runner.py`` (issue 9's "one small runner")."""
     assert "nb_completion.runner" in imported_modules(PACKAGE / frontend)
+
+
+ENGINE_SETTINGS = {
+    "NB_COMPLETION_COMPILE", "NB_COMPLETION_LEAN", "NB_COMPLETION_THREADS", "NB_COMPLETION_CACHE",
+    "NB_COMPLETION_BLOCK_OP", "NB_COMPLETION_INT8_OP",
+}  # fmt: skip
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_only_the_engine_config_reads_engine_settings_from_the_environment():
+    """Issue 24: one ``EngineConfig`` built in one place (engine/config.py), passed down."""
+    readers = set()
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in ENGINE_SETTINGS:
+                readers.add(str(path.relative_to(PACKAGE)))
+    assert readers == {"engine/config.py"}
+
+
+def test_no_module_writes_the_environment_but_the_op_builds_path_for_ninja():
+    writers = set()
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for target in targets:
+                if isinstance(target, ast.Subscript) and ast.unparse(target.value) == "os.environ":
+                    writers.add((str(path.relative_to(PACKAGE)), ast.unparse(target.slice)))
+    # torch's extension builder finds ninja on PATH; the pip-installed ninja is put there
+    assert writers <= {("engine/int8_op.py", "'PATH'")}, writers

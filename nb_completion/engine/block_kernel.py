@@ -31,6 +31,7 @@ from typing import Optional
 
 import torch
 
+from .config import engine_config
 from .int8_op import _find_ninja
 
 log = logging.getLogger("nb_completion.engine")
@@ -322,7 +323,7 @@ def _machine_tag() -> str:
 
 
 def _build() -> bool:
-    if os.environ.get("NB_COMPLETION_BLOCK_OP", "1") == "0":
+    if not engine_config().block_op:
         return False
     try:
         from torch.utils.cpp_extension import load_inline

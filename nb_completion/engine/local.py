@@ -8,7 +8,6 @@ half-read never holds the engine.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -35,6 +34,7 @@ from .prompt_length import longest_token_bytes, over_context
 from .records import Finished, ModelInfo, TokenRecord
 from .architectures import batched_path_holds
 from .batch_engine import Engine, default_max_batch
+from .config import engine_config
 from .sequence import Work
 from .sequential import SequentialEngine
 from .stopping import StopStringFilter
@@ -55,11 +55,10 @@ class _Plan:
 
 def compile_by_default() -> bool:
     """Whether an engine compiles its decode pass (on its own thread, docs/engine.md): only when
-    asked, ``NB_COMPLETION_COMPILE=1`` (``nb-completion serve --compile`` sets it). The compiled
-    pass is ~1.5x faster on the CPU but rounds a few last bits differently from the eager one, so
-    int8 greedy text parts from the eager pass's after some tokens; by default every run of a
-    prompt gives the same text, from the first request on."""
-    return os.environ.get("NB_COMPLETION_COMPILE") == "1"
+    asked (``EngineConfig.compile``: ``NB_COMPLETION_COMPILE=1``, ``nb-completion serve --compile``).
+    The compiled pass is ~1.5x faster on the CPU but rounds a few last bits differently from the
+    eager one; by default every run of a prompt gives the same numbers, from the first request on."""
+    return engine_config().compile
 
 
 REMEMBERED_PROMPTS = 64
@@ -85,12 +84,10 @@ class LocalBackend:
             loaded=True,
         )
         self.device = next(model.parameters()).device
-        # Engine(...) keywords, read when it starts: see compile_by_default; NB_COMPLETION_LEAN=0 runs
-        # the model's own forward instead of the lean pass (the reference)
-        self.engine_options: dict[str, Any] = {
-            "compile": compile_by_default(),
-            "lean": os.environ.get("NB_COMPLETION_LEAN", "1") != "0",
-        }
+        # Engine(...) keywords, read when it starts (EngineConfig: compile, and lean=False for the
+        # model's own forward instead of the lean pass, the reference)
+        config = engine_config()
+        self.engine_options: dict[str, Any] = {"compile": config.compile, "lean": config.lean}
         self._engine: Optional[Any] = None  # Engine or SequentialEngine
         self._engine_lock = threading.Lock()
         self._pieces: dict[int, str] = {}

@@ -19,6 +19,7 @@ import sys
 from typing import Any, NoReturn
 
 from ..api.errors import CompletionError
+from ..engine.config import configure
 from .remote_option import add_remote_arguments
 from .defaults import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOKENS_CAP
 
@@ -212,7 +213,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from .handle import serve
 
     if args.compile:  # read when each model's backend is made (engine/local.py)
-        os.environ["NB_COMPLETION_COMPILE"] = "1"
+        configure(compile=True)
     _log_to_stderr(args.log_level)
     raise_open_file_limit()
     try:
