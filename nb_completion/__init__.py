@@ -21,11 +21,11 @@ from .service import complete
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": ("nb_completion.engine.loading", "load_model"),
-    "ensure_loaded": ("nb_completion.engine.loading", "ensure_loaded"),
+    "load_model": ("nb_completion.load", "load_model"),
+    "ensure_loaded": ("nb_completion.load", "ensure_loaded"),
     "CompletionWidget": ("nb_completion.widget", "CompletionWidget"),
     "serve": ("nb_completion.server", "serve"),
-    "register_remote": ("nb_completion.engine.remote", "register_remote"),
+    "register_remote": ("nb_completion.remote", "register_remote"),
     "configure": ("nb_completion.engine.config", "configure"),
     "engine_config": ("nb_completion.engine.config", "engine_config"),
     "models": ("nb_completion.engine.loaded", "models"),

@@ -56,7 +56,7 @@ def _add_complete(sub: Any) -> None:
 
 def _request(args: argparse.Namespace):
     from .api.shorthand import request_parts
-    from .engine.grammar_syntax import response_format_from_flags
+    from .cli_formats import response_format_from_flags
     from .service import build_request
 
     text = sys.stdin.read() if args.text == "-" else args.text
@@ -70,7 +70,7 @@ def _request(args: argparse.Namespace):
 
 
 def _ensure_model(args: argparse.Namespace) -> None:
-    from .engine.loading import ensure_loaded
+    from .load import ensure_loaded
 
     ensure_loaded(args.model, dtype=args.dtype, device=args.device)
 
@@ -144,7 +144,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         if folder is not None:
             print(f"{args.model or 'the default model'}: converted and cached in {folder}; nothing to do")
             return 0
-    from .engine.loading import load_model
+    from .load import load_model
 
     start = time.perf_counter()
     backend = load_model(args.model, dtype=args.dtype, device=args.device)

@@ -19,7 +19,7 @@ from .api.types import (
 from .api.validation import check_cancel, check_flag, check_seed, parse_request
 from .engine import registry
 from .engine.backend import Backend, Event
-from .engine.load_progress import ProgressCallback
+from .engine.loading import ProgressCallback
 from .engine.fold import Folded, Metrics, fold
 from .engine.records import Delta, Finished, TokenRecord
 
@@ -59,8 +59,8 @@ def build_request(
 
 
 def load_backend(model_id: str | None, on_progress: ProgressCallback | None = None) -> Backend:
-    """The backend for ``model_id``, loaded on first use (``loading.ensure_loaded``)."""
-    from .engine.loading import ensure_loaded
+    """The backend for ``model_id``, loaded on first use (``load.ensure_loaded``: a status line)."""
+    from .load import ensure_loaded
 
     try:
         return ensure_loaded(model_id, on_progress)

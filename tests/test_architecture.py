@@ -15,7 +15,7 @@ CORE = [
     "records", "fold", "sampling", "batch_sampling", "sequence", "scheduler", "slots", "model_runner",
     "batch_engine", "kv", "rowwise_int8", "int8_op",
     "block_kernel", "block_linear", "config", "gguf_blocks", "llama_pass", "generate",
-    "detokenize", "stopping", "token_text", "remote_records", "gguf_cache",
+    "detokenize", "stopping", "token_text", "gguf_cache",
 ]  # fmt: skip
 # What the core may import from the rest of the package: the table of bounds (no imports itself).
 CORE_MAY_IMPORT = {"nb_completion.api.bounds"}
@@ -98,3 +98,25 @@ def test_no_module_writes_the_environment_but_the_op_builds_path_for_ninja():
                     writers.add((str(path.relative_to(PACKAGE)), ast.unparse(target.slice)))
     # torch's extension builder finds ninja on PATH; the pip-installed ninja is put there
     assert writers <= {("engine/int8_op.py", "'PATH'")}, writers
+
+
+def test_the_engine_imports_only_the_engine_and_the_contract():
+    """Issue 24's layers: no HTTP client, no display, no CLI inside ``engine/``."""
+    for path in sorted((PACKAGE / "engine").glob("*.py")):
+        ours = {m for m in imported_modules(path) if m.startswith("nb_completion.")}
+        outside = {m for m in ours if not m.startswith(("nb_completion.engine", "nb_completion.api"))}
+        assert not outside, (path.name, outside)
+
+
+def test_remote_clients_load_progress_and_cli_flags_live_outside_the_engine():
+    names = {p.stem for p in (PACKAGE / "engine").glob("*.py")}
+    assert not {n for n in names if n.startswith("remote")} and "load_progress" not in names
+    for path in sorted((PACKAGE / "engine").glob("*.py")):
+        imports = imported_modules(path)
+        assert "argparse" not in imports and "httpx" not in imports, path.name
+        flags = [
+            node.value
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("--")
+        ]
+        assert not flags, (path.name, flags)

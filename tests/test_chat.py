@@ -11,7 +11,7 @@ from nb_completion import complete
 from nb_completion.api.errors import CompletionError
 from nb_completion.cli import main as cli
 from nb_completion.engine import registry
-from nb_completion.engine.loading import ensure_loaded
+from nb_completion.load import ensure_loaded
 from nb_completion.engine.records import ModelInfo
 
 SCHEMA = '{"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}'

@@ -12,7 +12,7 @@ import torch
 from nb_completion.api.errors import BadRequest
 from nb_completion.api.types import GrammarResponseFormat, JsonSchemaResponseFormat
 from nb_completion.engine.constraints import compile_constraint, llg_tokenizer
-from nb_completion.engine.grammar_syntax import response_format_from_flags, syntax_of
+from nb_completion.cli_formats import response_format_from_flags, syntax_of
 
 VOCAB = 49152
 EOS = 2  # <|im_end|>

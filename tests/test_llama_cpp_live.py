@@ -25,7 +25,7 @@ from nb_completion import complete, register_remote
 from nb_completion.api.errors import CompletionError
 from nb_completion.engine import registry
 from nb_completion.engine.records import Delta, Finished
-from nb_completion.engine.remote_dialects import Dialect
+from nb_completion.remote.dialects import Dialect
 from nb_completion.service import build_request, open_events
 
 BINARY = os.path.expanduser(os.environ.get("LLAMA_SERVER", ""))

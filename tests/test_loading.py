@@ -12,8 +12,8 @@ import pytest
 from nb_completion import complete
 from nb_completion.api.errors import CompletionError
 from nb_completion.engine import gguf_cache, registry
-from nb_completion.engine.load_progress import LoadProgress
-from nb_completion.engine.loading import ensure_loaded
+from nb_completion.load_progress import LoadProgress
+from nb_completion.load import ensure_loaded
 from nb_completion.engine.local import LocalBackend
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"

@@ -13,7 +13,7 @@ from nb_completion import complete, register_remote, serve
 from nb_completion.api.errors import CompletionError
 from nb_completion.engine import registry
 from nb_completion.engine.records import Delta, Finished
-from nb_completion.engine.remote_records import entropy_lower_bound, make_record, split_delta
+from nb_completion.remote.records import entropy_lower_bound, make_record, split_delta
 from nb_completion.service import build_request, open_events, token_logprobs
 
 APIS = ["llama-stack", "openai"]

@@ -13,10 +13,10 @@ from nb_completion import complete, register_remote
 from nb_completion.api.errors import CompletionError
 from nb_completion.engine import registry
 from nb_completion.engine.records import Delta, Finished
-from nb_completion.engine.remote_dialects import Dialect, openai_body
-from nb_completion.engine.remote_errors import error_from
-from nb_completion.engine.remote_openai import OpenAIAnswer, Tally
-from nb_completion.engine.remote_records import sse_data
+from nb_completion.remote.dialects import Dialect, openai_body
+from nb_completion.remote.errors import error_from
+from nb_completion.remote.openai_answer import OpenAIAnswer, Tally
+from nb_completion.remote.records import sse_data
 from nb_completion.service import build_request, open_events
 from remote_stub import FIXTURES, ReplayServer, load_exchanges
 

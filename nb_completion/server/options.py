@@ -180,7 +180,7 @@ def serve_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _served_models(args: argparse.Namespace) -> list[str] | None:
     from ..engine import registry
-    from ..engine.loading import ensure_loaded
+    from ..load import ensure_loaded
     from .remote_option import register_remotes
 
     models = list(args.models) if args.models else None

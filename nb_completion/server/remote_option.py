@@ -59,7 +59,7 @@ def _remote_key() -> str | None:
 def register_remotes(args: argparse.Namespace) -> list[str]:
     """Register the ``--remote`` engines' models; the ids to serve. Raises ``CompletionError``
     (502 unreachable, 401, 404 unknown model) so the command fails at start, not per request."""
-    from ..engine.remote import register_remote, remote_models
+    from ..remote import register_remote, remote_models
 
     ids: list[str] = []
     for url in getattr(args, "remote", None) or []:

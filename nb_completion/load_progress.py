@@ -27,7 +27,7 @@ def _notebook() -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False  # a display from a worker thread lands in whichever cell runs now
     try:
-        from ..notebook.live import notebook_shell
+        from .notebook.live import notebook_shell
 
         return notebook_shell() is not None
     except Exception:  # noqa: BLE001 - no IPython: not a notebook

@@ -40,7 +40,7 @@ from ..api.content import content_text
 from ..api.errors import BadRequest
 from ..api.types import CompletionRequest, SamplingParams
 from ..api.validation import grammar_key
-from .remote_errors import gateway_error
+from .errors import gateway_error
 
 DIALECTS = ("llama.cpp", "vllm", "nb_completion", "openai")
 VLLM_STRUCTURED_OUTPUTS = (0, 10, 2)  # the first vLLM that reads ``structured_outputs``

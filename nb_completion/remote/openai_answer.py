@@ -24,9 +24,9 @@ import time
 from dataclasses import replace
 from typing import Any, Iterator
 
-from .records import Delta, Finished, TokenRecord
-from .remote_errors import error_from, gateway_error, is_error_body
-from .remote_records import entropy_lower_bound, make_record, openai_chosen
+from ..engine.records import Delta, Finished, TokenRecord
+from .errors import error_from, gateway_error, is_error_body
+from .records import entropy_lower_bound, make_record, openai_chosen
 
 _FINISH = {"stop": "end_of_turn", "length": "out_of_tokens", "eos": "end_of_turn"}
 

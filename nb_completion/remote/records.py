@@ -25,7 +25,7 @@ import math
 import re
 from typing import Iterator
 
-from .records import TokenRecord
+from ..engine.records import TokenRecord
 
 
 # ---- server-sent events ---------------------------------------------------------------------

@@ -6,13 +6,13 @@ llama.cpp's ``llama-server``, this project's own server, or another.
 magic use it like a local model. It always streams from the remote (server-sent events over
 httpx) and turns each remote chunk into ``Delta``/``Finished`` events. With ``api="openai"``
 the dialect (where structured output goes, which log-probability shape comes back) is detected
-(``remote_dialects``); ``api="llama.cpp"`` or ``api="vllm"`` names it.
+(``dialects``); ``api="llama.cpp"`` or ``api="vllm"`` names it.
 
 What a remote cannot tell us (token ids from vLLM, ranks outside the reported top-k, the
-entropy) and what the records hold instead: see ``remote_records`` and ``remote_openai``.
+entropy) and what the records hold instead: see ``records`` and ``openai_answer``.
 
 A remote error body becomes a ``CompletionError`` with the remote's status and message
-(``remote_errors``); an unreachable remote, one that breaks off mid-stream or sends nothing for
+(``errors``); an unreachable remote, one that breaks off mid-stream or sends nothing for
 ``timeout`` seconds, is a 502. Setting ``cancel`` closes the connection (so the remote stops
 too) within one token. Stop strings never reach the output, also from a remote that ignores
 ``stop``.
@@ -29,14 +29,14 @@ import httpx
 
 from ..api.errors import CompletionError
 from ..api.types import CompletionRequest
-from . import registry
-from .backend import Event
-from .records import Delta, Finished, ModelInfo, TokenRecord
-from .remote_dialects import Dialect, detect, llama_stack_body, openai_body
-from .remote_errors import error_from, gateway_error
-from .remote_openai import OpenAIAnswer, Tally
-from .remote_records import make_record, split_delta, sse_data
-from .stopping import StopStringFilter
+from ..engine import registry
+from ..engine.backend import Event
+from ..engine.records import Delta, Finished, ModelInfo, TokenRecord
+from .dialects import Dialect, detect, llama_stack_body, openai_body
+from .errors import error_from, gateway_error
+from .openai_answer import OpenAIAnswer, Tally
+from .records import make_record, split_delta, sse_data
+from ..engine.stopping import StopStringFilter
 
 Api = Literal["llama-stack", "openai", "llama.cpp", "vllm"]
 APIS = ("llama-stack", "openai", "llama.cpp", "vllm")
