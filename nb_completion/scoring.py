@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from .api.errors import BadRequest
+from .engine.backend import is_local
 from .engine.records import TokenRecord
 
 __all__ = ["score", "Scored", "ScoredToken", "score_ids"]
@@ -108,7 +109,7 @@ def _local_backend(model_id: Optional[str]) -> Any:
     from .service import load_backend
 
     backend = load_backend(model_id)
-    if not hasattr(backend, "model") or not hasattr(backend, "tokenizer"):
+    if not is_local(backend):
         raise BadRequest("model_id", f"scoring needs a model in this kernel; '{backend.info.identifier}' is remote")
     return backend
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from .api.errors import CompletionError, EngineFailure, as_completion_error
@@ -18,12 +17,13 @@ from .api.types import (
 )
 from .api.validation import check_cancel, check_flag, check_seed, parse_request
 from .engine import registry
-from .engine.backend import Backend, Event
+from .engine.backend import Backend, Event, is_local
 from .engine.loading import ProgressCallback
+from .engine.plan import Plan
 from .engine.fold import Folded, Metrics, fold
 from .engine.records import Delta, Finished, TokenRecord
 
-__all__ = ["complete", "build_request", "apply_chat", "open_events", "Prepared", "to_chunks", "to_response", "metrics_of"]
+__all__ = ["complete", "build_request", "apply_chat", "open_events", "open_plan", "to_chunks", "to_response", "metrics_of"]
 
 
 def build_request(
@@ -78,27 +78,6 @@ def apply_chat(request: CompletionRequest, on_progress: ProgressCallback | None 
     return with_chat_template(request, load_backend(request.model_id, on_progress))
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """What a frontend already computed for a request with ``backend``'s tokenizer (the server's
-    precheck): the prompt's token ids and the compiled ``response_format`` constraint, at its
-    start. ``open_events`` hands them to that backend, when it takes them (``opens_prepared``),
-    so a request is tokenized once and its grammar compiled once. One use: a constraint is
-    the state of one generation."""
-
-    backend: Any
-    ids: list[int] | None = None
-    constraint: Any = None
-    adjust: dict | None = None  # OpenAI's logit_bias and additive penalties, for RowParams
-
-    def for_backend(self, backend: Any) -> dict[str, Any]:
-        """``backend.open`` keywords: none unless this was computed with this very backend."""
-        if backend is not self.backend or not getattr(backend, "opens_prepared", False):
-            return {}
-        pairs = (("ids", self.ids), ("constraint", self.constraint), ("adjust", self.adjust))
-        return {k: v for k, v in pairs if v is not None}
-
-
 def open_events(
     request: CompletionRequest,
     *,
@@ -106,20 +85,36 @@ def open_events(
     cancel: threading.Event | None = None,
     on_progress: ProgressCallback | None = None,
     generator: Any = None,
-    prepared: Prepared | None = None,
+    plan: Plan | None = None,
+    observe: Any = None,
 ) -> Iterator[Event]:
     """Validate eagerly (raising ``CompletionError``), then stream ``Delta``s and one ``Finished``.
     A model that is not loaded yet loads first (``on_progress`` receives the steps). A local
-    model's sampling may continue a given ``torch.Generator`` (the widget's Step after Generate),
-    and may start from what was ``prepared`` for it (token ids, a compiled constraint)."""
+    backend runs the request's ``plan`` (``backend.prepare``: made now unless given), its
+    sampling may continue a given ``torch.Generator`` (the widget's Step after Generate) and
+    ``observe`` sees each step (the teaching views, ``stepping.py``)."""
+    backend = load_backend(request.model_id, on_progress)
+    if is_local(backend):
+        plan = plan if plan is not None and plan.backend is backend else backend.prepare(request)
+        return open_plan(plan, seed=seed, cancel=cancel, generator=generator, observe=observe)
     seed = check_seed(seed)
     check_cancel(cancel)
-    backend = load_backend(request.model_id, on_progress)
-    extras: dict[str, Any] = prepared.for_backend(backend) if prepared is not None else {}
-    if generator is not None and getattr(backend, "continues_generators", False):
-        extras["generator"] = generator
     try:
-        events = backend.open(request, seed=seed, cancel=cancel, **extras)
+        events = backend.open(request, seed=seed, cancel=cancel)
+    except Exception as exc:  # a backend bug must not look like a crash of the caller
+        raise as_completion_error(exc, "before generating") from exc
+    return _named_errors(events)
+
+
+def open_plan(
+    plan: Plan, *, seed: int | None = None, cancel: threading.Event | None = None, generator: Any = None, observe: Any = None
+) -> Iterator[Event]:
+    """Stream a local backend's prepared ``plan`` on that backend (Step and the distribution,
+    which hold their backend, and ``open_events``)."""
+    seed = check_seed(seed)
+    check_cancel(cancel)
+    try:
+        events = plan.backend.open(plan.request, plan=plan, seed=seed, cancel=cancel, generator=generator, observe=observe)
     except Exception as exc:  # a backend bug must not look like a crash of the caller
         raise as_completion_error(exc, "before generating") from exc
     return _named_errors(events)
@@ -131,7 +126,7 @@ def open_pushed(
     *,
     seed: int | None = None,
     cancel: threading.Event | None = None,
-    prepared: Prepared | None = None,
+    plan: Plan | None = None,
 ) -> Any | None:
     """Like ``open_events``, but the backend hands each event to ``deliver`` on its own thread as
     it is made (the server's queue: no reader thread per stream); what ends the stream early
@@ -139,9 +134,8 @@ def open_pushed(
     whose ``close()`` cancels (keep it until the stream ends: dropping it cancels too), or None
     when the backend cannot push (then read ``open_events`` instead)."""
     backend = load_backend(request.model_id)
-    if not getattr(backend, "pushes_events", False):
+    if not is_local(backend):
         return None
-    extras: dict[str, Any] = prepared.for_backend(backend) if prepared is not None else {}
 
     def named(item: Any) -> None:
         if isinstance(item, BaseException):
@@ -152,7 +146,8 @@ def open_pushed(
         deliver(item)
 
     try:
-        return backend.open(request, seed=seed, cancel=cancel, deliver=named, **extras)
+        plan = plan if plan is not None and plan.backend is backend else backend.prepare(request)
+        return backend.open(request, plan=plan, seed=seed, cancel=cancel, deliver=named)
     except Exception as exc:
         raise as_completion_error(exc, "before generating") from exc
 

@@ -26,6 +26,8 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .api.errors import BadRequest
+from .engine.backend import is_local
+from .service import open_plan
 from .api.types import CompletionRequest
 from .engine.records import Delta, Finished, TokenRecord
 
@@ -159,7 +161,7 @@ def _one_token(request: CompletionRequest, greedy: bool = False) -> CompletionRe
 
 
 def _run(backend: Any, request: CompletionRequest, ids: list[int], generator: Any = None):
-    if not getattr(backend, "continues_generators", False):
+    if not is_local(backend):
         raise BadRequest(
             "model_id", f"'{backend.info.identifier}' is remote: Step and the distribution need a model in this kernel"
         )
@@ -172,7 +174,7 @@ def _run(backend: Any, request: CompletionRequest, ids: list[int], generator: An
             chosen=chosen,
         )
 
-    events = list(backend.open(request, ids=list(ids), generator=generator, observe=observe))
+    events = list(open_plan(backend.prepare(request, ids=list(ids)), generator=generator, observe=observe))
     records = [t for e in events if isinstance(e, Delta) for t in e.tokens]
     finished = next(e for e in events if isinstance(e, Finished))
     if "chosen" not in seen:

@@ -13,6 +13,8 @@ from typing import Any, Iterator
 
 from nb_completion.engine import registry
 from nb_completion.engine.records import Delta, Finished
+from nb_completion.engine.backend import BackendKind
+from nb_completion.engine.plan import TakesText
 
 PACKAGE_OPERATION = Path(__file__).resolve().parents[1] / "nb_completion" / "server" / "spec" / "completion-operation.json"
 OPERATION = json.loads(PACKAGE_OPERATION.read_text())
@@ -65,7 +67,8 @@ def assert_error_body(body: Any, status: int) -> None:
     assert "Traceback" not in body["detail"] and 'File "' not in body["detail"]
 
 
-class SlowBackend:
+class SlowBackend(TakesText):
+    kind = BackendKind.REMOTE  # a wrapper: text in, events out
     """The real tiny engine, with a pause after each event (so requests overlap)."""
 
     def __init__(self, inner: Any, model_id: str, delay: float):
@@ -91,7 +94,8 @@ class SlowBackend:
         return paced()
 
 
-class FailingBackend:
+class FailingBackend(TakesText):
+    kind = BackendKind.REMOTE
     """Fails on purpose: ``when='open'`` raises before streaming, ``'stream'`` after one delta."""
 
     def __init__(self, model_id: str, when: str):

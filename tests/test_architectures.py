@@ -51,7 +51,7 @@ def _run(backend: LocalBackend, ids: list[int]) -> list:
     )
     records = []
     try:
-        for event in backend.open(request, ids=ids):
+        for event in backend.open(request, plan=backend.prepare(request, ids=ids)):
             records.extend(getattr(event, "tokens", ()) or ())
     finally:
         backend.close()

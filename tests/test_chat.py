@@ -13,6 +13,8 @@ from nb_completion.cli import main as cli
 from nb_completion.engine import registry
 from nb_completion.load import ensure_loaded
 from nb_completion.engine.records import ModelInfo
+from nb_completion.engine.backend import BackendKind
+from nb_completion.engine.plan import TakesText
 
 SCHEMA = '{"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}'
 
@@ -52,8 +54,9 @@ def test_chat_without_a_template_is_a_400_naming_chat(tiny_model_id):
 
 
 def test_chat_with_a_remote_model_is_a_400_naming_chat():
-    class Remote:  # what a remote backend offers: an id and open(), no tokenizer
+    class Remote(TakesText):  # what a remote backend offers: an id and open(), no tokenizer
         info = ModelInfo(identifier="remote-no-template", loaded=True)
+        kind = BackendKind.REMOTE
 
         def open(self, request, *, seed=None, cancel=None):
             raise AssertionError("never reached: the template is refused first")

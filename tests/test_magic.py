@@ -18,9 +18,12 @@ from nb_completion.api.types import CompletionResponse
 from nb_completion.engine import registry
 from nb_completion.engine.records import Delta, Finished, ModelInfo, TokenRecord
 from nb_completion.notebook.magic import CompletionText, GenerationInterrupted, MagicError
+from nb_completion.engine.backend import BackendKind
+from nb_completion.engine.plan import TakesText
 
 
-class FakeBackend:
+class FakeBackend(TakesText):
+    kind = BackendKind.REMOTE
     """Yields ``words`` one token each; may interrupt the main thread or fail part-way."""
 
     def __init__(self, model_id, words, delay=0.0, interrupt_after=None, fail_after=None, ignore_cancel=False):

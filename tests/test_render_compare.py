@@ -7,6 +7,8 @@ import pytest
 from nb_completion import compare
 from nb_completion.api.errors import BadRequest
 from nb_completion.engine import registry
+from nb_completion.engine.backend import BackendKind
+from nb_completion.engine.plan import TakesText
 
 SETTINGS = [
     {"temperature": 0},
@@ -15,7 +17,8 @@ SETTINGS = [
 ]
 
 
-class CountingBackend:
+class CountingBackend(TakesText):
+    kind = BackendKind.REMOTE
     """Wraps a backend and counts generations, to show validation happens before any run."""
 
     def __init__(self, inner):

@@ -112,7 +112,12 @@ def test_steps_on_the_per_sequence_path_draw_what_one_run_draws_and_see_the_raw_
     request = build_request("x", model_id="gemma2-steps", sampling_params={**TOP_P, "max_tokens": 6})
     ids = tokenizer("Once upon a time there was a small model that liked to generate text.")["input_ids"]
     try:
-        whole = [t.token_id for e in backend.open(request, ids=ids, seed=3) if isinstance(e, Delta) for t in e.tokens]
+        whole = [
+            t.token_id
+            for e in backend.open(request, plan=backend.prepare(request, ids=ids), seed=3)
+            if isinstance(e, Delta)
+            for t in e.tokens
+        ]
         generator = sampling.make_generator(3, backend.device)
         stepped, history = [], list(ids)
         for _ in range(6):

@@ -1,6 +1,7 @@
-"""The server's precheck hands its work to the engine: per HTTP request the prompt is tokenized
-once and its grammar compiled once (``service.Prepared``, carried through the queue), and the
-output is what the engine gives when it does both itself."""
+"""The server prepares each request before queueing and hands its work to the engine: per HTTP
+request the prompt is tokenized once and its grammar compiled once (``backend.prepare``'s
+``Plan``, carried through the queue), and the output is what the engine gives when it does both
+itself."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from nb_completion import serve
 from nb_completion.engine import constraints, registry
 from nb_completion.engine.tiny import register_tiny_model
-from nb_completion.service import Prepared, complete
+from nb_completion.service import build_request, complete, open_events, to_response
 
 COMPLETION = "/v1/inference/completion"
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
@@ -123,15 +124,20 @@ def test_a_grammar_that_fails_at_its_first_token_is_still_a_400_before_the_queue
     assert counts.compiled == 1  # the engine never saw it
 
 
-def test_what_was_prepared_goes_only_to_the_backend_it_was_computed_with(tiny_backend):
-    prepared = Prepared(tiny_backend, ids=[1, 2, 3], constraint=object())
-    assert prepared.for_backend(tiny_backend) == {"ids": [1, 2, 3], "constraint": prepared.constraint}
-
-    class Replacement:  # a backend registered under the same id after the precheck ran
-        opens_prepared = True
-
-    assert prepared.for_backend(Replacement()) == {}
-    assert Prepared(tiny_backend).for_backend(tiny_backend) == {}  # nothing computed, nothing passed
+def test_a_plan_runs_only_on_the_backend_it_was_prepared_with(tiny_backend, counted):
+    """A plan handed to another backend (say, one registered under the same id after the server
+    prepared the request) is ignored: that backend prepares the request itself."""
+    _, counts = counted
+    other = counts.backend
+    request = build_request(PROMPT, model_id=other.info.identifier, sampling_params={"max_tokens": 6})
+    foreign = tiny_backend.prepare(request, ids=[1, 2, 3])
+    assert foreign.backend is tiny_backend and foreign.ids == [1, 2, 3]
+    ran = to_response(open_events(request, plan=foreign), None)
+    own = to_response(open_events(request, plan=other.prepare(request)), None)
+    assert ran.content == own.content and ran.content
+    prompt_ids = other.encode(PROMPT)
+    prompt_tokens = {m.metric: m.value for m in ran.metrics}["prompt_tokens"]
+    assert len(prompt_ids) != 3 and prompt_tokens == len(prompt_ids)  # its own tokens, not [1, 2, 3]
 
 
 def test_the_default_model_loads_on_its_first_request(monkeypatch):

@@ -18,6 +18,8 @@ from nb_completion.engine.records import Delta, Finished, ModelInfo, TokenRecord
 from nb_completion.server.queue import Courier
 from nb_completion.service import build_request, open_pushed
 from server_support import sse_events
+from nb_completion.engine.backend import BackendKind
+from nb_completion.engine.plan import text_plan
 
 COMPLETION = "/v1/inference/completion"
 DEADLINE = 30.0
@@ -31,7 +33,7 @@ class PushingBackend:
     """An engine double that pushes: the test calls ``deliver`` when it likes, from its own thread.
     ``early`` items are delivered inside ``open`` itself, before it returns (as a fast engine may)."""
 
-    pushes_events = True
+    kind = BackendKind.LOCAL  # pushes its events, as the local engine does
 
     def __init__(self, model_id: str):
         self.info = ModelInfo(identifier=model_id, loaded=True)
@@ -41,7 +43,10 @@ class PushingBackend:
         self.cancel: threading.Event | None = None
         self.early: list = []
 
-    def open(self, request, *, seed=None, cancel=None, deliver=None):
+    def prepare(self, request, *, ids=None, max_tokens_cap=None):
+        return text_plan(self, request, max_tokens_cap)
+
+    def open(self, request, *, plan=None, seed=None, cancel=None, deliver=None):
         assert deliver is not None, "the server's queue asks a pushing backend to push"
         self.deliver, self.cancel = deliver, cancel
         for item in self.early:

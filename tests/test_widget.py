@@ -17,11 +17,14 @@ from nb_completion import CompletionWidget
 from nb_completion.api.types import CompletionResponse
 from nb_completion.engine import registry
 from nb_completion.engine.records import Delta, Finished, ModelInfo, TokenRecord
+from nb_completion.engine.backend import BackendKind
+from nb_completion.engine.plan import TakesText
 
 WORDS = [" the", " cat", " sat", " on", " a", " mat", ".", "\n"]
 
 
-class ScriptedBackend:
+class ScriptedBackend(TakesText):
+    kind = BackendKind.REMOTE
     """Yields ``n`` tokens, ``delay`` seconds apart, each with three alternatives; honours cancel."""
 
     def __init__(self, model_id: str, n: int = 20, delay: float = 0.0):

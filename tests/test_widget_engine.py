@@ -67,7 +67,7 @@ def test_tiny_model_branch_forks_at_the_exact_token_ids(tiny_backend, tiny_model
     real_open = tiny_backend.open
 
     def spy(request, **kwargs):
-        opened.append(kwargs.get("ids"))
+        opened.append(kwargs["plan"].ids)
         events = real_open(request, **kwargs)
         if len(opened) > 1:
             return events

@@ -13,6 +13,7 @@ from nb_completion.engine.records import TokenRecord
 from nb_completion.widget import _protocol as protocol
 from nb_completion.widget._session import Session, Tree
 from nb_completion.widget._tokens import branch_ids
+from nb_completion.engine.backend import BackendKind
 
 
 def rec(index: int, text: str) -> TokenRecord:
@@ -103,7 +104,7 @@ def test_a_branch_carries_the_alternatives_token_id_when_the_record_knows_it():
 
 
 class EncodingBackend:
-    opens_prepared = True
+    kind = BackendKind.LOCAL
 
     def encode(self, text: str) -> list[int]:
         return [1, len(text)]
@@ -114,4 +115,8 @@ def test_branch_ids_are_the_prompt_ids_then_the_kept_and_chosen_ids_or_none():
     assert branch_ids(EncodingBackend(), "Once", kept) == [1, 4, 100, 7]
     unknown = kept[:1] + [dataclasses.replace(kept[1], token_id=-1)]  # a remote model's alternative
     assert branch_ids(EncodingBackend(), "Once", unknown) is None
-    assert branch_ids(object(), "Once", kept) is None  # a backend that takes no ids
+
+    class Remote:
+        kind = BackendKind.REMOTE
+
+    assert branch_ids(Remote(), "Once", kept) is None  # a backend that takes no ids

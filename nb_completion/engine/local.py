@@ -11,7 +11,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, replace
+import dataclasses
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -20,6 +21,7 @@ import torch
 from ..api.content import content_text
 from ..api.bounds import ALTERNATIVES, TEMPERATURE, TOP_P
 from ..api.errors import BadRequest
+from ..api.validation import grammar_key
 from ..api.types import (
     CompletionRequest,
     SamplingParams,
@@ -27,13 +29,14 @@ from ..api.types import (
     TopPSamplingStrategy,
 )
 from . import sampling
-from .backend import Event
+from .backend import BackendKind, Event
 from .batch_sampling import Chosen, RowParams
 from .detokenize import StreamingDetokenizer
 from .prompt_length import longest_token_bytes, over_context
 from .records import Finished, ModelInfo, TokenRecord
 from .architectures import batched_path_holds
 from .batch_engine import Engine, default_max_batch
+from .plan import Plan, resolve_max_tokens, with_max_tokens
 from .config import engine_config
 from .sequence import Work
 from .sequential import SequentialEngine
@@ -41,16 +44,6 @@ from .stopping import StopStringFilter
 from .token_text import token_display_text
 
 END_OF_MESSAGE_TOKENS = ("<|eom_id|>",)
-
-
-@dataclass
-class _Plan:
-    ids: list[int]
-    params: RowParams
-    max_new: int
-    constraint: Any
-    stops: list[str]
-    started: float
 
 
 def compile_by_default() -> bool:
@@ -67,9 +60,9 @@ REMEMBERED_PROMPTS = 64
 class LocalBackend:
     """One loaded model and tokenizer; generates one request at a time."""
 
-    continues_generators = True  # open(generator=...) continues a sampling generator's state
-    opens_prepared = True  # open(ids=..., constraint=...) takes what the server's precheck computed
-    pushes_events = True  # open(deliver=...) hands the events to a callback on the engine thread
+    # open(generator=...) continues a sampling generator's state; open(ids=, constraint=, adjust=)
+    # takes what the server's precheck computed; open(deliver=...) pushes the events to a callback
+    kind = BackendKind.LOCAL
 
     def __init__(self, model: Any, tokenizer: Any, model_id: str, *, source: str = "", dtype: str = "", device: str = ""):
         self.model = model
@@ -147,32 +140,41 @@ class LocalBackend:
             ids = [self.tokenizer.bos_token_id]
         return list(ids)
 
-    def _plan(
-        self, request: CompletionRequest, seed: Optional[int], ids: Optional[list[int]] = None, constraint: Any = None
-    ) -> _Plan:
-        started = time.perf_counter()
+    def prepare(
+        self, request: CompletionRequest, *, ids: Optional[list[int]] = None, max_tokens_cap: Optional[int] = None
+    ) -> Plan:
+        """The request checked, tokenized (unless ``ids`` are given: a client's token ids, a
+        branch's exact ids), its sampling parameters built and its grammar compiled, once
+        (``engine/plan.py``). ``max_tokens_cap``: a server's cap on generated tokens."""
+        model_id = self.info.identifier
         if ids is None:
             ids = self.encode(
-                content_text(
-                    request.content, images_refused=f"model '{self.info.identifier}' is text-only and cannot take image content"
-                )
+                content_text(request.content, images_refused=f"model '{model_id}' is text-only and cannot take image content")
             )
         if not ids:
             raise BadRequest("content", "is empty and the model has no beginning-of-sequence token")
         params = request.sampling_params or SamplingParams()
-        max_tokens = params.max_tokens or 0
         room = self.context_length - len(ids)
         if room <= 0:
             raise BadRequest(
-                "content",
-                f"the prompt has {len(ids)} tokens; the context length of '{self.info.identifier}' is {self.context_length}",
+                "content", f"the prompt has {len(ids)} tokens; the context length of '{model_id}' is {self.context_length}"
             )
-        if max_tokens > room:
-            raise BadRequest(
-                "sampling_params.max_tokens",
-                f"prompt tokens ({len(ids)}) + max_tokens ({max_tokens}) = {len(ids) + max_tokens} exceeds the context "
-                f"length of '{self.info.identifier}' ({self.context_length})",
-            )
+        max_new = resolve_max_tokens(params.max_tokens or 0, max_tokens_cap, room, model_id, len(ids))
+        if max_tokens_cap is not None:
+            request = with_max_tokens(request, max_new)
+        return Plan(
+            backend=self,
+            request=request,
+            ids=list(ids),
+            row=self._row_params(request),
+            max_new=max_new,
+            constraint=self._constraint(request),
+            stops=list(params.stop or []),
+        )
+
+    def _row_params(self, request: CompletionRequest) -> RowParams:
+        """The sampling parameters, checked (``sampling.py``); the generator is made at ``open``."""
+        params = request.sampling_params or SamplingParams()
         strategy = params.strategy
         penalty = params.repetition_penalty or 1.0
         top = request.logprobs.top_k or 0 if request.logprobs is not None else 0
@@ -183,30 +185,39 @@ class LocalBackend:
                 row.temperature = TEMPERATURE if strategy.temperature is None else strategy.temperature
                 row.top_p = TOP_P if strategy.top_p is None else strategy.top_p
                 sampling.temperature(row.temperature), sampling.top_p(row.top_p)
-                row.greedy, row.generator = False, sampling.make_generator(seed, self.device)
+                row.greedy = False
             elif isinstance(strategy, TopKSamplingStrategy):
                 sampling.top_k(strategy.top_k)
                 row.top_k = min(int(strategy.top_k), self.vocab_size)
-                row.greedy, row.generator = False, sampling.make_generator(seed, self.device)
+                row.greedy = False
         except ValueError as exc:
             raise BadRequest("sampling_params", str(exc)) from None
-        return _Plan(
-            ids=ids,
-            params=row,
-            max_new=max_tokens or room,
-            constraint=self._constraint(request) if constraint is None else constraint,
-            stops=list(params.stop or []),
-            started=started,
-        )
+        return row
 
     def _constraint(self, request: CompletionRequest) -> Any:
-        if request.response_format is None:
+        """``response_format`` compiled with this tokenizer, after one step through a fork of it,
+        since some grammars compile and fail at their first token (``a{1000000}``: the lexer gives
+        up on the expression's size). The compiled constraint itself is left at its start."""
+        fmt = request.response_format
+        if fmt is None:
             return None
+        from .constraints import compile_constraint
+
+        field = "response_format.json_schema" if fmt.type == "json_schema" else f"response_format.bnf.{grammar_key(fmt)}"
+        constraint = compile_constraint(fmt, self.tokenizer, self.vocab_size)
+        trial = constraint.fork()
+        logits = torch.zeros(trial.vocab_size)
         try:
-            from .constraints import compile_constraint
-        except ImportError:
-            raise BadRequest("response_format", "structured output is not supported yet") from None
-        return compile_constraint(request.response_format, self.tokenizer, self.vocab_size)
+            trial.mask(logits)
+            ends = set(trial.eos_token_ids)
+            first = next((i for i in trial.allowed_ids() if i not in ends), None)
+            if first is not None:
+                trial.advance(first)
+                trial.mask(logits)
+        except RuntimeError as exc:
+            message = str(exc).split("\n", 1)[0]
+            raise BadRequest(field, f"the grammar cannot be used ({message})") from None
+        return constraint
 
     # ---- streaming ----------------------------------------------------------------------------
 
@@ -234,40 +245,36 @@ class LocalBackend:
         self,
         request: CompletionRequest,
         *,
+        plan: Optional[Plan] = None,
         seed: Optional[int] = None,
         cancel: Optional[threading.Event] = None,
-        ids: Optional[list[int]] = None,
         generator: Optional[torch.Generator] = None,
         observe: Any = None,
-        constraint: Any = None,
         deliver: Optional[Callable[[object], None]] = None,
-        adjust: Optional[dict] = None,
     ) -> "EventStream":
-        """Stream ``request``. The teaching views' hooks (``stepping.py``): ``ids`` continues
-        these exact token ids instead of the content's re-tokenized text; ``generator`` continues
+        """Stream ``request``, from its ``plan`` when one was prepared with this backend (else it
+        is prepared now). The teaching views' hooks (``stepping.py``): ``generator`` continues
         this sampling generator's state instead of a fresh one from ``seed`` (Step after Step
         draws what one longer run would); ``observe`` sees each step (``RowParams.observe``).
-        The server's precheck hands over what it computed (``service.Prepared``): ``ids``, the
-        prompt's tokens, and ``constraint``, the request's ``response_format`` compiled by
-        ``compile_constraint`` with this tokenizer and not yet stepped.
 
         ``deliver`` (the server's queue): each item is handed to ``deliver(item)`` on the engine
         thread as it is made (``Delta``s, then the ``Finished`` or the exception that ends the
         stream) instead of being queued for iteration, so no reader thread waits per stream; the
         returned stream is then only a handle whose ``close()`` cancels. ``deliver`` must be quick
         and must not raise."""
-        plan = self._plan(request, seed, ids, constraint)
-        if generator is not None and not plan.params.greedy:
-            plan.params.generator = generator
-        plan.params.observe = observe
-        if adjust:  # OpenAI's logit_bias, presence_penalty, frequency_penalty (checked by its route)
-            for name, value in adjust.items():
-                setattr(plan.params, name, value)
+        started = time.perf_counter()
+        if plan is None or plan.backend is not self:
+            plan = self.prepare(request)
+        params = dataclasses.replace(plan.row, observe=observe)
+        if not params.greedy:
+            params.generator = generator if generator is not None else sampling.make_generator(seed, self.device)
+        for name, value in (plan.adjust or {}).items():  # OpenAI's logit_bias and penalties (its route checks them)
+            setattr(params, name, value)
         cancel = cancel if cancel is not None else threading.Event()
-        shaper = _Shaper(self, plan, deliver)
+        shaper = _Shaper(self, plan, started, deliver)
         work = Work(
             ids=plan.ids,
-            params=plan.params,
+            params=params,
             max_new=plan.max_new,
             sink=shaper,
             stop_ids=self.stop_token_ids,
@@ -296,8 +303,8 @@ class LocalBackend:
 class _Shaper:
     """The engine's side of one stream (runs on the engine thread): token -> record -> Delta."""
 
-    def __init__(self, backend: LocalBackend, plan: _Plan, deliver: Optional[Callable[[object], None]] = None):
-        self.backend, self.plan = backend, plan
+    def __init__(self, backend: LocalBackend, plan: Plan, started: float, deliver: Optional[Callable[[object], None]] = None):
+        self.backend, self.plan, self.started = backend, plan, started
         self.inbox: "queue.SimpleQueue[object]" = queue.SimpleQueue()
         self.put = deliver if deliver is not None else self.inbox.put
         self.detok = StreamingDetokenizer(backend.tokenizer, plan.ids)
@@ -322,7 +329,7 @@ class _Shaper:
             top_ids=tuple(chosen.top_ids),
             entropy=chosen.entropy,
             forced=chosen.forced,
-            elapsed=now - self.plan.started,
+            elapsed=now - self.started,
             piece=backend.piece(chosen.token_id),
         )
         if end:  # no text: kept for Finished.end_token; the engine ends the sequence after it
@@ -348,7 +355,7 @@ class _Shaper:
                 stop_reason=self.backend.finish_reason(reason, stop_token_id),
                 prompt_tokens=len(self.plan.ids),
                 completion_tokens=steps,
-                time_to_first_token=(first - self.plan.started) if first is not None else None,
+                time_to_first_token=(first - self.started) if first is not None else None,
                 tokens_per_second=rate,
                 cancelled=reason == "cancelled",
                 stop_string=self.stops.matched,

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ..api.errors import BadRequest
+from ..engine.backend import is_local
 
 NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm", "norm_f")
 
@@ -15,7 +16,7 @@ def local_backend(model_id: str | None) -> Any:
     from ..service import load_backend
 
     backend = load_backend(model_id)
-    if getattr(backend, "model", None) is None or getattr(backend, "tokenizer", None) is None:
+    if not is_local(backend):
         raise BadRequest("model_id", f"'{backend.info.identifier}' is served elsewhere: this view needs its weights here")
     return backend
 

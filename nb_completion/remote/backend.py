@@ -30,7 +30,8 @@ import httpx
 from ..api.errors import CompletionError
 from ..api.types import CompletionRequest
 from ..engine import registry
-from ..engine.backend import Event
+from ..engine.backend import BackendKind, Event
+from ..engine.plan import TakesText
 from ..engine.records import Delta, Finished, ModelInfo, TokenRecord
 from .dialects import Dialect, detect, llama_stack_body, openai_body
 from .errors import error_from, gateway_error
@@ -126,7 +127,9 @@ def _take(channel: "queue.Queue[Any]", cancel: threading.Event | None) -> Any:
             continue
 
 
-class RemoteBackend:
+class RemoteBackend(TakesText):  # prepare: the server's cap only (engine/plan.py)
+    kind = BackendKind.REMOTE
+
     def __init__(
         self,
         base_url: str,

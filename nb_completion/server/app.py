@@ -29,8 +29,10 @@ from ..api.errors import BadRequest, CompletionError, EngineFailure, ModelNotFou
 from ..api.types import CompletionRequest
 from ..api.validation import parse_request
 from ..engine import registry
+from ..engine.backend import is_local
 from ..engine.records import Delta, Finished, ModelInfo
-from ..service import Prepared, load_backend, to_chunks, to_response
+from ..engine.plan import Plan
+from ..service import load_backend, to_chunks, to_response
 from . import extra_routes, sse
 from .body import BodyReader
 from .guard import HostPolicy, middleware
@@ -57,7 +59,7 @@ class ServerState:
         self.max_tokens_cap = max_tokens_cap
         self.bodies = BodyReader()
 
-    def prepare(self, request: CompletionRequest) -> tuple[CompletionRequest, Prepared | None]:
+    def prepare(self, request: CompletionRequest) -> tuple[CompletionRequest, Plan]:
         """The model id and the tokenizer's checks, with ``max_tokens`` resolved against the cap,
         and what they computed for the engine (in a worker thread: tokenizing and compiling a
         grammar take time). The default model loads here on its first request."""
@@ -86,9 +88,9 @@ class ServerState:
 async def completion(request: Request) -> Response:
     state: ServerState = request.app.state.server
     state.authorize(request)
-    completion_request, prepared = await state.bodies.prepare(request, lambda body: state.prepare(parse_request(body)))
+    completion_request, plan = await state.bodies.prepare(request, lambda body: state.prepare(parse_request(body)))
     top_k = None if completion_request.logprobs is None else (completion_request.logprobs.top_k or 0)
-    job = await open_job(request, state, completion_request, None, prepared)
+    job = await open_job(request, state, completion_request, None, plan)
     if job is None:
         return Response(status_code=204)
     if completion_request.stream:
@@ -149,7 +151,7 @@ def _model_entry(info: Any, max_tokens_cap: int) -> dict:
         metadata.setdefault("context_length", info.context_length)
     metadata["max_tokens_cap"] = max_tokens_cap
     backend = registry.registered(info.identifier)
-    if hasattr(backend, "decode_pass"):  # a local model: eager, compiling or compiled (docs/engine.md)
+    if backend is not None and is_local(backend):  # eager, compiling or compiled (docs/engine.md)
         metadata["decode_pass"] = backend.decode_pass()
     resource_id = info.provider_resource_id or info.identifier
     return {

@@ -12,7 +12,7 @@ from starlette.responses import StreamingResponse
 
 from ..api.errors import CompletionError
 from ..engine.records import Delta, Finished
-from ..service import Prepared
+from ..engine.plan import Plan
 from . import sse
 from .openai_compat import echo_tokens
 from .queue import END, Job
@@ -92,11 +92,9 @@ def streaming(job: Job, body: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS, background=BackgroundTask(job.cancel.set))
 
 
-async def open_job(
-    request: Request, state: Any, completion_request: Any, seed: int | None, prepared: Prepared | None
-) -> Job | None:
+async def open_job(request: Request, state: Any, completion_request: Any, seed: int | None, plan: Plan | None) -> Job | None:
     """Queue the request and wait until the engine has opened it (raising its 4xx)."""
-    job = state.engine.submit(completion_request, seed=seed, prepared=prepared)
+    job = state.engine.submit(completion_request, seed=seed, plan=plan)
     async with watching(request, job):
         first = await job.next()
     if first is END:  # the client left while waiting
@@ -134,12 +132,12 @@ def where(request: Request) -> str:
 
 
 async def open_jobs(request: Request, state: Any, planned: list[tuple[Any, int | None, Any]]) -> list[Job] | None:
-    """Open each ``(completion_request, seed, prepared)`` in turn; None when the client left.
+    """Open each ``(completion_request, seed, plan)`` in turn; None when the client left.
     A failure cancels the jobs already opened and is raised."""
     jobs: list[Job] = []
     try:
-        for completion_request, seed, prepared in planned:
-            job = await open_job(request, state, completion_request, seed, prepared)
+        for completion_request, seed, plan in planned:
+            job = await open_job(request, state, completion_request, seed, plan)
             if job is None:
                 raise ClientLeft()
             jobs.append(job)

@@ -13,8 +13,9 @@ from starlette.responses import Response, StreamingResponse
 
 from ..api.errors import BadRequest, CompletionError
 from ..api.types import CompletionRequest
+from ..engine.backend import is_local
 from ..engine.records import Delta, Finished
-from ..service import Prepared, load_backend
+from ..service import load_backend
 from . import sse
 from .jobs import collect, open_job, open_jobs, scored_in_queue, sse_body, streaming, watching, where
 from .openai_compat import OpenAIShaper, error_body, openai_names, parse_openai
@@ -39,11 +40,11 @@ async def openai_completions(request: Request) -> Response:
 
     prompts, options = await state.bodies.prepare(request, prepare)
     echoes: list = []
-    for completion_request, prepared in prompts:
+    for completion_request, plan in prompts:
         if not options["echo"]:
             echoes.append(None)
             continue
-        ids = prepared.ids if prepared is not None else None
+        ids = plan.ids
         scored = await scored_in_queue(request, state, completion_request, ids)
         if scored is None:  # the client left while its prompt was scored
             return Response(status_code=204)
@@ -57,8 +58,8 @@ async def openai_completions(request: Request) -> Response:
 
     if options["nothing"]:  # max_tokens 0: nothing generated (with echo, the prompts scored)
         frames = [
-            shaper(i, j).echo_response(len(echoes[i]) if echoes[i] else len(prepared.ids if prepared else []))
-            for i, (_, prepared) in enumerate(prompts)
+            shaper(i, j).echo_response(len(echoes[i]) if echoes[i] else len(plan.ids or []))
+            for i, (_, plan) in enumerate(prompts)
             for j in range(n)
         ]
         merged = merge_frames(frames, n)
@@ -72,10 +73,11 @@ async def openai_completions(request: Request) -> Response:
     if len(prompts) == 1 and best_of == 1:
         return await _one_choice(request, state, prompts[0], options, shaper(0, 0), sent["body"])
     planned, shapers = [], []
-    for i, (completion_request, prepared) in enumerate(prompts):
+    for i, (completion_request, plan) in enumerate(prompts):
         for j in range(best_of):
             seed = None if options["seed"] is None else options["seed"] + j
-            planned.append((completion_request, seed, prepared if j == 0 else fork(prepared)))
+            # a compiled grammar is the state of one generation: each further choice forks it
+            planned.append((completion_request, seed, plan if j == 0 else plan.fork()))
             shapers.append(shaper(i, j))
     with openai_names(sent["body"]):
         opened = await open_jobs(request, state, planned)
@@ -104,45 +106,38 @@ def openai_prompts(state: Any, parsed: CompletionRequest, prompts: list, adjust:
     out = []
     for i, prompt in enumerate(prompts):
         if isinstance(prompt, str):
-            request, prepared = state.prepare(parsed.model_copy(update={"content": prompt}))
+            request, plan = state.prepare(parsed.model_copy(update={"content": prompt}))
         else:
             state.check_model(parsed.model_id)
             backend = load_backend(parsed.model_id)
-            vocab = getattr(backend, "vocab_size", None)
-            if getattr(backend, "tokenizer", None) is None or vocab is None:
+            if not is_local(backend):
                 raise BadRequest("prompt", f"token-id prompts need a model in this server; '{parsed.model_id}' is remote")
+            vocab = backend.vocab_size
             bad = next((t for t in prompt if t >= vocab), None)
             if bad is not None:
                 field = f"prompt[{i}]" if len(prompts) > 1 else "prompt"
                 raise BadRequest(field, f"token id {bad} is outside the vocabulary ({vocab})")
             text = backend.tokenizer.decode(prompt)
-            request, prepared = precheck(
+            request, plan = precheck(
                 parsed.model_copy(update={"content": text or " "}), backend, state.max_tokens_cap, ids=list(prompt)
             )
         if adjust:
-            if prepared is None or not getattr(prepared.backend, "opens_prepared", False):
+            if not is_local(plan.backend):
                 name = next(iter(adjust))
                 raise BadRequest(name, f"needs a model in this server; '{parsed.model_id}' is served elsewhere")
-            vocab = int(prepared.backend.vocab_size)
+            vocab = int(plan.backend.vocab_size)
             bad = next((t for t in (adjust.get("logit_bias") or {}) if t >= vocab), None)
             if bad is not None:
                 raise BadRequest("logit_bias", f"token id {bad} is outside the vocabulary ({vocab})")
-            prepared = Prepared(prepared.backend, prepared.ids, prepared.constraint, adjust)
-        out.append((request, prepared))
+            plan = plan.with_adjust(adjust)
+        out.append((request, plan))
     return out
 
 
-def fork(prepared: Prepared | None) -> Prepared | None:
-    """Another generation's copy: a compiled grammar is the state of one generation."""
-    if prepared is None or prepared.constraint is None:
-        return prepared
-    return Prepared(prepared.backend, prepared.ids, prepared.constraint.fork(), prepared.adjust)
-
-
 async def _one_choice(request: Request, state: Any, prompt: tuple, options: dict, shaper: OpenAIShaper, body: Any) -> Response:
-    completion_request, prepared = prompt
+    completion_request, plan = prompt
     with openai_names(body):  # the engine's own 400s, named as this route names them
-        job = await open_job(request, state, completion_request, options["seed"], prepared)
+        job = await open_job(request, state, completion_request, options["seed"], plan)
     if job is None:
         return Response(status_code=204)
     if options["stream"]:

@@ -109,10 +109,10 @@ def courier_for(loop: asyncio.AbstractEventLoop) -> Courier:
 
 
 class Job:
-    def __init__(self, request: Any, seed: int | None, loop: asyncio.AbstractEventLoop, prepared: Any = None):
+    def __init__(self, request: Any, seed: int | None, loop: asyncio.AbstractEventLoop, plan: Any = None):
         self.request = request
         self.seed = seed
-        self.prepared = prepared  # the precheck's token ids and compiled constraint (service.Prepared)
+        self.plan = plan  # the request prepared by its backend before queueing (engine/plan.py)
         self.cancel = threading.Event()
         self.stream: Any = None  # a pushed stream's handle, kept until it ends (dropping it cancels)
         self.work: Any = None  # submit_work: a blocking callable taking the cancel event
@@ -167,10 +167,10 @@ class EngineQueue:
 
     # ---- the HTTP side ---------------------------------------------------------------------
 
-    def submit(self, request: CompletionRequest, *, seed: int | None = None, prepared: Any = None) -> Job:
-        """Admit a request or raise ``QueueFull`` (429). Call from the event loop. ``prepared``
-        (``service.Prepared``) is what the precheck computed for the engine to start from."""
-        return self._admit(Job(request, seed, asyncio.get_running_loop(), prepared))
+    def submit(self, request: CompletionRequest, *, seed: int | None = None, plan: Any = None) -> Job:
+        """Admit a request or raise ``QueueFull`` (429). Call from the event loop. ``plan`` is the
+        request as its backend prepared it (``backend.prepare``), for the engine to start from."""
+        return self._admit(Job(request, seed, asyncio.get_running_loop(), plan))
 
     def submit_work(self, request: CompletionRequest, work: Any) -> Job:
         """Admit ``work(cancel)`` (blocking; its return value is the job's one item) for
@@ -313,7 +313,7 @@ class EngineQueue:
             take(item)
 
         try:
-            job.stream = open_pushed(job.request, deliver, seed=job.seed, cancel=job.cancel, prepared=job.prepared)
+            job.stream = open_pushed(job.request, deliver, seed=job.seed, cancel=job.cancel, plan=job.plan)
             if job.stream is not None:
                 with gate:  # OPENED first, then anything the engine made meanwhile, in order
                     job.push(OPENED)
@@ -321,7 +321,7 @@ class EngineQueue:
                         take(item)
                     early = None
                 return True
-            events = open_events(job.request, seed=job.seed, cancel=job.cancel, prepared=job.prepared)
+            events = open_events(job.request, seed=job.seed, cancel=job.cancel, plan=job.plan)
         except Exception as exc:
             if not isinstance(exc, CompletionError):
                 log.exception("engine failed to open a request")

@@ -19,6 +19,7 @@ from typing import Any, Optional
 from ..api.bounds import ALTERNATIVES
 from ..api.errors import BadRequest, CompletionError
 from ..engine import registry
+from ..engine.backend import is_local
 from ..engine.records import TokenRecord
 from ._controls import build, check_controls, first_problem
 from ._session import Path, Session
@@ -124,7 +125,7 @@ class TeachingMixin:
         from ..service import load_backend
 
         backend = load_backend(self.model_name or None)
-        if not getattr(backend, "continues_generators", False):
+        if not is_local(backend):
             raise BadRequest(
                 "model_id", f"'{self.model_name}' is remote: Step, Score and the distribution need a model in this kernel"
             )
@@ -322,7 +323,7 @@ class TeachingMixin:
     def _refresh_prompt_tokens(self) -> None:
         path = self._path()
         backend = registry.registered(self.model_name) if self.model_name else None
-        if path is None or backend is None or not hasattr(backend, "tokenizer"):
+        if path is None or backend is None or not is_local(backend):
             return
         ids = path.prompt_ids if path.prompt_ids is not None else backend.encode(path.prompt)
         now = self.prompt_tokens or []

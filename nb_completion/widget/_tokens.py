@@ -6,6 +6,7 @@ import dataclasses
 import math
 from typing import Any, Optional, Sequence
 
+from ..engine.backend import is_local
 from ..engine.records import TokenRecord
 from ..engine.token_text import PARTIAL_BYTES
 
@@ -59,7 +60,7 @@ def branch_ids(backend: Any, prompt: str, prefix: Sequence[TokenRecord]) -> Opti
     fork point (the engine reuses the cached prefix and feeds only the new token). None when an id
     is unknown (a remote model's records) or the backend does not take ids: then the branch runs
     on the text."""
-    if not getattr(backend, "opens_prepared", False) or any(r.token_id < 0 for r in prefix):
+    if not is_local(backend) or any(r.token_id < 0 for r in prefix):
         return None
     return list(backend.encode(prompt)) + [r.token_id for r in prefix]
 

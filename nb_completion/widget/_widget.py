@@ -28,6 +28,7 @@ from ..api.errors import BadRequest, CompletionError, EngineFailure
 from ..api.shorthand import STRATEGIES
 from ..api.types import CompletionRequest, CompletionResponse
 from ..engine import registry
+from ..engine.backend import is_local
 from ..engine.fold import Metrics, incomplete
 from ..engine.records import TokenRecord
 from ._controls import (
@@ -43,7 +44,6 @@ from ._controls import (
     schema_text,
 )
 from ..runner import Drained, Runner
-from ..service import Prepared
 from ..notebook.render_svg import heatmap_svg
 from ..notebook.render_teach_svg import stack_svg
 from . import _protocol as protocol
@@ -333,17 +333,17 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         if chat:
             request = apply_chat(request, loading)
             self._set_prompt(run, request.content)
-        prepared = None
+        plan = None
         if kept[1]:
             backend = load_backend(request.model_id, loading)
             ids = branch_ids(backend, *kept)
-            prepared = Prepared(backend, ids=ids) if ids is not None else None
-        return open_events(request, seed=seed, cancel=cancel, on_progress=loading, generator=generator, prepared=prepared)
+            plan = backend.prepare(request, ids=ids) if ids is not None else None
+        return open_events(request, seed=seed, cancel=cancel, on_progress=loading, generator=generator, plan=plan)
 
     def _run_generator(self, values: dict) -> Any:
         """A local model's sampling generator for a run, kept so that Step continues it."""
         backend = registry.registered(values["model_name"] or registry.DEFAULT_MODEL_ID)
-        if backend is None or not getattr(backend, "continues_generators", False) or values["strategy"] == "greedy":
+        if backend is None or not is_local(backend) or values["strategy"] == "greedy":
             return None
         from ..engine.sampling import make_generator
 
