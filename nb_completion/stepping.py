@@ -165,20 +165,23 @@ def _run(backend: Any, request: CompletionRequest, ids: list[int], generator: An
         raise BadRequest(
             "model_id", f"'{backend.info.identifier}' is remote: Step and the distribution need a model in this kernel"
         )
-    seen: dict[str, Any] = {}
+    step: dict[str, Any] = {}
 
     def observe(raw: torch.Tensor, processed: torch.Tensor, noise: Optional[torch.Tensor], chosen: int) -> None:
-        seen.update(
-            distribution=summarize(backend, raw, len(ids), ids),
-            draw=draw_of(backend, processed, noise, chosen),
-            chosen=chosen,
-        )
+        # on the engine thread: copy the row's tensors and go; the views are computed below, on
+        # this caller's thread, so a Step never stalls the other rows of the batch
+        step.update(raw=raw.clone(), processed=processed.clone(), noise=None if noise is None else noise.clone(), chosen=chosen)
 
     events = list(open_plan(backend.prepare(request, ids=list(ids)), generator=generator, observe=observe))
     records = [t for e in events if isinstance(e, Delta) for t in e.tokens]
     finished = next(e for e in events if isinstance(e, Finished))
-    if "chosen" not in seen:
+    if "chosen" not in step:
         raise BadRequest("content", "the model produced no token here")
+    seen = {
+        "distribution": summarize(backend, step["raw"], len(ids), ids),
+        "draw": draw_of(backend, step["processed"], step["noise"], step["chosen"]),
+        "chosen": step["chosen"],
+    }
     return seen, records, finished
 
 

@@ -102,3 +102,31 @@ def test_distribution_is_the_raw_distribution_and_its_prefix_is_cached(tiny_back
     total = sum(math.exp(v - dist.log_z) for v in dist.logits) + sum(math.exp(lse - dist.log_z) for _, lse in dist.rest)
     assert total == pytest.approx(1.0, abs=1e-9)
     assert len(dist.ids) + sum(n for n, _ in dist.rest) == tiny_backend.vocab_size
+
+
+def test_the_teaching_views_are_computed_on_the_callers_thread_not_the_engines(tiny_backend, monkeypatch):
+    """Issue 24: a Step's distribution and draw are built after the read-back, on the thread that
+    asked for them; the engine thread only copies the row's tensors (other rows never wait)."""
+    import threading
+
+    from nb_completion import stepping
+
+    threads = []
+    real_summarize, real_draw = stepping.summarize, stepping.draw_of
+
+    def summarize(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real_summarize(*args, **kwargs)
+
+    def draw_of(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real_draw(*args, **kwargs)
+
+    monkeypatch.setattr(stepping, "summarize", summarize)
+    monkeypatch.setattr(stepping, "draw_of", draw_of)
+    ids = tiny_backend.encode(PROMPT)
+    result = step(
+        tiny_backend, request(tiny_backend.info.identifier, STRATEGIES[0], 1), ids, make_generator(3, tiny_backend.device)
+    )
+    assert result.draw.u is not None and result.record is not None
+    assert threads == [threading.current_thread()] * 2

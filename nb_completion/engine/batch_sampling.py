@@ -53,6 +53,7 @@ class RowParams:
     frequency_penalty: float = 0.0
     # Called on the engine thread at every step with (raw logits, processed logits, Gumbel noise
     # or None for greedy, chosen id): the teaching views' window into one step (``stepping.py``).
+    # It must only copy what it keeps; the views are computed on the caller's thread.
     observe: Optional[Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor], int], None]] = None
 
 
