@@ -28,7 +28,7 @@ from decode import run_hf  # noqa: E402  (bench/decode.py: HF generate with a to
 from llama_cpp import bench_tg  # noqa: E402
 
 from nb_completion import compare, load_model  # noqa: E402
-from nb_completion.engine.generate import DecodeConfig, Outcome, generate_steps  # noqa: E402
+from eager_loop import DecodeConfig, Outcome, generate_steps  # noqa: E402
 from nb_completion.engine.loading import cpu_threads, default_gguf_path  # noqa: E402
 from nb_completion.engine.registry import DEFAULT_MODEL_ID  # noqa: E402
 from nb_completion.service import build_request  # noqa: E402

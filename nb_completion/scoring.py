@@ -160,6 +160,8 @@ def _position_stats(backend: Any, ids: list[int], top: int, cancel: Any) -> tupl
     the entropy, and the top-``top`` logprobs and ids; logits made ``CHUNK`` rows at a time."""
     import torch
 
+    from .engine.batch_sampling import measure
+
     def check() -> None:
         if cancel is not None and cancel.is_set():
             raise ScoringCancelled("scoring was cancelled")
@@ -184,15 +186,15 @@ def _position_stats(backend: Any, ids: list[int], top: int, cancel: Any) -> tupl
             logits = (project(rows) if project is not None else rows).float()
             logprobs = torch.log_softmax(logits, dim=-1)
             del logits
-            want = target[start : start + rows.shape[0]]
-            picked = logprobs.gather(1, want[:, None])[:, 0]
-            stats[0].extend(picked.tolist())
-            stats[1].extend(((logprobs > picked[:, None]).sum(-1) + 1).tolist())
-            stats[2].extend((-(logprobs.exp() * torch.nan_to_num(logprobs, neginf=0.0)).sum(-1)).tolist())
-            values, indices = torch.topk(logprobs, min(top, logprobs.shape[-1]), dim=-1)
-            stats[3].extend(values.tolist())
-            stats[4].extend(indices.tolist())
+            k = min(top, logprobs.shape[-1])
+            measured = measure(logprobs, target[start : start + rows.shape[0]], k)  # the engine's numbers
             del logprobs
+            for row in measured.tolist():
+                stats[0].append(row[0])
+                stats[1].append(int(row[1]))
+                stats[2].append(row[2])
+                stats[3].append(row[3 + k : 3 + 2 * k])
+                stats[4].append([int(i) for i in row[3 : 3 + k]])
     return stats
 
 

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nb_completion"
 CORE = [
     "records", "fold", "sampling", "batch_sampling", "sequence", "scheduler", "slots", "model_runner",
     "batch_engine", "kv", "rowwise_int8", "int8_op",
-    "block_kernel", "block_linear", "config", "gguf_blocks", "llama_pass", "generate",
+    "block_kernel", "block_linear", "config", "gguf_blocks", "llama_pass",
     "detokenize", "stopping", "token_text", "gguf_cache",
 ]  # fmt: skip
 # What the core may import from the rest of the package: the table of bounds (no imports itself).

@@ -64,15 +64,14 @@ def test_the_widget_keeps_at_most_the_tables_stop_strings():
 
 
 @pytest.mark.parametrize("name", ["temperature", "top_p", "top_k", "repetition_penalty"])
-def test_the_sampling_factories_enforce_the_table(name):
-    factory = getattr(sampling, name)
+def test_the_engines_sampling_checks_enforce_the_table(name):
     for probe in PROBES:
         value = int(probe) if name == "top_k" else float(probe)
         if not BOUNDS[name].holds(value):
             with pytest.raises(ValueError, match=name):
-                factory(value)
+                sampling.check(name, value)
         else:
-            factory(value)
+            sampling.check(name, value)
 
 
 REQUEST_FIELD = {

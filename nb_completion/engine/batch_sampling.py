@@ -21,7 +21,10 @@ temperature, top-k, top-p, repetition penalty and the set of tokens seen so far.
 4. Everything the host needs, packed into one ``[rows, 4 + 2k]`` float64 tensor and read back
    once: token id, logprob, rank, entropy, top-k ids, top-k logprobs.
 
-Semantics match ``sampling.py`` (the one-row reference processors), which the tests compare.
+Steps 2 and 1's numbers are the pure functions ``process`` and ``measure``: the one sampler and
+the one measurement, used by the engine, ``score()``, the static teaching figures and the
+browser's vectors. Semantics match Hugging Face's logits processors (``tests/reference_sampling.py``
+holds one-row reference processors, which the tests compare with ``generate()``).
 """
 
 from __future__ import annotations
@@ -91,6 +94,13 @@ class RowTable:
             tensor[target] = tensor[source]
         self.params[target] = self.params[source]
 
+    @classmethod
+    def one(cls, params: RowParams, seen_ids: Sequence[int], vocab: int, device: torch.device | str = "cpu") -> "RowTable":
+        """A table of one row: ``process`` on a single distribution (the static teaching figures)."""
+        table = cls(1, vocab, torch.device(device))
+        table.set(0, params, seen_ids)
+        return table
+
     def clear(self, slot: int) -> None:
         self.params[slot] = None
 
@@ -140,26 +150,30 @@ def _adjust(x: torch.Tensor, counts: torch.Tensor, params: Sequence[RowParams]) 
     return x
 
 
-def choose_batch(
-    raw: torch.Tensor,
-    table: RowTable,
-    first: int,
-    constraints: Sequence[Any],
-    top_n: int,
-) -> list[Chosen]:
-    """Choose and measure one token per row of ``raw`` ([rows, vocab]; row b is slot first + b)."""
+@dataclass
+class Processed:
+    """``process``'s result: the processed logits, and per row whether a grammar left one token
+    (forced) or failed (the error ends that row)."""
+
+    logits: torch.Tensor
+    forced: list[bool]
+    errors: list[Optional[BaseException]]
+
+
+def process(raw: torch.Tensor, table: RowTable, first: int = 0, constraints: Sequence[Any] = ()) -> Processed:
+    """The processors on ``raw`` ([rows, vocab] float32; row ``b`` is slot ``first + b`` of
+    ``table``), in Hugging Face's order: repetition penalty, OpenAI's additive penalties and logit
+    bias, the grammar mask, then for sampling rows temperature, top-k, top-p. ``raw`` is not
+    changed. The one implementation: the engine's step, the static teaching figures and the
+    browser's vectors (``js/test/fixtures``) all use it."""
     rows = raw.shape[0]
-    raw = raw.float()
     slots = slice(first, first + rows)
     params = table.params[slots]
-    logprobs = torch.log_softmax(raw, dim=-1)
-
     x = raw
     if any(p.repetition_penalty != 1.0 for p in params):
         penalty = table.penalty[slots, None]
         x = torch.where(table.seen[slots], torch.where(x < 0, x * penalty, x / penalty), x)
-    additive = [bool(p.presence_penalty or p.frequency_penalty) for p in params]
-    if any(additive) or any(p.logit_bias for p in params):
+    if any(p.presence_penalty or p.frequency_penalty or p.logit_bias for p in params):
         x = _adjust(x.clone() if x is raw else x, table.counts[slots], params)
     forced = [False] * rows
     errors: list[Optional[BaseException]] = [None] * rows
@@ -171,8 +185,7 @@ def choose_batch(
                     forced[b] = constraint.mask(x[b]) == 1
                 except Exception as exc:  # this row ends with an error; the others go on
                     errors[b] = exc
-    sampling = [not p.greedy for p in params]
-    if any(sampling):
+    if any(not p.greedy for p in params):
         x = x / table.temperature[slots, None]
         top_k = table.top_k[slots]
         k_max = max((p.top_k for p in params if not p.greedy), default=0)
@@ -183,6 +196,36 @@ def choose_batch(
         if any(not p.greedy and p.top_p < 1.0 for p in params):
             top_p = table.top_p[slots]
             x = x.masked_fill(_top_p_mask(x, top_p, top_p < 1.0), NEG_INF)
+    return Processed(x, forced, errors)
+
+
+def measure(logprobs: torch.Tensor, chosen: torch.Tensor, top_n: int) -> torch.Tensor:
+    """Per row of ``logprobs`` ([rows, vocab], the raw log-softmax): the ``chosen`` token's
+    logprob, its rank (1 = the most likely), the entropy, then the top ``top_n`` ids and their
+    logprobs, as one ``[rows, 3 + 2 * top_n]`` float64 tensor. The one measurement: the engine's
+    records, ``score()`` and Step show these numbers."""
+    chosen_lp = logprobs.gather(1, chosen[:, None])
+    rank = (logprobs > chosen_lp).sum(-1, keepdim=True)
+    entropy = -(logprobs.exp() * torch.nan_to_num(logprobs, neginf=0.0)).sum(-1, keepdim=True)
+    top_values, top_ids = torch.topk(logprobs, min(top_n, logprobs.shape[-1]), dim=-1)
+    return torch.cat([chosen_lp.double(), rank.double() + 1, entropy.double(), top_ids.double(), top_values.double()], dim=1)
+
+
+def choose_batch(
+    raw: torch.Tensor,
+    table: RowTable,
+    first: int,
+    constraints: Sequence[Any],
+    top_n: int,
+) -> list[Chosen]:
+    """Choose and measure one token per row of ``raw`` ([rows, vocab]; row b is slot first + b)."""
+    rows = raw.shape[0]
+    raw = raw.float()
+    params = table.params[first : first + rows]
+    logprobs = torch.log_softmax(raw, dim=-1)
+    processed = process(raw, table, first, constraints)
+    x, forced, errors = processed.logits, processed.forced, processed.errors
+    if any(not p.greedy for p in params):
         noise = torch.zeros_like(x)
         for b, p in enumerate(params):
             if not p.greedy:
@@ -190,28 +233,13 @@ def choose_batch(
         chosen = torch.argmax(x + noise, dim=-1)
     else:
         chosen = torch.argmax(x, dim=-1)
-
-    chosen_lp = logprobs.gather(1, chosen[:, None])
-    rank = (logprobs > chosen_lp).sum(-1, keepdim=True)
-    entropy = -(logprobs.exp() * torch.nan_to_num(logprobs, neginf=0.0)).sum(-1, keepdim=True)
-    top_values, top_ids = torch.topk(logprobs, top_n, dim=-1)
-    packed = torch.cat(
-        [
-            chosen[:, None].double(),
-            chosen_lp.double(),
-            rank.double() + 1,
-            entropy.double(),
-            top_ids.double(),
-            top_values.double(),
-        ],
-        dim=1,
-    )
+    packed = torch.cat([chosen[:, None].double(), measure(logprobs, chosen, top_n)], dim=1)
     for b, p in enumerate(params):
         if p.observe is not None:
             p.observe(raw[b], x[b], noise[b] if not p.greedy else None, int(chosen[b]))
     if any(p.repetition_penalty != 1.0 for p in params):
         table.seen[torch.arange(first, first + rows, device=raw.device), chosen] = True
-    if any(additive):
+    if any(p.presence_penalty or p.frequency_penalty for p in params):
         table.counts[torch.arange(first, first + rows, device=raw.device), chosen] += 1
     host = packed.cpu().tolist()  # the one read-back of the step
     result = []

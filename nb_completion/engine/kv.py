@@ -31,6 +31,8 @@ and whose attention calls ``cache.update(keys, values, layer_idx, ...)``: transf
 
 from __future__ import annotations
 
+import inspect
+
 import ctypes
 import mmap
 import sys
@@ -92,6 +94,11 @@ def parked_over_budget(lengths: dict[int, int], ticks: dict[int, int]) -> list[i
         evicted.append(slot)
         total -= lengths[slot]
     return evicted
+
+
+def cache_kwarg(model: Any) -> str:
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def aligned(length: int, max_len: int) -> int:

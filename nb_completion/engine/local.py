@@ -180,14 +180,14 @@ class LocalBackend:
         top = request.logprobs.top_k or 0 if request.logprobs is not None else 0
         row = RowParams(repetition_penalty=penalty, top_logprobs=max(top, ALTERNATIVES))  # the heatmap's alternatives
         try:
-            sampling.repetition_penalty(penalty)  # validates
+            sampling.check("repetition_penalty", penalty)
             if isinstance(strategy, TopPSamplingStrategy):
                 row.temperature = TEMPERATURE if strategy.temperature is None else strategy.temperature
                 row.top_p = TOP_P if strategy.top_p is None else strategy.top_p
-                sampling.temperature(row.temperature), sampling.top_p(row.top_p)
+                sampling.check("temperature", row.temperature), sampling.check("top_p", row.top_p)
                 row.greedy = False
             elif isinstance(strategy, TopKSamplingStrategy):
-                sampling.top_k(strategy.top_k)
+                sampling.check("top_k", strategy.top_k)
                 row.top_k = min(int(strategy.top_k), self.vocab_size)
                 row.greedy = False
         except ValueError as exc:

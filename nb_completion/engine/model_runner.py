@@ -19,8 +19,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from . import llama_pass
-from .generate import _cache_kwarg
-from .kv import SlotStore, aligned, decode_mask, prefill_mask
+from .kv import SlotStore, aligned, cache_kwarg, decode_mask, prefill_mask
 from .llama_pass import LlamaPass
 
 log = logging.getLogger("nb_completion.engine")
@@ -38,7 +37,7 @@ class ModelRunner:
         self.model, self.store = model, store
         self.device = store.device
         self.dtype = store.dtype
-        self.cache_name = _cache_kwarg(model)
+        self.cache_name = cache_kwarg(model)
         self.lean = LlamaPass(model, store.max_len) if lean and llama_pass.supports(model) else None
         self._prefill_call = self.lean or self._model_pass
         self._decode_call = self._lean_decode if self.lean is not None else self._model_pass

@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 
 from .batch_sampling import RowTable, choose_batch
-from .generate import _cache_kwarg
+from .kv import cache_kwarg
 from .batch_engine import _live_engines
 from .sequence import Sequence, Stats, Work
 
@@ -52,7 +52,7 @@ class SequentialEngine:
         self.device = next(model.parameters()).device
         self.max_batch = max_batch or 8
         self.table = RowTable(self.max_batch, int(model.config.vocab_size), self.device)
-        self.cache_name = _cache_kwarg(model)
+        self.cache_name = cache_kwarg(model)
         self.stats = Stats()
         self.compiled = threading.Event()  # never compiled
         self.running: list[_Running] = []

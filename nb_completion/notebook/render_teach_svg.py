@@ -3,7 +3,7 @@ next-token distribution chart (raw and processed bars, excluded tokens struck ou
 and the branch tree; ``stack_svg`` puts several SVGs one under the other.
 
 The processed distribution is computed by the engine's own processors
-(``batch_sampling.choose_batch``) on the logits the widget holds: the top tokens, and each bin of
+(``batch_sampling.process``) on the logits the widget holds: the top tokens, and each bin of
 the rest as tokens of equal logit (exact at temperature 1, as in the browser's ``reshape.js``).
 """
 
@@ -28,7 +28,7 @@ def processed_probabilities(dist: Mapping[str, Any], controls: Mapping[str, Any]
     """(raw, processed) probabilities of ``dist``'s top tokens under the controls' settings."""
     import torch
 
-    from ..engine.batch_sampling import RowParams, RowTable, choose_batch
+    from ..engine.batch_sampling import RowParams, RowTable, process
 
     logits = list(dist["logits"])
     seen = [i for i, s in enumerate(dist.get("seen") or []) if s]
@@ -36,24 +36,19 @@ def processed_probabilities(dist: Mapping[str, Any], controls: Mapping[str, Any]
         logits += [lse - math.log(n)] * int(n)
     x = torch.tensor(logits, dtype=torch.float32)
     strategy = controls.get("strategy", "greedy")
-    row = RowParams(repetition_penalty=float(controls.get("repetition_penalty", 1.0)), generator=torch.Generator().manual_seed(0))
+    row = RowParams(repetition_penalty=float(controls.get("repetition_penalty", 1.0)))
     if strategy == "top_k":
         row.greedy, row.top_k = False, min(int(controls["top_k"]), x.numel())
     elif strategy == "top_p":
         row.greedy, row.temperature, row.top_p = False, float(controls["temperature"]), float(controls["top_p"])
-    else:
-        row.greedy, row.generator = True, None
-    out: dict = {}
-    row.observe = lambda raw, processed, noise, chosen: out.update(x=processed.clone(), chosen=chosen)
-    table = RowTable(1, x.numel(), torch.device("cpu"))
-    table.set(0, row, seen)
-    choose_batch(x[None], table, 0, [None], 1)
+    x_processed = process(x[None], RowTable.one(row, seen, x.numel())).logits[0]  # the engine's processors
     n = len(dist["logits"])
     raw = torch.softmax(x.double(), -1)[:n].tolist()
     if row.greedy:
-        processed = [1.0 if i == out["chosen"] else 0.0 for i in range(n)]
+        chosen = int(torch.argmax(x_processed))
+        processed = [1.0 if i == chosen else 0.0 for i in range(n)]
     else:
-        processed = torch.softmax(out["x"].double(), -1)[:n].tolist()
+        processed = torch.softmax(x_processed.double(), -1)[:n].tolist()
     return raw, processed
 
 

@@ -1,23 +1,38 @@
 """The one-sequence reference loop: prefill, then decode one token at a time with transformers'
 own growing KV cache.
 
-Requests are served by the batched engine (``batch_engine.py``); this loop stays as the eager
-reference the engine is measured against (``bench/engine.py``: rung 0). Each step
+Requests are served by the batched engine (``nb_completion/engine/batch_engine.py``); this loop is
+the eager reference the engine is measured against (``bench/engine.py``: rung 0), moved out of
+the package (issue 24). Each step
 measures the chosen token under the model's *raw* distribution (log-softmax of the logits before
 penalty, grammar mask, temperature or truncation), then applies the processors and chooses.
 """
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 import torch
 
-from .sampling import Processor, apply_all, choose
+from nb_completion.engine.kv import cache_kwarg
+
+Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def apply_all(processors: list[Processor], ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    for process in processors:
+        logits = process(ids, logits)
+    return logits
+
+
+def choose(logits: torch.Tensor, generator: Optional[torch.Generator]) -> int:
+    """Greedy (``generator is None``): argmax. Otherwise a seeded draw from softmax(logits)."""
+    if generator is None:
+        return int(torch.argmax(logits))
+    return int(torch.multinomial(torch.softmax(logits.float(), dim=-1).cpu(), 1, generator=generator))
 
 
 class GrammarMask(Protocol):
@@ -60,11 +75,6 @@ class Outcome:
     steps: int = 0
 
 
-def _cache_kwarg(model: Any) -> str:
-    """transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 def _measure(logits: torch.Tensor, token_id: int, top: int) -> tuple[float, int, tuple, tuple, float]:
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     chosen = logprobs[token_id]
@@ -87,7 +97,7 @@ def generate_steps(
     cancel: Optional[threading.Event] = None,
 ) -> Iterator[Step]:
     """Yield one ``Step`` per generated token. ``prompt_ids``: 1-D LongTensor on the model's device."""
-    cache_name = _cache_kwarg(model)
+    cache_name = cache_kwarg(model)
     device = prompt_ids.device
     history = torch.empty(prompt_ids.numel() + config.max_new_tokens, dtype=torch.long, device=device)
     history[: prompt_ids.numel()] = prompt_ids
