@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nb_completion"
 # The engine's pure core: token ids in, records out (docs/architecture.md, "Core and adapters").
 CORE = [
     "records", "fold", "sampling", "batch_sampling", "sequence", "scheduler", "slots", "model_runner",
-    "batch_engine", "kv", "rowwise_int8", "int8_op",
+    "batch_engine", "engine_thread", "kv", "rowwise_int8", "int8_op",
     "block_kernel", "block_linear", "config", "gguf_blocks", "llama_pass",
     "detokenize", "stopping", "token_text", "gguf_cache",
 ]  # fmt: skip

@@ -17,11 +17,9 @@ and the ``sink`` that turns tokens into events; ``sequence.py``). See docs/engin
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
-import weakref
 from typing import Any, Optional
 
 import torch
@@ -32,6 +30,7 @@ from .model_runner import ModelRunner
 from .scheduler import Scheduler
 from .sequence import Sequence, Stats, Work
 from .slots import SlotManager
+from .engine_thread import EngineThread
 
 log = logging.getLogger("nb_completion.engine")
 
@@ -43,19 +42,7 @@ def default_max_batch(device: torch.device) -> int:
     return DEFAULT_MAX_BATCH_CUDA if device.type == "cuda" else DEFAULT_MAX_BATCH
 
 
-_live_engines: "weakref.WeakSet[Any]" = weakref.WeakSet()
-
-
-@atexit.register
-def _close_live_engines() -> None:
-    """End every engine thread before the interpreter freezes daemon threads: one frozen inside
-    torch while its thread pools are torn down aborts the process ("terminate called without an
-    active exception")."""
-    for engine in list(_live_engines):
-        engine.close(timeout=2.0)
-
-
-class Engine:
+class Engine(EngineThread):
     """Continuous batching over one model. ``submit`` from any thread; the engine thread does the rest."""
 
     def __init__(
@@ -96,12 +83,8 @@ class Engine:
         self.stats = Stats()
         self.slots = SlotManager(store, self.table, max_batch, parked)
         self.scheduler = Scheduler(self.slots, max_batch, self.stats)
-        self._cond = threading.Condition()
-        self._inbox: list[Sequence] = []
-        self._thread: Optional[threading.Thread] = None
-        self._closed = False
+        self._start_thread_state()
         runner.on_compiled = self._compiled
-        _live_engines.add(self)
 
     # ---- what tests and the status line read ----------------------------------------------------
 
@@ -121,38 +104,28 @@ class Engine:
     def parked(self) -> dict:
         return self.slots.parked
 
-    # ---- any thread ----------------------------------------------------------------------------
+    # ---- the engine thread's hooks (engine_thread.py) -------------------------------------------
 
-    def submit(self, work: Work) -> Sequence:
+    def check_fits(self, work: Work) -> None:
         if len(work.ids) > self.store.max_len - 1 or len(work.ids) + work.max_new > self.store.max_len:
             raise ValueError("the sequence does not fit in the engine's cache")
-        seq = Sequence(work)
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("the engine is closed")
-            self._inbox.append(seq)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="nb_completion-engine", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-        return seq
 
-    def wake(self) -> None:
-        """Make the engine look at cancel events now (it also does at every step)."""
-        with self._cond:
-            self._cond.notify()
+    def busy(self) -> bool:
+        return self.scheduler.busy
+
+    def has_pending(self) -> bool:
+        return self.runner.switch_pending
+
+    def take(self, seqs: list[Sequence]) -> None:
+        self.scheduler.add(seqs)
+
+    def before_step(self) -> None:
+        self.runner.switch_when_idle(idle=self.scheduler.held == 0)
 
     @property
     def active(self) -> int:
         s = self.scheduler
         return len(s.decoding) + (s.prefilling is not None) + len(s.waiting) + len(self._inbox)
-
-    def close(self, timeout: float = 5.0) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def _compiled(self) -> None:
         """The compile thread built the decode pass: switch now if nothing has run yet."""
@@ -161,27 +134,7 @@ class Engine:
                 self.runner.switch_when_idle(idle=True)
             self._cond.notify()
 
-    # ---- the engine thread ---------------------------------------------------------------------
-
-    def _run(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self._cond:
-                    while not self._closed and not self._inbox and not self.scheduler.busy and not self.runner.switch_pending:
-                        self._cond.wait()
-                    if self._closed:
-                        break
-                    self.scheduler.add(self._inbox)
-                    self._inbox.clear()
-                self.runner.switch_when_idle(idle=self.scheduler.held == 0)
-                if not self.scheduler.busy:
-                    continue
-                try:
-                    self.step()
-                except Exception as exc:  # a bug or a failed pass: end everyone, keep serving
-                    log.exception("engine step failed")
-                    self._fail_all(exc)
-        self._fail_all(RuntimeError("the engine was closed"))
+    # ---- one step ------------------------------------------------------------------------------
 
     def step(self) -> None:
         """Schedule, run, sample, emit."""
@@ -268,10 +221,8 @@ class Engine:
         except Exception:  # pragma: no cover - a sink must not take the engine down
             log.exception("a sequence's sink failed")
 
-    def _fail_all(self, exc: BaseException) -> None:
-        with self._cond:
-            self.scheduler.add(self._inbox)
-            self._inbox.clear()
+    def fail_all(self, exc: BaseException) -> None:
+        self.scheduler.add(self._drain_inbox())
         for seq in self.scheduler.drain():
             seq.done = True
             try:

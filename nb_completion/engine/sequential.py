@@ -23,8 +23,8 @@ import torch
 
 from .batch_sampling import RowTable, choose_batch
 from .kv import cache_kwarg
-from .batch_engine import _live_engines
-from .sequence import Sequence, Stats, Work
+from .engine_thread import EngineThread
+from .sequence import Sequence, Stats
 
 log = logging.getLogger("nb_completion.engine")
 
@@ -44,7 +44,7 @@ class _Running:
         self.logits: Optional[torch.Tensor] = None  # [1, vocab]: the next token's, once prefilled
 
 
-class SequentialEngine:
+class SequentialEngine(EngineThread):
     """Steps each open sequence in turn with the model's own forward and cache."""
 
     def __init__(self, model: Any, *, max_batch: Optional[int] = None, **_ignored: Any):
@@ -57,61 +57,25 @@ class SequentialEngine:
         self.compiled = threading.Event()  # never compiled
         self.running: list[_Running] = []
         self.waiting: collections.deque[Sequence] = collections.deque()
-        self._inbox: list[Sequence] = []
-        self._cond = threading.Condition()
-        self._thread: Optional[threading.Thread] = None
-        self._closed = False
-        _live_engines.add(self)  # type: ignore[arg-type]
+        self._start_thread_state()
 
     decode_pass = PASS_NAME
 
-    # ---- any thread ----------------------------------------------------------------------------
+    thread_name = "nb_completion-sequential"
 
-    def submit(self, work: Work) -> Sequence:
-        seq = Sequence(work)
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("the engine is closed")
-            self._inbox.append(seq)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="nb_completion-sequential", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-        return seq
+    # ---- the engine thread's hooks (engine_thread.py) -------------------------------------------
 
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify()
+    def busy(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def take(self, seqs: list[Sequence]) -> None:
+        self.waiting.extend(seqs)
 
     @property
     def active(self) -> int:
         return len(self.running) + len(self.waiting) + len(self._inbox)
 
-    def close(self, timeout: float = 5.0) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    # ---- the engine thread ---------------------------------------------------------------------
-
-    def _run(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self._cond:
-                    while not self._closed and not self._inbox and not self.running and not self.waiting:
-                        self._cond.wait()
-                    if self._closed:
-                        break
-                    self.waiting.extend(self._inbox)
-                    self._inbox.clear()
-                try:
-                    self.step()
-                except Exception as exc:  # pragma: no cover - a bug: end everyone, keep serving
-                    log.exception("per-sequence step failed")
-                    self._fail_all(exc)
-        self._fail_all(RuntimeError("the engine was closed"))
+    # ---- one step ------------------------------------------------------------------------------
 
     def step(self) -> None:
         self.stats.steps += 1
@@ -213,10 +177,8 @@ class SequentialEngine:
         except Exception:  # pragma: no cover - a sink must not take the engine down
             log.exception("a sequence's sink failed")
 
-    def _fail_all(self, exc: BaseException) -> None:
-        with self._cond:
-            self.waiting.extend(self._inbox)
-            self._inbox.clear()
+    def fail_all(self, exc: BaseException) -> None:
+        self.waiting.extend(self._drain_inbox())
         for seq in [*self.waiting, *(r.seq for r in self.running)]:
             self._end(seq, "error", error=exc)
         self.waiting.clear()
