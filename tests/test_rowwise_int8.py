@@ -85,12 +85,12 @@ def test_without_the_native_op_fbgemm_is_called_from_python(monkeypatch):
     from nb_completion.engine import int8_op
 
     monkeypatch.setenv("NB_COMPLETION_INT8_OP", "0")
-    assert int8_op._build() is False
-    monkeypatch.setattr(int8_op, "_state", {"built": False})
+    assert int8_op.OP.build() is False
+    monkeypatch.setattr(int8_op.OP, "built", False)
     torch.manual_seed(3)
     linear = torch.nn.Linear(64, 24)
     python_path, native = RowwiseInt8Linear(linear.weight, linear.bias), None
-    monkeypatch.setattr(int8_op, "_state", {"built": True})
+    monkeypatch.setattr(int8_op.OP, "built", True)
     native = RowwiseInt8Linear(linear.weight, linear.bias)
     assert not python_path._native and native._native
     rows = torch.randn(5, 64)

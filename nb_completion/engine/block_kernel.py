@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import platform
-import threading
-from typing import Optional
 
 import torch
 
 from .config import engine_config
-from .int8_op import _find_ninja
+from .cpp_op import InlineOp
 
 log = logging.getLogger("nb_completion.engine")
 
@@ -275,36 +272,6 @@ TORCH_LIBRARY(nb_completion_blocks, lib) {
 }
 """
 
-_lock = threading.Lock()
-_state: dict[str, Optional[bool]] = {"built": None}
-
-
-def tried() -> bool:
-    """Whether this process has built or loaded the op already (or found it could not)."""
-    return _state["built"] is not None
-
-
-def available() -> bool:
-    """Build (once per machine) and load the op; False where that is not possible."""
-    with _lock:
-        if _state["built"] is None:
-            _state["built"] = _build()
-        return bool(_state["built"])
-
-
-def built_on_disk() -> bool:
-    """Whether this machine has the op built already (loading it then takes well under a second)."""
-    return _built_on_disk(_name())
-
-
-def _built_on_disk(name: str) -> bool:
-    try:
-        from torch.utils.cpp_extension import _get_build_directory
-
-        return os.path.isfile(os.path.join(_get_build_directory(name, verbose=False), f"{name}.so"))
-    except Exception:  # noqa: BLE001 - a private helper of torch's; unknown means "maybe not"
-        return False
-
 
 def _name() -> str:
     return f"nb_completion_blocks_{_machine_tag()}"
@@ -322,25 +289,21 @@ def _machine_tag() -> str:
     return hashlib.sha1(f"{platform.machine()} {flags}".encode()).hexdigest()[:10]
 
 
-def _build() -> bool:
-    if not engine_config().block_op:
-        return False
-    try:
-        from torch.utils.cpp_extension import load_inline
+def _build(name: str) -> None:
+    from torch.utils.cpp_extension import load_inline
 
-        _find_ninja()
-        log.info("building the quantized-block matmul op (once per machine)")
-        load_inline(
-            name=_name(),
-            cpp_sources=_SOURCE,
-            is_python_module=False,
-            extra_cflags=["-O3", "-march=native"],
-        )
-        torch.library.register_fake("nb_completion_blocks::block_linear")(_fake)
-    except Exception as exc:  # no compiler, no headers: BlockLinear uses dequantized weights
-        log.warning("quantized-block matmul op not built (%s); using dequantized float32 weights", exc)
-        return False
-    return True
+    load_inline(name=name, cpp_sources=_SOURCE, is_python_module=False, extra_cflags=["-O3", "-march=native"])
+    torch.library.register_fake("nb_completion_blocks::block_linear")(_fake)
+
+
+OP = InlineOp(
+    name=_name,
+    enabled=lambda: engine_config().block_op,
+    build=_build,
+    what="quantized-block matmul op",
+    fallback="BlockLinear uses dequantized float32 weights",
+)
+tried, available, built_on_disk = OP.tried, OP.available, OP.built_on_disk
 
 
 def _fake(x: torch.Tensor, qs: torch.Tensor, d: torch.Tensor, m: torch.Tensor, kind: int) -> torch.Tensor:

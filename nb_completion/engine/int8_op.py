@@ -19,14 +19,11 @@ the same numbers, a little slower.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import threading
-from typing import Optional
 
 import torch
 
 from .config import engine_config
+from .cpp_op import InlineOp
 
 log = logging.getLogger("nb_completion.engine")
 
@@ -88,51 +85,30 @@ TORCH_LIBRARY(nb_completion_int8, m) {
 # activations where the CPU lacks AVX-512, as torch's own x86 default does.
 REDUCE_RANGE = torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16", "AMX")
 
-_lock = threading.Lock()
-_state: dict[str, Optional[bool]] = {"built": None}
 _out_features: dict[int, int] = {}  # key -> the layer's output width, for the op's fake (shape) rule
 
 
-def tried() -> bool:
-    """Whether this process has built or loaded the op already (or found it could not)."""
-    return _state["built"] is not None
+def _build(name: str) -> None:
+    from torch.utils.cpp_extension import load_inline
+
+    load_inline(
+        name=name,
+        cpp_sources=_SOURCE.replace("REDUCE_RANGE", "true" if REDUCE_RANGE else "false"),
+        is_python_module=False,
+        extra_cflags=["-O2"],
+    )
+    torch.library.register_fake("nb_completion_int8::int8_linear")(_fake)
+    torch.library.register_fake("nb_completion_int8::rowwise_linear")(_fake_rowwise)
 
 
-def available() -> bool:
-    """Build (once per machine) and load the op; False where that is not possible."""
-    with _lock:
-        if _state["built"] is None:
-            _state["built"] = _build()
-        return bool(_state["built"])
-
-
-def built_on_disk() -> bool:
-    """Whether this machine has the op built already (loading it then takes well under a second)."""
-    from .block_kernel import _built_on_disk
-
-    return _built_on_disk("nb_completion_int8")
-
-
-def _build() -> bool:
-    if not engine_config().int8_op:
-        return False
-    try:
-        from torch.utils.cpp_extension import load_inline
-
-        _find_ninja()
-        log.info("building the int8 matmul op (once per machine, about half a minute)")
-        load_inline(
-            name="nb_completion_int8",
-            cpp_sources=_SOURCE.replace("REDUCE_RANGE", "true" if REDUCE_RANGE else "false"),
-            is_python_module=False,
-            extra_cflags=["-O2"],
-        )
-        torch.library.register_fake("nb_completion_int8::int8_linear")(_fake)
-        torch.library.register_fake("nb_completion_int8::rowwise_linear")(_fake_rowwise)
-    except Exception as exc:  # no compiler, no headers: the Python path does the same work
-        log.warning("int8 matmul op not built (%s); calling fbgemm from Python", exc)
-        return False
-    return True
+OP = InlineOp(
+    name=lambda: "nb_completion_int8",
+    enabled=lambda: engine_config().int8_op,
+    build=_build,
+    what="int8 matmul op",
+    fallback="calling fbgemm from Python",
+)
+tried, available, built_on_disk = OP.tried, OP.available, OP.built_on_disk
 
 
 def _fake(rows: torch.Tensor, key: int) -> torch.Tensor:
@@ -141,18 +117,6 @@ def _fake(rows: torch.Tensor, key: int) -> torch.Tensor:
 
 def _fake_rowwise(rows: torch.Tensor, key: int, anchor: torch.Tensor) -> torch.Tensor:
     return rows.new_empty(rows.shape[0], _out_features[key])
-
-
-def _find_ninja() -> None:
-    """torch builds with ``ninja`` found on PATH; the PyPI wheel (a dependency) puts it in its own
-    folder, which is not on PATH unless the virtual environment is activated."""
-    if shutil.which("ninja"):
-        return
-    try:
-        import ninja
-    except ImportError:
-        return
-    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
 def register(packed: torch.ScriptObject, out_features: int) -> int:
