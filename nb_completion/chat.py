@@ -28,7 +28,7 @@ import os
 from .api.content import content_text
 from .api.errors import BadRequest
 from .api.types import CompletionRequest
-from .engine.backend import Backend
+from .engine.backend import Backend, is_local
 
 __all__ = ["chat_prompt", "with_chat_template", "SPECIAL_TOKENS_OPT_IN"]
 
@@ -39,13 +39,13 @@ log = logging.getLogger("nb_completion")
 def chat_prompt(backend: Backend, text: str) -> str:
     """``text`` as one user turn in the model's chat template, ready for the assistant's reply."""
     model_id = backend.info.identifier
-    tokenizer = getattr(backend, "tokenizer", None)
-    if tokenizer is None:
+    if not is_local(backend):
         raise BadRequest(
             "chat",
             f"model '{model_id}' is served remotely, so its chat template is not known here; "
             "send the templated text yourself, or use chat=False for a raw completion",
         )
+    tokenizer = backend.tokenizer
     if not getattr(tokenizer, "chat_template", None):
         raise BadRequest(
             "chat",
@@ -56,10 +56,9 @@ def chat_prompt(backend: Backend, text: str) -> str:
     bos = tokenizer.bos_token
     if bos and prompt.startswith(bos) and tokenizer("", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]:
         prompt = prompt[len(bos) :]  # the tokenizer adds it again when encoding: not twice
-    remember = getattr(backend, "remember_prompt_ids", None)
-    if remember is not None and _special_strings_in(tokenizer, text):
+    if _special_strings_in(tokenizer, text):
         opted_in = os.environ.get(SPECIAL_TOKENS_OPT_IN, "").lower() in ("1", "true", "yes")
-        remember(prompt, None if opted_in else _ids_with_text_kept(tokenizer, prompt, text))  # None: forget
+        backend.remember_prompt_ids(prompt, None if opted_in else _ids_with_text_kept(tokenizer, prompt, text))  # None: forget
     return prompt
 
 

@@ -120,3 +120,26 @@ def test_remote_clients_load_progress_and_cli_flags_live_outside_the_engine():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("--")
         ]
         assert not flags, (path.name, flags)
+
+
+def test_what_a_backend_is_is_asked_one_way():
+    """Issue 24: ``is_local(backend)`` (``BackendKind``), not ``getattr``/``hasattr`` probes."""
+    probes = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr"):
+                target = ast.unparse(node.args[0]) if node.args else ""
+                if target in ("backend", "self.backend", "prepared.backend", "plan.backend"):
+                    probes.append(f"{path.relative_to(PACKAGE)}: {ast.unparse(node)}")
+    assert not probes, probes
+
+
+def test_only_the_service_opens_a_backend():
+    """Every frontend, Step included, opens through ``service`` (``open_events`` / ``open_plan``)."""
+    openers = set()
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "open":
+                if ast.unparse(node.func.value).endswith("backend"):
+                    openers.add(str(path.relative_to(PACKAGE)))
+    assert openers == {"service.py"}, openers

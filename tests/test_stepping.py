@@ -130,3 +130,14 @@ def test_the_teaching_views_are_computed_on_the_callers_thread_not_the_engines(t
     )
     assert result.draw.u is not None and result.record is not None
     assert threads == [threading.current_thread()] * 2
+
+
+def test_next_token_distribution_runs_on_a_local_model_and_equals_the_engines_numbers(tiny_backend):
+    from nb_completion.notebook.teaching import next_token_distribution
+
+    mid = tiny_backend.info.identifier
+    shown = next_token_distribution(PROMPT, model_id=mid)
+    first = generate(mid, {"type": "greedy"}, 1, None)[0]
+    (text, raw, processed), *_ = shown.table(3, strategy="greedy")
+    assert text == first.text and processed == 1.0  # greedy keeps its top token only
+    assert math.log(raw) == pytest.approx(first.logprob, abs=1e-5)

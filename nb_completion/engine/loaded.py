@@ -10,6 +10,7 @@ from typing import Any
 from ..api.errors import ModelNotFound
 from . import registry
 from .architectures import path_name
+from .backend import is_local
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def _tensor_bytes(model: Any) -> int:
 
 
 def _cache_bytes(backend: Any) -> int:
-    store = getattr(getattr(backend, "_engine", None), "store", None)
+    store = getattr(backend._engine, "store", None) if is_local(backend) else None  # the per-sequence path has none
     if store is None:
         return 0
     return sum(t.numel() * t.element_size() for t in (*store.keys, *store.values))
@@ -53,8 +54,8 @@ def models() -> list[LoadedModel]:
         backend = registry.registered(model_id)
         if backend is None:
             continue  # the default model, not loaded yet
-        model = getattr(backend, "model", None)
-        meta = getattr(backend.info, "metadata", None) or {}
+        model = backend.model if is_local(backend) else None
+        meta = backend.info.metadata or {}
         listed.append(
             LoadedModel(
                 model_id=model_id,
@@ -74,10 +75,9 @@ def unload_model(model_id: str) -> None:
     if backend is None:
         raise ModelNotFound(model_id, [m.model_id for m in models()])
     registry.unregister(model_id)
-    close = getattr(backend, "close", None)
-    if close is not None:
-        close()
-    del backend, close
+    if is_local(backend):
+        backend.close()  # its engine thread lets the model go
+    del backend
     gc.collect()
     try:
         import torch

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..api.errors import BadRequest
+from ..engine.backend import is_local
 
 __all__ = ["next_token_distribution", "NextToken"]
 
@@ -77,7 +78,7 @@ def next_token_distribution(text: str, model_id: Optional[str] = None) -> NextTo
     if not isinstance(text, str) or not text:
         raise BadRequest("text", "must be a non-empty string")
     backend = load_backend(model_id)
-    if not getattr(backend, "continues_generators", False):
+    if not is_local(backend):
         raise BadRequest("model_id", f"'{backend.info.identifier}' is remote: the distribution needs a model in this kernel")
     ids = backend.encode(text)
     request = build_request(text, model_id=backend.info.identifier, sampling_params={"max_tokens": 1})

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from ..api.errors import BadRequest
 from ..engine import registry
+from ..engine.backend import is_local
 from ..engine.records import ModelInfo
 from ..service import load_backend
 from .responses import json_response
@@ -46,7 +47,7 @@ def _local(state: Any, body: dict) -> Any:
         raise BadRequest("model", "field required (a string)")
     state.check_model(model)
     backend = load_backend(model)
-    if getattr(backend, "tokenizer", None) is None:
+    if not is_local(backend):
         raise BadRequest("model", f"'{model}' is remote: its tokenizer is not in this server")
     return backend
 

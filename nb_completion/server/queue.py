@@ -38,6 +38,7 @@ from typing import Any
 
 from ..api.errors import CompletionError, as_completion_error
 from ..api.types import CompletionRequest
+from ..engine.backend import is_local
 from ..engine.records import Finished
 
 log = logging.getLogger("nb_completion.server")
@@ -142,7 +143,7 @@ def _concurrency(model_id: str) -> int:
         from ..engine.batch_engine import DEFAULT_MAX_BATCH
 
         return DEFAULT_MAX_BATCH  # loaded by its first request, as a batching local backend
-    return max(1, int(getattr(backend, "concurrency", 1) or 1))
+    return max(1, int(backend.concurrency)) if backend is not None and is_local(backend) else 1
 
 
 class EngineQueue:
