@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..api.errors import BadRequest
 from ..api.types import CompletionRequest, SamplingParams
-from .batch_sampling import RowParams
+
+if TYPE_CHECKING:  # torch: imported only where a model runs (``nb-completion load --if-needed`` stays light)
+    from .batch_sampling import RowParams
 
 
 @dataclass
