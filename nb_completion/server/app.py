@@ -35,7 +35,7 @@ from . import extra_routes, sse
 from .body import BodyReader
 from .guard import HostPolicy, middleware
 from .jobs import collect, open_job, open_jobs, sse_body, streaming, watching, where
-from .openai_route import openai_completions
+from .openai_route import LLAMA_STACK_PATH, openai_completions
 from .openapi import build_openapi
 from .defaults import DEFAULT_MAX_TOKENS_CAP
 from .precheck import precheck
@@ -190,7 +190,7 @@ async def openapi(request: Request) -> Response:
 
 
 def _is_openai(request: Request) -> bool:
-    return request.url.path.rstrip("/") in (OPENAI_PATH, "/v1/openai/v1/completions")
+    return request.url.path.rstrip("/") in (OPENAI_PATH, LLAMA_STACK_PATH)
 
 
 async def _on_completion_error(request: Request, exc: Exception) -> Response:
@@ -237,7 +237,7 @@ def create_app(
             Route("/v1/inference/completion", completion, methods=["POST"]),
             Route("/v1/inference/batch-completion", batch_completion, methods=["POST"]),
             Route(OPENAI_PATH, openai_completions, methods=["POST"]),
-            Route("/v1/openai/v1/completions", openai_completions, methods=["POST"]),  # llama-stack 0.2's client
+            Route(LLAMA_STACK_PATH, openai_completions, methods=["POST"]),  # llama-stack 0.2's client
             Route("/v1/models", models_route, methods=["GET"]),
             Route("/v1/openai/v1/models", models_route, methods=["GET"]),
             Route("/v1/models/{model_id:path}", extra_routes.model_by_id, methods=["GET"]),
