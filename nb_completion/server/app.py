@@ -31,7 +31,7 @@ from ..api.validation import parse_request
 from ..engine import registry
 from ..engine.records import Delta, Finished, ModelInfo
 from ..service import Prepared, load_backend, to_chunks, to_response
-from . import extra_routes, sse
+from . import extra_routes, sse, tokenizer_routes
 from .body import BodyReader
 from .guard import HostPolicy, middleware
 from .jobs import collect, open_job, open_jobs, sse_body, streaming, watching, where
@@ -242,8 +242,9 @@ def create_app(
             Route("/v1/openai/v1/models", models_route, methods=["GET"]),
             Route("/v1/models/{model_id:path}", extra_routes.model_by_id, methods=["GET"]),
             Route("/v1/providers", extra_routes.providers, methods=["GET"]),
-            Route("/tokenize", extra_routes.tokenize, methods=["POST"]),
-            Route("/detokenize", extra_routes.detokenize, methods=["POST"]),
+            Route("/tokenize", tokenizer_routes.tokenize, methods=["POST"]),
+            Route("/detokenize", tokenizer_routes.detokenize, methods=["POST"]),
+            Route("/tokenizer_info", tokenizer_routes.tokenizer_info_route, methods=["GET"]),
             Route("/v1/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
