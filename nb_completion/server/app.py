@@ -33,11 +33,11 @@ from ..engine.backend import is_local
 from ..engine.records import Delta, Finished, ModelInfo
 from ..engine.plan import Plan
 from ..service import load_backend, to_chunks, to_response
-from . import extra_routes, sse
+from . import extra_routes, sse, tokenizer_routes
 from .body import BodyReader
 from .guard import HostPolicy, middleware
 from .jobs import collect, open_job, open_jobs, sse_body, streaming, watching, where
-from .openai_route import openai_completions
+from .openai_route import LLAMA_STACK_PATH, openai_completions
 from .openapi import build_openapi
 from .defaults import DEFAULT_MAX_TOKENS_CAP
 from .precheck import precheck
@@ -192,7 +192,7 @@ async def openapi(request: Request) -> Response:
 
 
 def _is_openai(request: Request) -> bool:
-    return request.url.path.rstrip("/") in (OPENAI_PATH, "/v1/openai/v1/completions")
+    return request.url.path.rstrip("/") in (OPENAI_PATH, LLAMA_STACK_PATH)
 
 
 async def _on_completion_error(request: Request, exc: Exception) -> Response:
@@ -239,13 +239,14 @@ def create_app(
             Route("/v1/inference/completion", completion, methods=["POST"]),
             Route("/v1/inference/batch-completion", batch_completion, methods=["POST"]),
             Route(OPENAI_PATH, openai_completions, methods=["POST"]),
-            Route("/v1/openai/v1/completions", openai_completions, methods=["POST"]),  # llama-stack 0.2's client
+            Route(LLAMA_STACK_PATH, openai_completions, methods=["POST"]),  # llama-stack 0.2's client
             Route("/v1/models", models_route, methods=["GET"]),
             Route("/v1/openai/v1/models", models_route, methods=["GET"]),
             Route("/v1/models/{model_id:path}", extra_routes.model_by_id, methods=["GET"]),
             Route("/v1/providers", extra_routes.providers, methods=["GET"]),
-            Route("/tokenize", extra_routes.tokenize, methods=["POST"]),
-            Route("/detokenize", extra_routes.detokenize, methods=["POST"]),
+            Route("/tokenize", tokenizer_routes.tokenize, methods=["POST"]),
+            Route("/detokenize", tokenizer_routes.detokenize, methods=["POST"]),
+            Route("/tokenizer_info", tokenizer_routes.tokenizer_info_route, methods=["GET"]),
             Route("/v1/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],

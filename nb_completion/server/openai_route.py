@@ -23,6 +23,14 @@ from .precheck import precheck
 from .queue import END, Job
 from .responses import json_response, log_server_error
 
+LLAMA_STACK_PATH = "/v1/openai/v1/completions"
+
+
+def stream_end(request: Request) -> bytes:
+    """What follows the last chunk: OpenAI's ``data: [DONE]``, or nothing on llama-stack's alias
+    (llama-stack's server sends no ``[DONE]``, and its client reads every event as JSON)."""
+    return b"" if request.url.path.rstrip("/") == LLAMA_STACK_PATH else sse.DONE
+
 
 async def openai_completions(request: Request) -> Response:
     """OpenAI's completions: every prompt of the request (text or token ids), ``n`` choices each
@@ -68,7 +76,7 @@ async def openai_completions(request: Request) -> Response:
         chunks = [sse.event({**merged, "choices": [c]}) for c in merged["choices"]]
         if options["include_usage"]:
             chunks.append(sse.event({**merged, "choices": []}))
-        return Response(b"".join([*chunks, sse.DONE]), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        return Response(b"".join([*chunks, stream_end(request)]), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
     if len(prompts) == 1 and best_of == 1:
         return await _one_choice(request, state, prompts[0], options, shaper(0, 0), sent["body"])
@@ -86,7 +94,7 @@ async def openai_completions(request: Request) -> Response:
     jobs = list(zip(opened, shapers))
     if options["stream"]:
         return StreamingResponse(
-            _merged_sse(jobs, n, options["include_usage"], where=where(request)),
+            _merged_sse(jobs, n, options["include_usage"], stream_end(request), where=where(request)),
             media_type=sse.MEDIA_TYPE,
             headers=sse.HEADERS,
             background=BackgroundTask(lambda: [job.cancel.set() for job, _ in jobs]),
@@ -154,13 +162,13 @@ async def _one_choice(request: Request, state: Any, prompt: tuple, options: dict
             return out
 
         on_error = lambda error: sse.event(error_body(error))  # noqa: E731
-        return streaming(job, sse_body(job, encode, on_error, sse.DONE, where=where(request)))
+        return streaming(job, sse_body(job, encode, on_error, stream_end(request), where=where(request)))
     async with watching(request, job):
         events = await collect(job)
     return json_response(shaper.response(events))
 
 
-async def _merged_sse(jobs: list, n: int, include_usage: bool, where: str) -> AsyncIterator[bytes]:
+async def _merged_sse(jobs: list, n: int, include_usage: bool, tail: bytes, where: str) -> AsyncIterator[bytes]:
     """The chunks of several choices as they come, each with its index; one usage chunk at the end."""
     queue: asyncio.Queue = asyncio.Queue()
 
@@ -195,7 +203,8 @@ async def _merged_sse(jobs: list, n: int, include_usage: bool, where: str) -> As
                 counted.append((shaper.index, shaper.usage(item)))
         if include_usage:
             yield sse.event(jobs[0][1]._frame([], usage=summed_usage(counted, n)))
-        yield sse.DONE
+        if tail:
+            yield tail
     finally:
         for task in tasks:
             task.cancel()

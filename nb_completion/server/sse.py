@@ -2,7 +2,8 @@
 
 The llama-stack route sends no ``event:`` lines and no ``[DONE]``; an error after the stream has
 begun is one last event ``data: {"error": {status, title, detail}}``. The OpenAI route ends with
-``data: [DONE]`` as OpenAI does.
+``data: [DONE]`` as OpenAI does; its llama-stack alias (``/v1/openai/v1/completions``) does not,
+as llama-stack's server does not.
 """
 
 from __future__ import annotations
