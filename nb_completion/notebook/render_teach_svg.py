@@ -1,6 +1,8 @@
-"""Static SVG of the teaching views, for the widget's mime bundle (saved notebooks, GitHub): the
-next-token distribution chart (raw and processed bars, excluded tokens struck out, the top-p cut)
-and the branch tree; ``stack_svg`` puts several SVGs one under the other.
+"""Static SVG of the teaching views, for the widget's mime bundle (saved notebooks, GitHub,
+nbconvert): the next-token distribution chart (raw and processed bars on one fixed 0-100 % scale,
+excluded tokens struck out, the top-p cut), the last Step's draw (the cumulative bar and where u
+fell), the Score line and the branch tree; ``stack_svg`` puts several SVGs one under the other.
+Each carries its alt text (``<title>`` and ``aria-label``) saying what it shows in words.
 
 The processed distribution is computed by the engine's own processors
 (``batch_sampling.process``) on the logits the widget holds: the top tokens, and each bin of
@@ -16,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from .palette import PALETTE
 from .render_svg import _xml_text
 
-__all__ = ["processed_probabilities", "distribution_svg", "tree_svg", "stack_svg"]
+__all__ = ["processed_probabilities", "distribution_svg", "draw_svg", "score_svg", "tree_svg", "stack_svg"]
 
 CHART = PALETTE["chart"]
 BARS = 24
@@ -68,7 +70,7 @@ def distribution_svg(dist: Mapping[str, Any], controls: Mapping[str, Any], width
     """The chart: per top token a grey raw bar and a blue processed bar; excluded tokens struck out."""
     raw, processed = processed_probabilities(dist, controls)
     n = min(BARS, len(raw))
-    top = max(raw[:n] + processed[:n] + [1e-9])
+    top = 1.0  # one fixed scale: the same probability is the same width in every figure
     where = (
         "the next token"
         if dist.get("end")
@@ -76,7 +78,7 @@ def distribution_svg(dist: Mapping[str, Any], controls: Mapping[str, Any], width
     )
     body = [
         f'<text x="8" y="18" font-weight="bold">{_xml_text(f"Next-token distribution, {where}")}</text>',
-        f'<text x="8" y="34" fill="{MUTED}" font-size="11">{_xml_text(f"grey: raw · blue: after {_settings(controls)} · struck out: excluded")}</text>',
+        f'<text x="8" y="34" fill="{MUTED}" font-size="11">{_xml_text(f"grey: raw probability · blue: processed, after {_settings(controls)} · struck out: excluded · bars 0-100 %")}</text>',
     ]
     label_w, bar_x, bar_w = 150, 160, width - 160 - 130
     y = 44
@@ -105,15 +107,68 @@ def distribution_svg(dist: Mapping[str, Any], controls: Mapping[str, Any], width
                 body.append(
                     f'<line x1="8" y1="{y + 1}" x2="{width - 8}" y2="{y + 1}" stroke="{CHART["cut"]}" stroke-width="2" stroke-dasharray="5 3"/>'
                 )
-                body.append(
-                    f'<text x="{width - 8}" y="{y - 2}" font-size="10" text-anchor="end" fill="{CHART["cut"]}">top-p cut</text>'
-                )
+                cut_text = _xml_text(f"top-p cut: the tokens above reach {controls.get('top_p')}")
+                body.append(f'<text x="{bar_x}" y="{y + 13}" font-size="10" fill="{CHART["cut"]}">{cut_text}</text>')
                 cut_drawn = True
-                y += 4
+                y += 18
     others = len(dist["ids"]) - n + sum(k for k, _ in dist.get("rest") or [])
     rest = f"the other {others:,} tokens: {_pct(max(0.0, 1 - sum(raw[:n])))} → {_pct(max(0.0, 1 - sum(processed[:n])))}"
     body.append(f'<text x="8" y="{y + 14}" font-size="11" fill="{MUTED}">{_xml_text(rest)}</text>')
-    return _wrap(width, y + 24, body, "Next-token distribution")
+    kept = sum(p > 0 for p in processed[:n])
+    alt = (
+        f"Next-token distribution, {where}, under {_settings(controls)}: the most likely token is "
+        f"{dist['texts'][0]!r} at {_pct(raw[0])} raw, {_pct(processed[0])} processed; {kept} of the top {n} tokens are kept."
+    )
+    return _wrap(width, y + 24, body, alt)
+
+
+def draw_svg(draw: Mapping[str, Any], width: int = 640) -> str:
+    """The last Step's draw: the processed distribution as one cumulative bar, the chosen token's
+    segment outlined, and u (a black triangle and line: a shape, not only a colour) where it fell."""
+    index = draw.get("index")
+    chosen_text = draw.get("text")
+    at = f"token #{index}" if index is not None else "the end"
+    if draw.get("greedy"):
+        words = f"Step at {at}: greedy takes the most likely token {chosen_text!r} ({_pct(draw['p'])}); nothing is drawn."
+    else:
+        lo, hi = float(draw["before"]), float(draw["before"]) + float(draw["p"])
+        words = (
+            f"Step at {at}: u = {draw['u']:.3f} fell in {chosen_text!r}'s interval {lo:.3f}-{hi:.3f} "
+            f"of the processed distribution, so {chosen_text!r} was chosen ({_pct(draw['p'])})."
+        )
+    x0, w, y0 = 8, width - 16, 30
+    body = [f'<text x="8" y="18" font-weight="bold">{_xml_text(f"The draw at {at}")}</text>']
+    x = x0
+    chosen_id = draw.get("token_id")
+    for token_id, text, p in draw.get("bar") or []:
+        seg = w * float(p)
+        is_chosen = token_id == chosen_id
+        fill = CHART["chosen"] if is_chosen else CHART["kept"]
+        outline = ' stroke="#000000" stroke-width="2"' if is_chosen else ' stroke="#ffffff" stroke-width="1"'
+        body.append(f'<rect x="{x:.1f}" y="{y0}" width="{seg:.1f}" height="22" fill="{fill}"{outline}/>')
+        if seg > 46:
+            label = _xml_text(str(text).replace("\n", "↵").replace(" ", "·")[:12])
+            body.append(f'<text x="{x + 4:.1f}" y="{y0 + 15}" font-size="11" fill="#ffffff">{label}</text>')
+        x += seg
+    if draw.get("rest", 0) > 0:
+        body.append(f'<rect x="{x:.1f}" y="{y0}" width="{w * float(draw["rest"]):.1f}" height="22" fill="{CHART["raw"]}"/>')
+    if not draw.get("greedy") and draw.get("u") is not None:
+        ux = x0 + w * float(draw["u"])
+        body.append(f'<line x1="{ux:.1f}" y1="{y0 - 4}" x2="{ux:.1f}" y2="{y0 + 26}" stroke="#000000" stroke-width="2"/>')
+        body.append(f'<path d="M{ux - 6:.1f} {y0 + 34} L{ux + 6:.1f} {y0 + 34} L{ux:.1f} {y0 + 26} Z" fill="#000000"/>')
+        body.append(f'<text x="{min(ux + 8, width - 60):.1f}" y="{y0 + 40}" font-size="11">u = {float(draw["u"]):.3f}</text>')
+    body.append(f'<text x="8" y="{y0 + 58}" font-size="11" fill="{MUTED}">{_xml_text(words)}</text>')
+    return _wrap(width, y0 + 68, body, words)
+
+
+def score_svg(perplexity: float, tokens: int, width: int = 640) -> str:
+    """The Score line: the prompt's perplexity under the model, in words."""
+    words = (
+        f"Score: the prompt's perplexity is {perplexity:.2f} over {tokens} predicted tokens "
+        f"(on average the model was as unsure as among {perplexity:.1f} equally likely choices)."
+    )
+    body = [f'<text x="8" y="20" font-size="12">{_xml_text(words)}</text>']
+    return _wrap(width, 30, body, words)
 
 
 def tree_svg(items: Sequence[Mapping[str, Any]], width: int = 640) -> str:
@@ -140,12 +195,13 @@ def _wrap(width: float, height: float, body: list[str], label: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
         f'role="img" aria-label="{_xml_text(label)}" font-family="ui-monospace,SFMono-Regular,Menlo,Consolas,monospace" '
-        f'font-size="13" fill="{PALETTE["text"]}"><rect width="100%" height="100%" rx="6" fill="#ffffff"/>'
+        f'font-size="13" fill="{PALETTE["text"]}"><title>{_xml_text(label)}</title><rect width="100%" height="100%" rx="6" fill="#ffffff"/>'
         + "".join(body)
         + "</svg>"
     )
 
 
+_LABEL = re.compile(r'aria-label="([^"]*)"')
 _SIZE = re.compile(r'^<svg[^>]*?\swidth="([\d.]+)"[^>]*?\sheight="([\d.]+)"')
 
 
@@ -158,8 +214,9 @@ def stack_svg(parts: Sequence[str], gap: int = 8) -> str:
         body.append(part.replace("<svg ", f'<svg x="0" y="{y:.0f}" ', 1))
         y += h + gap
     height = y - gap
+    labels = [m.group(1) for m in (_LABEL.search(p) for p in parts) if m]
+    label = " ".join(labels)
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}">'
-        + "".join(body)
-        + "</svg>"
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
+        f'role="img" aria-label="{label}"><title>{label}</title>' + "".join(body) + "</svg>"
     )

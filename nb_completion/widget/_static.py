@@ -1,5 +1,7 @@
 """The widget's static ``text/html``: prompt, heatmap (from ``nb_completion.render``), status and
-errors, inline-styled so nbconvert exports and GitHub show it without a kernel."""
+errors, inline-styled so nbconvert exports and GitHub show it without a kernel, then the teaching
+views as inline SVG figures with alt text (the Score line, the draw, the distribution, the tree):
+nbconvert's HTML export shows ``text/html``, so they must be in it, not only in the SVG copy."""
 
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ def static_html(
     metrics: Mapping[str, Any],
     error: Mapping[str, Any],
     model: str,
+    figures: Sequence[str] = (),
 ) -> str:
     from ..notebook.render import error_html, heatmap_html
 
@@ -61,7 +64,8 @@ def static_html(
         from ..api.types import Error
 
         err = error_html(Error(**error))
-    return f'<div class="nbc-static" style="{_BOX}">{head}{prompt_html}{body}{err}</div>'
+    shown = "".join(f'<div style="margin-top:8px">{svg}</div>' for svg in figures)
+    return f'<div class="nbc-static" style="{_BOX}">{head}{prompt_html}{body}{err}{shown}</div>'
 
 
 COPY_CLASS = "nbc-static-copy"  # the live view of the widget with the same key hides it (index.js)

@@ -332,10 +332,15 @@ class TeachingMixin:
             self.perplexity = None
 
     def teaching_svgs(self) -> list[str]:
-        """The distribution chart (under the current settings) and the branch tree, as SVG images."""
-        from ..notebook.render_teach_svg import distribution_svg, tree_svg
+        """What the teaching views show, as SVG images with alt text: the Score line, the last
+        Step's draw, the distribution chart (under the current settings) and the branch tree."""
+        from ..notebook.render_teach_svg import distribution_svg, draw_svg, score_svg, tree_svg
 
         out = []
+        if self.perplexity is not None and self.prompt_tokens:
+            out.append(score_svg(self.perplexity, max(0, len(self.prompt_tokens) - 1)))
+        if self.draw and self.draw.get("bar"):
+            out.append(draw_svg(self.draw))
         if self.distribution and self.distribution.get("ids"):
             controls = {k: getattr(self, k) for k in ("strategy", "temperature", "top_p", "top_k", "repetition_penalty")}
             out.append(distribution_svg(self.distribution, controls))

@@ -198,9 +198,14 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         return self._runner is not None and self._runner.running
 
     def to_html(self) -> str:
-        """A self-contained HTML rendering of the shown result (heatmap with hover titles)."""
+        """A self-contained HTML rendering of the shown result (heatmap with hover titles), with the
+        teaching views as inline SVG figures."""
         with self._lock:
             records = list(self._session.records)
+        try:
+            figures = self.teaching_svgs()
+        except Exception:  # a bonus: never let it hide the heatmap
+            figures = []
         return static_html(
             records,
             prompt=self.prompt_echo,
@@ -209,6 +214,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
             metrics=self.metrics,
             error=self.error,
             model=self.model_name,
+            figures=figures,
         )
 
     def to_svg(self) -> str:
