@@ -210,22 +210,43 @@ def _top_k(request: CompletionRequest) -> int | None:
     return request.logprobs.top_k or 0
 
 
+class StreamChunks:
+    """The spec's stream chunks, made one engine event at a time. Each chunk's ``logprobs`` has
+    an entry for each token whose text it delivers: a token that adds no text yet (part of a
+    character, or text held back while it may begin a stop string) waits for the chunk that
+    delivers its text, so a chunk with an empty delta has no logprobs, but the last one (the end
+    token's, and any held to the end)."""
+
+    def __init__(self, top_k: int | None):
+        self.top_k = top_k
+        self.held: list[TokenLogProbs] = []
+
+    def _entries(self, tokens: Iterable[TokenRecord]) -> None:
+        if self.top_k is not None:
+            self.held.extend(token_logprobs(t, self.top_k) for t in tokens)
+
+    def __call__(self, event: Event) -> list[CompletionResponseStreamChunk]:
+        if isinstance(event, Delta):
+            self._entries(event.tokens)
+            if not event.text:
+                return []
+            logprobs, self.held = (self.held if self.top_k is not None else None), []
+            return [CompletionResponseStreamChunk(delta=event.text, logprobs=logprobs)]
+        self._entries([event.end_token] if event.end_token is not None else [])
+        logprobs, self.held = (self.held or None), []
+        return [
+            CompletionResponseStreamChunk(delta="", stop_reason=event.stop_reason, logprobs=logprobs, metrics=metrics_of(event))
+        ]
+
+
 def to_chunks(events: Iterable[Event], top_k: int | None) -> Iterator[CompletionResponseStreamChunk]:
-    """The spec's stream chunks. Closing this iterator, or an exception in it (a Ctrl-C while it
-    waits for a token), closes ``events`` at once: the generation does not go on while something
-    (IPython's ``sys.last_traceback``) keeps the interrupted frames alive."""
+    """The spec's stream chunks (``StreamChunks``). Closing this iterator, or an exception in it
+    (a Ctrl-C while it waits for a token), closes ``events`` at once: the generation does not go
+    on while something (IPython's ``sys.last_traceback``) keeps the interrupted frames alive."""
+    make = StreamChunks(top_k)
     try:
         for event in events:
-            if isinstance(event, Delta):
-                if not event.text and not event.tokens:
-                    continue
-                logprobs = None if top_k is None else [token_logprobs(t, top_k) for t in event.tokens]
-                yield CompletionResponseStreamChunk(delta=event.text, logprobs=logprobs)
-            else:
-                end = [token_logprobs(event.end_token, top_k)] if top_k is not None and event.end_token else None
-                yield CompletionResponseStreamChunk(
-                    delta="", stop_reason=event.stop_reason, logprobs=end, metrics=metrics_of(event)
-                )
+            yield from make(event)
     finally:
         _close(events)
 

@@ -211,7 +211,8 @@ def test_batch_completion_matches_one_by_one(stack, tiny_model_id):
 
 def test_partial_character_tokens_spelled_alike_on_every_route(stack, tiny_model_id):
     """A token holding part of a character is ``‹XX›`` (its bytes) in OpenAI's ``tokens``, in its
-    ``top_logprobs`` keys and in llama-stack's ``logprobs_by_token``, plain or streamed."""
+    ``top_logprobs`` keys and in llama-stack's ``logprobs_by_token``, plain or streamed; streamed,
+    its entry comes with the chunk that delivers the character."""
     openai = stack.completions.create(model=tiny_model_id, prompt=PROMPT, max_tokens=12, temperature=0, logprobs=3)
     block = openai.choices[0].logprobs
     assert any(PARTIAL.match(t) for t in block.tokens), block.tokens  # the case under test occurs
@@ -219,5 +220,9 @@ def test_partial_character_tokens_spelled_alike_on_every_route(stack, tiny_model
         assert token in top, (token, top)
     plain = greedy(stack, tiny_model_id, PROMPT, 12, logprobs={"top_k": 3})
     assert [list(lp.logprobs_by_token) for lp in plain.logprobs] == [list(top) for top in block.top_logprobs]
-    chunks = greedy(stack, tiny_model_id, PROMPT, 12, logprobs={"top_k": 1}, stream=True)
+    chunks = list(greedy(stack, tiny_model_id, PROMPT, 12, logprobs={"top_k": 1}, stream=True))
     assert [next(iter(lp.logprobs_by_token)) for c in chunks for lp in (c.logprobs or [])] == block.tokens
+    # a token that adds no text yet goes out with the chunk that delivers its text: no chunk but
+    # the last has an empty delta (llama-stack's tests: "no token, no logprobs")
+    assert all(c.delta and c.logprobs for c in chunks[:-1]) and not chunks[-1].delta
+    assert max(len(c.logprobs) for c in chunks[:-1]) > 1

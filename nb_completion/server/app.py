@@ -32,7 +32,7 @@ from ..engine import registry
 from ..engine.backend import is_local
 from ..engine.records import Delta, Finished, ModelInfo
 from ..engine.plan import Plan
-from ..service import load_backend, to_chunks, to_response
+from ..service import StreamChunks, load_backend, to_response
 from . import extra_routes, sse, tokenizer_routes
 from .body import BodyReader
 from .guard import HostPolicy, middleware
@@ -94,10 +94,10 @@ async def completion(request: Request) -> Response:
     if job is None:
         return Response(status_code=204)
     if completion_request.stream:
+        chunks = StreamChunks(top_k)  # a token that adds no text yet goes out with the next chunk
 
         def encode(event: Delta | Finished) -> list[bytes]:
-            # a delta that delivers no text and (logprobs not asked) nothing else is not sent
-            return [sse.event(c) for c in to_chunks([event], top_k) if c.delta or c.logprobs or c.stop_reason]
+            return [sse.event(c) for c in chunks(event)]
 
         return streaming(job, sse_body(job, encode, sse.error_event, where=where(request)))
     async with watching(request, job):
