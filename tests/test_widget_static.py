@@ -127,3 +127,55 @@ def test_heatmaps_keep_their_colours_on_github(tmp_path):
     root = ET.fromstring(outputs["compare"][SVG])
     frames = [e for e in root.iter("{http://www.w3.org/2000/svg}rect") if e.get("stroke")]
     assert len(frames) == 2 and frames[0].get("y") == frames[1].get("y") and frames[0].get("x") != frames[1].get("x")
+
+
+def _titles(svg: str) -> list[str]:
+    root = ET.fromstring(svg)
+    return [e.text or "" for e in root.iter("{http://www.w3.org/2000/svg}title")]
+
+
+def test_handouts_keep_the_teaching_views_with_alt_text(tmp_path):
+    """Issue 22: after Step and Score, the saved copy's HTML (what nbconvert exports) and its SVG
+    (what GitHub shows) carry the Score line, the draw, the distribution and the tree, each an
+    image with alt text that says what it shows."""
+    nbconvert = pytest.importorskip("nbconvert")
+    nb = run_notebook(
+        tmp_path,
+        [
+            SETUP,
+            "w = CompletionWidget('Once upon a time', model_id=tiny, max_tokens=6, strategy='top_p', temperature=1.0, seed=1)\n"
+            "w.step(); w.step(); w.score_prompt()\nw",
+        ],
+    )
+    copy = static_copy(nb.cells[1])
+    nb.metadata.pop("widgets", None)
+    page, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    for where in (page, copy["text/html"]):
+        assert "Score: the prompt&#x27;s perplexity is" in where or "Score: the prompt's perplexity is" in where
+        assert "The draw at token #1" in where and "Next-token distribution" in where and "Branches" in where
+        assert where.count('role="img"') >= 4
+    shown = github_output(copy)
+    images = [re.search(r'src="data:image/svg\+xml;base64,([^"]+)"', part) for part in shown]
+    (svg,) = [base64.b64decode(m.group(1)).decode() for m in images if m]
+    titles = _titles(svg)
+    assert any(t.startswith("Score: the prompt's perplexity is") for t in titles), titles
+    assert any(t.startswith("Step at token #1: u = ") and "was chosen" in t for t in titles), titles
+    assert any(t.startswith("Next-token distribution") and "raw" in t and "processed" in t for t in titles), titles
+
+
+def test_score_and_compare_images_survive_githubs_sanitizer_with_alt_text(tmp_path):
+    nb = run_notebook(
+        tmp_path,
+        [
+            SETUP,
+            "runs = compare('Once upon a time', [{'strategy': 'greedy'}, {'temperature': 1.0}], model_id=tiny, max_tokens=6)",
+            "%load_ext nb_completion",
+            "%%complete --model tiny-llama --score\nOnce upon a time",
+        ],
+    )
+    for cell in (nb.cells[1], nb.cells[3]):
+        data = next(d for d in datas(cell) if SVG in d)
+        shown = github_output(data)
+        images = [re.search(r'src="data:image/svg\+xml;base64,([^"]+)"', part) for part in shown]
+        (svg,) = [base64.b64decode(m.group(1)).decode() for m in images if m]
+        assert _titles(svg) and all(_titles(svg)), svg[:200]

@@ -78,10 +78,11 @@ def distribution_svg(dist: Mapping[str, Any], controls: Mapping[str, Any], width
     )
     body = [
         f'<text x="8" y="18" font-weight="bold">{_xml_text(f"Next-token distribution, {where}")}</text>',
-        f'<text x="8" y="34" fill="{MUTED}" font-size="11">{_xml_text(f"grey: raw probability · blue: processed, after {_settings(controls)} · struck out: excluded · bars 0-100 %")}</text>',
+        f'<text x="8" y="34" fill="{MUTED}" font-size="11">{_xml_text(f"grey: raw probability · blue: processed, after {_settings(controls)}")}</text>',
+        f'<text x="8" y="48" fill="{MUTED}" font-size="11">{_xml_text("struck out: excluded · every bar on one 0-100 % scale")}</text>',
     ]
     label_w, bar_x, bar_w = 150, 160, width - 160 - 130
-    y = 44
+    y = 56
     cut_drawn = False
     for i in range(n):
         excluded = processed[i] == 0.0
@@ -112,7 +113,9 @@ def distribution_svg(dist: Mapping[str, Any], controls: Mapping[str, Any], width
                 cut_drawn = True
                 y += 18
     others = len(dist["ids"]) - n + sum(k for k, _ in dist.get("rest") or [])
-    rest = f"the other {others:,} tokens: {_pct(max(0.0, 1 - sum(raw[:n])))} → {_pct(max(0.0, 1 - sum(processed[:n])))}"
+    rest_raw, rest_processed = (max(0.0, 1 - sum(p[:n])) for p in (raw, processed))
+    rest_processed = 0.0 if rest_processed < 1e-9 else rest_processed  # rounding of a sum that is 1
+    rest = f"the other {others:,} tokens: {_pct(rest_raw)} → {'excluded' if rest_processed == 0 else _pct(rest_processed)}"
     body.append(f'<text x="8" y="{y + 14}" font-size="11" fill="{MUTED}">{_xml_text(rest)}</text>')
     kept = sum(p > 0 for p in processed[:n])
     alt = (
@@ -157,8 +160,9 @@ def draw_svg(draw: Mapping[str, Any], width: int = 640) -> str:
         body.append(f'<line x1="{ux:.1f}" y1="{y0 - 4}" x2="{ux:.1f}" y2="{y0 + 26}" stroke="#000000" stroke-width="2"/>')
         body.append(f'<path d="M{ux - 6:.1f} {y0 + 34} L{ux + 6:.1f} {y0 + 34} L{ux:.1f} {y0 + 26} Z" fill="#000000"/>')
         body.append(f'<text x="{min(ux + 8, width - 60):.1f}" y="{y0 + 40}" font-size="11">u = {float(draw["u"]):.3f}</text>')
-    body.append(f'<text x="8" y="{y0 + 58}" font-size="11" fill="{MUTED}">{_xml_text(words)}</text>')
-    return _wrap(width, y0 + 68, body, words)
+    lines, height = _paragraph(8, y0 + 58, words, width, size=11, fill=MUTED)
+    body += lines
+    return _wrap(width, y0 + 50 + height, body, words)
 
 
 def score_svg(perplexity: float, tokens: int, width: int = 640) -> str:
@@ -167,8 +171,26 @@ def score_svg(perplexity: float, tokens: int, width: int = 640) -> str:
         f"Score: the prompt's perplexity is {perplexity:.2f} over {tokens} predicted tokens "
         f"(on average the model was as unsure as among {perplexity:.1f} equally likely choices)."
     )
-    body = [f'<text x="8" y="20" font-size="12">{_xml_text(words)}</text>']
-    return _wrap(width, 30, body, words)
+    body, height = _paragraph(8, 20, words, width, size=12)
+    return _wrap(width, 12 + height, body, words)
+
+
+def _paragraph(x: float, y: float, text: str, width: int, size: int = 12, fill: str = "") -> tuple[list[str], float]:
+    """``text`` wrapped at word boundaries to fit ``width`` (monospace: 0.6 em a character), as
+    ``<text>`` lines from baseline ``y``; and the height they take."""
+    per_line = max(20, int((width - 2 * x) / (0.6 * size)))
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= per_line:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    colour = f' fill="{fill}"' if fill else ""
+    step = size + 4
+    out = [
+        f'<text x="{x}" y="{y + i * step}" font-size="{size}"{colour}>{_xml_text(line)}</text>' for i, line in enumerate(lines)
+    ]
+    return out, len(lines) * step
 
 
 def tree_svg(items: Sequence[Mapping[str, Any]], width: int = 640) -> str:
