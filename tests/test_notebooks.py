@@ -95,6 +95,11 @@ def test_quickstart(executed):
     echo = data(chat, "text/html")[-1]
     assert "&lt;|im_start|&gt;user\nWhat is the capital of France?&lt;|im_end|&gt;" in echo  # special tokens shown
     assert "nbc-prompt-echo" not in data(raw, "text/html")[-1]
+    # what the markdown says happens: the bare question ends at once, on its end token, shown;
+    # the Q/A pattern is carried on (the model invents the next line itself)
+    assert completion_text(raw).strip() == "" and "ended on its end token &lt;|im_end|&gt;" in data(raw, "text/html")[-1]
+    pattern = completion_text(cell(nb, "%%complete -n 30\nQ: What is the capital of France?\nA:"))
+    assert "Paris" in pattern and "\n" in pattern.strip()
     assert "Paris" in data(cell(nb, 'complete("What is the capital of France?", chat=True'), "text/plain")[0]
 
 

@@ -59,6 +59,10 @@ const STOP_WORDS = {
 /** Why a run ended, in words: a stop string is told apart from the model's own end token. */
 export function stopText(m) {
   if (typeof m.stop_string === "string") return `stop string ${JSON.stringify(m.stop_string)}`;
+  if (m.end_token && m.stop_reason === "end_of_turn" && !m.grammar) {
+    // the token a run ended on adds no text: named, so an empty answer is not a mystery
+    return `ended on its end token ${m.end_token} (${(100 * (m.end_token_p || 0)).toFixed(1)}%)`;
+  }
   if (m.stop_reason === "end_of_turn" && m.grammar) return "end of turn: the output is complete";
   return STOP_WORDS[m.stop_reason] || String(m.stop_reason).replace(/_/g, " ");
 }

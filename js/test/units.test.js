@@ -28,6 +28,9 @@ describe("format", () => {
     expect(stopText({ stop_reason: "end_of_turn", stop_string: null })).toBe("end of turn: the model's end token");
     expect(stopText({ stop_reason: "end_of_turn", grammar: true })).toBe("end of turn: the output is complete");
     expect(stopText({ stop_reason: "out_of_tokens" })).toBe("out of tokens");
+    expect(stopText({ stop_reason: "end_of_turn", end_token: "<|im_end|>", end_token_p: 0.9712 })).toBe(
+      "ended on its end token <|im_end|> (97.1%)",
+    );
   });
   it("round-trips escapes typed into stop-string inputs", () => {
     expect(decodeEscapes("a\\nb\\t\\\\")).toBe("a\nb\t\\");

@@ -14,12 +14,14 @@ from ``Metrics`` (computed from ``Finished`` in one place) and the one-line summ
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from .records import Delta, Event, Finished, TokenRecord
 
-__all__ = ["Folded", "Metrics", "fold", "summary", "incomplete", "INCOMPLETE_NOTE"]
+__all__ = ["Folded", "Metrics", "fold", "summary", "end_token_text", "incomplete", "INCOMPLETE_NOTE"]
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,17 @@ def summary(finished: Finished | None, n_tokens: int | None = None) -> str:
     generating (``finished`` None), ``'n tokens · generating…'``."""
     if finished is None:
         return f"{n_tokens or 0} tokens · generating…"
-    parts = [f"{finished.completion_tokens} tokens"]
+    n = finished.completion_tokens
+    parts = [f"{n} token" if n == 1 else f"{n} tokens"]
     if finished.tokens_per_second:
         parts.append(f"{finished.tokens_per_second:.1f} tokens/s")
     parts.append("interrupted, partial text kept" if finished.cancelled else f"stop: {finished.stop_reason}")
+    if finished.end_token is not None and not finished.cancelled:
+        parts.append(end_token_text(finished.end_token))
     return " · ".join(parts)
+
+
+def end_token_text(end: TokenRecord) -> str:
+    """``'ended on its end token <|im_end|> (97.2%)'``: the token a run stopped on is shown,
+    though it adds no text (a raw question often ends at once: its most likely next token)."""
+    return f"ended on its end token {end.piece or end.token_id} ({100 * math.exp(end.logprob):.1f}%)"

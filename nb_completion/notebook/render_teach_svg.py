@@ -210,7 +210,11 @@ def tree_svg(items: Sequence[Mapping[str, Any]], width: int = 640) -> str:
             body.append(f'<path d="M{x - 12} {y + 2} v8 h8" fill="none" stroke="{MUTED}"/>')
         body.append(f'<text x="{x}" y="{y + 14}" font-size="12"{weight}>{_xml_text(label)}</text>')
         y += ROW
-    return _wrap(width, y + 10, body, "Branch tree")
+    shown = next((item for item in items if item.get("current")), None)
+    alt = f"Branch tree: {len(items)} path{'s' if len(items) != 1 else ''}"
+    if shown is not None:
+        alt += f"; shown: {'the original run' if shown.get('parent') is None else 'the branch at #' + str(shown['split'])}"
+    return _wrap(width, y + 10, body, alt)
 
 
 def _wrap(width: float, height: float, body: list[str], label: str) -> str:

@@ -28,6 +28,8 @@ def _summary(status: str, metrics: Mapping[str, Any]) -> str:
         parts.append(f"stop: stop string {metrics['stop_string']!r}")
     elif metrics.get("stop_reason"):
         parts.append(f"stop: {metrics['stop_reason']}")
+    if metrics.get("end_token") and not metrics.get("cancelled"):
+        parts.append(f"ended on its end token {metrics['end_token']} ({100 * metrics.get('end_token_p', 0):.1f}%)")
     if metrics.get("incomplete"):
         parts.append(INCOMPLETE_NOTE)
     return " · ".join(parts)
@@ -64,10 +66,12 @@ def static_html(
         from ..api.types import Error
 
         err = error_html(Error(**error))
-    shown = "".join(f'<div style="margin-top:8px">{svg}</div>' for svg in figures)
+    # inline in HTML an <svg> needs no namespace (and the page then names no address at all)
+    shown = "".join(f'<div style="margin-top:8px">{svg.replace(_SVG_NS, "", 1)}</div>' for svg in figures)
     return f'<div class="nbc-static" style="{_BOX}">{head}{prompt_html}{body}{err}{shown}</div>'
 
 
+_SVG_NS = ' xmlns="http://www.w3.org/2000/svg"'
 COPY_CLASS = "nbc-static-copy"  # the live view of the widget with the same key hides it (index.js)
 
 

@@ -16,6 +16,7 @@ exported notebook shows the last completion offline.
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -399,6 +400,9 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
                     metrics["incomplete"] = True  # max_tokens cut the JSON / grammar short: it may not parse
                 if finished.stop_string is not None:
                     metrics["stop_string"] = finished.stop_string  # a stop string, not the model's end token
+                if finished.end_token is not None and not finished.cancelled:  # shown, though it adds no text
+                    metrics["end_token"] = finished.end_token.piece
+                    metrics["end_token_p"] = round(math.exp(finished.end_token.logprob), 4)
                 if session.constrained:
                     metrics["grammar"] = True  # an end of turn means the structured output is complete
                 backend = registry.registered(self.model_name or registry.DEFAULT_MODEL_ID)
