@@ -296,8 +296,8 @@ class TeachingMixin:
         scored = Scored(self.content, backend.info.identifier, score_ids(backend, ids))
         with self._lock:
             path = self._path()
-            fresh = path is None or path.prompt != self.content
-            if fresh:  # another text: it starts a new tree, generating nothing
+            fresh = path is None  # the first thing this widget does: a tree to Step on from the text
+            if fresh:
                 path = self._new_path("step", self.content, [], root=True)
                 path.prompt_ids = ids
                 self._show(path, status="done")
