@@ -110,3 +110,21 @@ def test_the_batched_gumbel_draw_follows_the_distribution_and_never_picks_a_mask
     shares = [c / (rows * steps) for c in counts]
     assert counts[4] == 0
     assert all(abs(share - p) < 0.015 for share, p in zip(shares, probs)), shares
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 2.5])
+def test_a_wide_nucleus_found_from_a_sorted_prefix_equals_the_full_sorts(scale):
+    """``_nucleus_floor`` (topk prefixes, growing) gives bit for bit the threshold a full sort
+    gives: the same values in the same order, the same cumulative sums."""
+    from nb_completion.engine.batch_sampling import _nucleus_floor
+
+    generator = torch.Generator().manual_seed(int(scale * 10))
+    for trial in range(12):
+        logits = torch.randn(49152, generator=generator) * scale
+        if trial % 3 == 0:
+            logits[:64] = logits.max()  # ties at the top
+        probs = torch.softmax(logits, -1)
+        for top_p in (0.5, 0.9, 0.95, 0.999):
+            full = torch.sort(probs, descending=True).values
+            count = int(((full.cumsum(-1) - full) < top_p).sum().clamp(min=1))
+            assert torch.equal(_nucleus_floor(probs, top_p, 256), full[count - 1])

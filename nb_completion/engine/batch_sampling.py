@@ -127,15 +127,27 @@ def _top_p_mask(x: torch.Tensor, top_p: torch.Tensor, rows: torch.Tensor) -> tor
     exclusive = values.cumsum(-1) - values  # mass of the strictly more likely tokens
     keep = (exclusive < top_p[:, None]).sum(-1).clamp(min=1)
     overflow = rows & (keep >= k) & (k < x.shape[-1])
-    if bool(overflow.any()):  # a nucleus wider than the prefilter: sort these rows in full
+    if bool(overflow.any()):  # a nucleus wider than the prefilter: a longer sorted prefix for these rows
         for b in overflow.nonzero().flatten().tolist():
-            full = torch.sort(probs[b], descending=True).values
-            excl = full.cumsum(-1) - full
-            count = int((excl < top_p[b]).sum().clamp(min=1))
-            values[b, -1] = full[count - 1]
+            values[b, -1] = _nucleus_floor(probs[b], float(top_p[b]), k)
             keep[b] = k
     threshold = values.gather(1, (keep - 1)[:, None])
     return rows[:, None] & (probs < threshold)
+
+
+def _nucleus_floor(probs: torch.Tensor, top_p: float, k: int) -> torch.Tensor:
+    """The smallest probability the nucleus keeps, for a nucleus wider than ``k``: a sorted prefix
+    four times longer each try (``topk``, a fraction of a full sort's cost), the whole row last.
+    Exact: the prefix holds the same values in the same order as a full sort's, so its exclusive
+    cumulative sums are the same numbers; once one reaches ``top_p`` every later one does too."""
+    n = probs.shape[-1]
+    while True:
+        k = min(4 * k, n)
+        head = torch.topk(probs, k).values if k < n else torch.sort(probs, descending=True).values
+        excl = head.cumsum(-1) - head
+        inside = excl < top_p
+        if k == n or not bool(inside[-1]):
+            return head[int(inside.sum().clamp(min=1)) - 1]
 
 
 def _adjust(x: torch.Tensor, counts: torch.Tensor, params: Sequence[RowParams]) -> torch.Tensor:
