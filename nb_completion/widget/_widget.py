@@ -111,6 +111,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     color_by = t.Enum(("probability", "entropy"), "probability").tag(sync=True, keyword=True)
     palette = t.Enum(("default", "colorblind"), "default").tag(sync=True)  # colour-blind-safe option
     show_tokens = t.Bool(False).tag(sync=True)  # outline token boundaries in the prompt too
+    present = t.Bool(False).tag(sync=True, keyword=True)  # presentation mode: large type, sliders, one screen
 
     # ---- state (what the panel shows) ----
     status = t.Enum(STATUSES, "idle").tag(sync=True)
