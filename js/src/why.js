@@ -4,6 +4,7 @@
 // glossary sits one click away (<details>). whyFacts() is pure; whyContent() builds the DOM.
 
 import { percent } from "./format.js";
+import { appendVisibleText } from "./heatmap.js";
 import { rawProbabilities, reshape, settingsOf } from "./reshape.js";
 
 function el(doc, tag, className, text) {
@@ -124,7 +125,8 @@ const GLOSSARY = [
 export function whyContent(doc, f) {
   const frag = doc.createDocumentFragment();
   const head = el(doc, "div", "nbc-why-head");
-  const code = el(doc, "code", "", f.text);
+  const code = el(doc, "code");
+  appendVisibleText(code, f.text); // spaces and newlines visible, as on the bars
   head.append("Why ", code, "?");
   const list = el(doc, "ul", "nbc-why-list");
   for (const line of whySentences(f)) list.append(el(doc, "li", "", line));

@@ -331,10 +331,16 @@ class TeachingMixin:
             self.perplexity = None
 
     def teaching_svgs(self) -> list[str]:
-        """The distribution chart (under the current settings) and the branch tree, as SVG images."""
-        from ..notebook.render_teach_svg import distribution_svg, tree_svg
+        """The Score line, the last Step's draw, the distribution chart (under the current
+        settings) and the branch tree, as SVG images (each with its alt text)."""
+        from ..notebook.render_teach_svg import distribution_svg, draw_svg, score_svg, tree_svg
 
         out = []
+        if self.perplexity is not None:
+            scored = sum(1 for t in self.prompt_tokens or [] if isinstance(t.get("logprob"), (int, float)))
+            out.append(score_svg(self.perplexity, scored))
+        if self.draw:
+            out.append(draw_svg(self.draw))
         if self.distribution and self.distribution.get("ids"):
             controls = {k: getattr(self, k) for k in ("strategy", "temperature", "top_p", "top_k", "repetition_penalty")}
             out.append(distribution_svg(self.distribution, controls))
