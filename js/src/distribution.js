@@ -51,7 +51,7 @@ export function distributionContent(doc, dist, controls, { bars: shown = BARS } 
   // one fixed scale, 0-100 %, for every figure: bars compare across positions and settings
   const header = el(doc, "li", "nbc-dist-head");
   header.setAttribute("aria-hidden", "true");
-  header.append(el(doc, "span", "", "token"), el(doc, "span", "nbc-dist-scale", "bars: 0–100 %"), el(doc, "span", "", "raw → processed"));
+  header.append(el(doc, "span", "", "token"), el(doc, "span", "nbc-dist-scale", "0–100 %"), el(doc, "span", "", "raw → processed"));
   list.append(header);
   const n = Math.min(shown, dist.ids.length);
   const forcing = !dist.prompt;

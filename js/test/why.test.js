@@ -88,7 +88,7 @@ describe("the bars", () => {
     const raw = [...box.querySelectorAll(".nbc-dist-raw")].map((e) => parseFloat(e.style.width));
     raw.slice(0, 3).forEach((w, i) => expect(w).toBeCloseTo(100 * EXACT.raw[i], 3)); // not rescaled to the top bar
     expect(box.querySelector(".nbc-dist-head").textContent).toContain("raw → processed");
-    expect(box.querySelector(".nbc-dist-scale").textContent).toBe("bars: 0–100 %");
+    expect(box.querySelector(".nbc-dist-scale").textContent).toBe("0–100 %");
     expect(box.querySelector(".nbc-dist-caption").textContent).toMatch(/grey: raw probability · blue: processed/);
     expect(box.querySelector(".nbc-dist-rest").textContent).toMatch(/raw [\d.]+% → processed/);
   });

@@ -296,8 +296,8 @@ class TeachingMixin:
         with self._lock:
             path = self._path()
             fresh = path is None or path.prompt != self.content
-            if fresh:  # another text: it starts a new tree, generating nothing
-                path = self._new_path("step", self.content, [], root=True)
+            if fresh:  # another text: a new root beside the branches kept so far, generating nothing
+                path = self._session.tree.new("score", self.content, [], source=self.content, root=True, keep=True)
                 path.prompt_ids = ids
                 self._show(path, status="done")
                 self.metrics, self.draw = {}, None
