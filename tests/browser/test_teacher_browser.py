@@ -63,7 +63,9 @@ def page(lab):
 
 
 def _shots(pg, name: str) -> None:
-    """The page at 1280x720 and 1920x1080 with the widget's top in view."""
+    """The page at 1280x720 and 1920x1080 with the widget's top in view (no tooltip over it)."""
+    pg.mouse.move(2, 700)
+    pg.locator(".nbc-widget [role='tooltip']").first.wait_for(state="hidden", timeout=5_000)
     for w, h in ((1280, 720), (1920, 1080)):
         pg.set_viewport_size({"width": w, "height": h})
         pg.locator(".nbc-widget").evaluate("e => e.scrollIntoView({block: 'start'})")
@@ -89,6 +91,7 @@ def _dark(pg) -> None:
     pg.locator(".lm-Menu").get_by_text("Theme", exact=True).hover()
     pg.locator(".lm-Menu").get_by_text("JupyterLab Dark", exact=True).click()
     pg.wait_for_function(f"getComputedStyle(document.querySelector('.nbc-widget')).backgroundColor !== {light!r}", timeout=30_000)
+    pg.wait_for_selector("#jupyterlab-splash", state="detached", timeout=30_000)  # the theme's splash is gone
 
 
 def test_why_panel_presentation_mode_axe_and_screenshots(page):
