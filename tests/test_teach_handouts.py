@@ -85,3 +85,20 @@ def test_score_line_and_stack_carry_alt_text_and_survive_githubs_sanitizer():
     assert "Score: perplexity 8.17" in alt and "The draw" not in alt and "Step at token #4" in alt and "Branch tree" in alt
     (shown,) = github_output({"image/svg+xml": stacked})
     assert re.fullmatch(r'<img src="data:image/svg\+xml;base64,[A-Za-z0-9+/=]+">', shown)
+
+
+def _records(words):
+    from nb_completion.engine.records import TokenRecord
+
+    return [TokenRecord(i, 10 + i, w, -0.5 * (i + 1), 1, ((w, -0.5),), 1.0) for i, w in enumerate(words)]
+
+
+def test_score_and_compare_svgs_have_alt_text_and_reach_github_as_images():
+    from nb_completion.notebook.render_svg import columns_svg, heatmap_svg
+
+    scored = heatmap_svg(_records(["The", " cat"]), header=["Score · perplexity 3.10 over 1 token"])  # %%complete --score
+    compared = columns_svg([("greedy", "2 tokens", _records([" a", " b"])), ("T 1.2", "2 tokens", _records([" c", " d"]))])
+    for svg in (scored, compared):
+        assert _alt(svg)  # role="img", aria-label and the same <title>
+        (shown,) = github_output({"image/svg+xml": svg})
+        assert shown.startswith('<img src="data:image/svg+xml;base64,')
