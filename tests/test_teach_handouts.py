@@ -102,3 +102,19 @@ def test_score_and_compare_svgs_have_alt_text_and_reach_github_as_images():
         assert _alt(svg)  # role="img", aria-label and the same <title>
         (shown,) = github_output({"image/svg+xml": svg})
         assert shown.startswith('<img src="data:image/svg+xml;base64,')
+
+
+def test_the_widgets_static_copy_carries_score_draw_distribution_and_tree_with_alt_text(tiny_model_id):
+    from nb_completion import CompletionWidget
+
+    w = CompletionWidget("The capital of France is", model_id=tiny_model_id, max_tokens=3, strategy="top_p", seed=1)
+    w.generate(wait=True, timeout=60)
+    w.step()
+    w.score_prompt()
+    copy = w._static_copy()
+    alts = re.findall(r'<img src="data:image/svg\+xml;base64,[^"]+" alt="([^"]*)"', copy["text/html"])  # nbconvert HTML
+    kinds = ["Score: perplexity", "Step at token #3", "Next-token distribution, the next token (#4)", "Branch tree"]
+    assert [next((a for a in alts if a.startswith(k)), None) is not None for k in kinds] == [True] * 4, alts
+    assert all(_alt(svg) for svg in w.teaching_svgs())
+    shown = "".join(github_output(copy))  # GitHub: the stacked image, and the alt texts in the sanitized HTML
+    assert shown.startswith('<img src="data:image/svg+xml;base64,') and "Branch tree" in shown

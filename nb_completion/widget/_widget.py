@@ -252,11 +252,11 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
             else []
         )
         try:
-            parts += self.teaching_svgs()
+            figures = self.teaching_svgs()
         except Exception:  # a bonus: never let it hide the heatmap
-            pass
-        svg = stack_svg(parts) if parts else None
-        return static_copy_bundle(self.to_html(), svg, self.prompt_echo + self.text, key=self.copy_key)
+            figures = []
+        svg = stack_svg(parts + figures) if parts or figures else None
+        return static_copy_bundle(self.to_html(), svg, self.prompt_echo + self.text, key=self.copy_key, figures=figures)
 
     def _refresh_static_copy(self) -> None:
         """After a run: the displayed static copies show it (update_display by display id)."""
