@@ -144,7 +144,9 @@ export function createOutput(model, { onBranch, onGap, onDistribution } = {}) {
     const b = model.get("branch");
     banner.hidden = !b;
     if (b) {
-      banner.textContent = `Branch: at token #${b.index} the model chose ${JSON.stringify(b.original)}; continuing from ${JSON.stringify(b.chosen)} instead.`;
+      banner.textContent = b.forced
+        ? `Branch: at token #${b.index} the model chose ${JSON.stringify(b.original)}; ${JSON.stringify(b.chosen)} is forced in its place (one token: Generate or Step goes on).`
+        : `Branch: at token #${b.index} the model chose ${JSON.stringify(b.original)}; continuing from ${JSON.stringify(b.chosen)} instead.`;
     }
   }
   function promptTokens() {

@@ -239,6 +239,23 @@ class TeachingMixin:
         self._probe_end()
         self._refresh_static_copy()
 
+    def pick_alternative(self, index: Any, text: Any) -> None:
+        """A tooltip alternative clicked: like a bar of the distribution, it forces that one token
+        at ``index`` (a new branch; Generate or Step goes on). A remote model, whose logits are not
+        in this kernel, or an alternative without a token id continues from it instead."""
+        backend = registry.registered(self.model_name or registry.DEFAULT_MODEL_ID)
+        path = self._path()
+        record = path.records[index] if path is not None and isinstance(index, int) and 0 <= index < len(path.records) else None
+        ids = [i for (t, _), i in zip(record.top, record.top_ids) if t == text] if record is not None else []
+        if not getattr(backend, "continues_generators", False) or not ids:
+            self.continue_from(index, text)
+            return
+        original = record.text
+        self.force(index, ids[0])
+        with self._lock:
+            chosen = self.tokens[index] if index < len(self.tokens) else {}
+            self.branch = {"index": index, "chosen": text, "original": original, "rank": chosen.get("rank"), "forced": True}
+
     def _distribution_for(self, backend: Any, path: Path, prefix: list[int]) -> Any:
         from ..stepping import distribution_at
 

@@ -443,7 +443,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
             elif kind == protocol.STOP:
                 self.stop()
             elif kind == protocol.BRANCH:
-                self.continue_from(content.get("index"), content.get("text"))
+                self.pick_alternative(content.get("index"), content.get("text"))  # one token, as a bar does
             elif kind == protocol.SNAPSHOT:
                 self._send_snapshot()
             elif kind == protocol.MODELS:

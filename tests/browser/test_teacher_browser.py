@@ -116,10 +116,13 @@ def _scenario(pg):
     draw = w.locator(".nbc-draw")
     draw.wait_for(state="visible", timeout=10_000)
     assert draw.locator(".nbc-draw-title").inner_text() == f"The draw at token #{n}"
+    # the Step is over once its probe shows the next token's distribution; then ask for the stepped one
+    label = "document.querySelector('.nbc-widget [role=figure]')?.getAttribute('aria-label') || ''"
+    pg.wait_for_function(f"() => ({label}).includes('the next token (#{n + 1})')", timeout=30_000)
     wb._tokens(pg).nth(n).click()
     fig = w.locator(".nbc-output [role='figure']")
     pg.wait_for_function(
-        f"() => (document.querySelector('.nbc-widget [role=figure]')?.getAttribute('aria-label') || '').includes('before token #{n}')",
+        f"() => ({label}).includes('before token #{n}')",
         timeout=30_000,
     )
     why = fig.locator(".nbc-why").inner_text()
