@@ -29,7 +29,7 @@ export function drawContent(doc, draw) {
     caption.append(
       `Step drew u = ${draw.u.toFixed(3)}: it fell in `,
       code,
-      `'s interval ${draw.before.toFixed(3)}–${(draw.before + draw.p).toFixed(3)} (${percent(draw.p)}) of the cumulative distribution → ${at}.`,
+      `'s interval ${draw.before.toFixed(3)}–${(draw.before + draw.p).toFixed(3)} (processed probability ${percent(draw.p)}) of the cumulative distribution → ${at}.`,
     );
   }
   frag.append(caption);

@@ -144,6 +144,7 @@ describe("the draw and the prompt's tokens", () => {
     const draw = { token_id: 7, greedy: false, u: 0.55, bar: [[3, "a", 0.5], [7, "b", 0.3]], rest: 0.2, before: 0.5, p: 0.3, index: 4 };
     mount(fakeModel({ draw }));
     expect(el.querySelector(".nbc-draw-caption").textContent).toContain("u = 0.550");
+    expect(el.querySelector(".nbc-draw-caption").textContent).toContain("0.500–0.800 (processed probability 30.0%)");
     expect(parseFloat(el.querySelector(".nbc-draw-u").style.left)).toBeCloseTo(55, 6);
     // u is a black-and-white striped pointer with its own label (widget.css), never orange like the chosen segment
     const u = el.querySelector(".nbc-draw-u");
