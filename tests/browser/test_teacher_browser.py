@@ -131,6 +131,8 @@ def _scenario(pg):
     fig.locator(".nbc-why-glossary summary").click()
     assert fig.locator(".nbc-why-glossary dl").is_visible()
     _shots(pg, "1-light")
+    low = [c for c in pg.evaluate(CONTRASTS, TEXTS) if c[2] < 4.5]  # the small grey numbers included
+    assert low == [], low
     violations = _axe(pg)
     assert violations == [], violations
 
