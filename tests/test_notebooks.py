@@ -89,17 +89,14 @@ def test_quickstart(executed):
     streamed = cell(nb, "stream=True")
     assert len([o for o in streamed.outputs if o["output_type"] == "stream"]) >= 3 and stdout(streamed).strip()
     # raw completion and chat, side by side
-    raw = cell(nb, "%%complete -n 30\nWhat is the capital of France?")
-    chat = cell(nb, "%%complete --chat -n 30\nWhat is the capital of France?")
-    assert "Paris" in completion_text(chat) and completion_text(raw).strip() != completion_text(chat).strip()
+    raw = cell(nb, "%%complete -n 30\nWrite a haiku about the sea.")
+    chat = cell(nb, "%%complete --chat -n 30\nWrite a haiku about the sea.")
+    said, answered = completion_text(raw).strip(), completion_text(chat).strip()
+    assert said and answered and said != answered and "\n" in answered  # greedy: the same contrast every run
+    assert ("⟨end⟩" in data(raw, "text/html")[-1]) == ("stop: end_of_turn" in data(raw, "text/html")[-1])
     echo = data(chat, "text/html")[-1]
-    assert "&lt;|im_start|&gt;user\nWhat is the capital of France?&lt;|im_end|&gt;" in echo  # special tokens shown
+    assert "&lt;|im_start|&gt;user\nWrite a haiku about the sea.&lt;|im_end|&gt;" in echo  # special tokens shown
     assert "nbc-prompt-echo" not in data(raw, "text/html")[-1]
-    # what the markdown says happens: the bare question ends at once, on its end token, shown;
-    # the Q/A pattern is carried on (the model invents the next line itself)
-    assert completion_text(raw).strip() == "" and "ended on its end token &lt;|im_end|&gt;" in data(raw, "text/html")[-1]
-    pattern = completion_text(cell(nb, "%%complete -n 30\nQ: What is the capital of France?\nA:"))
-    assert "Paris" in pattern and "\n" in pattern.strip()
     assert "Paris" in data(cell(nb, 'complete("What is the capital of France?", chat=True'), "text/plain")[0]
 
 

@@ -61,3 +61,29 @@ def test_probability_uses_a_log_scale_and_entropy_the_same_nats_axis():
     assert probability_color(math.log(0.9)) != probability_color(math.log(0.5))  # likely tokens still differ
     assert entropy_color(math.log(10)) == PALETTE["entropy"]["stops"][2]  # a choice among 10 tokens
     assert entropy_color(float("inf")) == entropy_color(99.0) == PALETTE["entropy"]["stops"][-1]
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two "#rrggbb" colours."""
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_contrast_ratio_matches_wcag_reference_values():
+    assert contrast("#000000", "#ffffff") == pytest.approx(21.0)
+    assert contrast("#767676", "#ffffff") == pytest.approx(4.54, abs=0.01)  # the classic AA grey
+
+
+def test_token_text_reads_at_4_5_to_1_on_every_palette_colour_the_darkest_included():
+    ramps = [PALETTE["probability"]["stops"], PALETTE["entropy"]["stops"]]
+    ramps += [PALETTE["colorblind"]["probability"]["stops"], PALETTE["colorblind"]["entropy"]["stops"]]
+    worst = min(contrast(PALETTE["text"], stop) for ramp in ramps for stop in ramp)
+    assert worst >= 4.5, f"the darkest token colour leaves the text at {worst:.2f}:1"
+    # the draw's chosen segment (orange) carries dark text: 7:1, presentation mode's bar
+    assert contrast("#000000", PALETTE["chart"]["chosen"]) >= 7

@@ -34,6 +34,7 @@ class PushingBackend:
     ``early`` items are delivered inside ``open`` itself, before it returns (as a fast engine may)."""
 
     kind = BackendKind.LOCAL  # pushes its events, as the local engine does
+    concurrency = 4  # requests it runs at once (the queue asks a local backend)
 
     def __init__(self, model_id: str):
         self.info = ModelInfo(identifier=model_id, loaded=True)

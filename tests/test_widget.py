@@ -120,6 +120,13 @@ def test_keywords_become_observable_traits():
             CompletionWidget(**{state: None})
 
 
+def test_presentation_mode_is_a_synced_constructor_keyword():
+    w = CompletionWidget("Hi", present=True)
+    assert w.present is True and w.trait_metadata("present", "sync") is True
+    assert CompletionWidget("Hi").present is False
+    assert "present" in w.get_state()  # the browser's toggle and the Python trait are one value
+
+
 def test_invalid_controls_are_flagged_and_nothing_is_sent(backend):
     w, _ = make(backend, strategy="top_p", temperature=0.0, top_p=1.5)
     assert w.invalid == {"temperature": "must be > 0", "top_p": "must be in (0, 1]"}

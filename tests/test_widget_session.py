@@ -73,6 +73,20 @@ def test_the_tree_hangs_runs_under_the_root_and_branches_under_the_shown_path():
     assert bad.value.field == "id"
 
 
+def test_scoring_another_text_adds_a_root_and_keeps_the_branches():
+    tree = Tree()
+    root = tree.start("P", [], None, source="P")
+    branch = tree.new("force", "P", [], source="P", split=0)
+    scored = tree.new("score", "Q", [], source="Q", root=True, keep=True)  # Score on a new prompt
+    assert [p.id for p in tree.paths] == [root.id, branch.id, scored.id] and scored.parent is None
+    assert tree.source == "Q" and [i["depth"] for i in tree.items()] == [0, 1, 0]
+    step = tree.new("step", "Q", [], source="Q")  # a Step on the scored text hangs under it
+    again = tree.start("Q", [], None, source="Q")  # a Generate of it: under its own root, not P's
+    assert (step.parent, again.parent, again.source) == (scored.id, scored.id, "Q")
+    tree.current = branch.id
+    assert tree.source == "P"  # showing an old branch: its tree's prompt
+
+
 def test_an_empty_tree_has_no_source_and_nothing_shown():
     tree = Tree()
     assert tree.source is None and tree.path() is None and tree.items() == []

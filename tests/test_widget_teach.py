@@ -84,6 +84,38 @@ def test_score_scores_the_prompt_and_generates_nothing(tiny_model_id):
     assert w.prompt_tokens[1]["rank"] == scored.tokens[1].rank
 
 
+def test_score_on_a_new_prompt_keeps_the_tree_and_its_branches(tiny_model_id):
+    w = CompletionWidget(PROMPT, model_id=tiny_model_id, max_tokens=3)
+    w.generate(wait=True, timeout=60)
+    w.show_distribution(1)
+    w.force(1, w.distribution["ids"][1])
+    before = [(t["id"], t["parent"], t["kind"]) for t in w.tree]
+    w.content = "The capital of France is Paris."
+    w.score_prompt()
+    assert [(t["id"], t["parent"], t["kind"]) for t in w.tree][:2] == before  # nothing dropped
+    assert w.tree[-1]["kind"] == "score" and w.tree[-1]["parent"] is None and w.tree[-1]["current"]
+    assert w.perplexity is not None and w.tokens == []
+    w.show_branch(1)  # the forced branch is still there to show
+    assert len(w.tokens) >= 2 and w.tree[1]["current"]
+    assert not any("perplexity" in svg for svg in w.teaching_svgs())  # that score was of the other text
+
+
+def test_a_tooltip_alternative_forces_one_token_like_a_bar(tiny_model_id):
+    w = CompletionWidget(PROMPT, model_id=tiny_model_id, max_tokens=4)
+    w.generate(wait=True, timeout=60)
+    original = [t["text"] for t in w.tokens]
+    alt = w.tokens[1]["top"][1][0]
+    w._on_frontend_msg(w, {"type": "branch", "index": 1, "text": alt}, [])  # the tooltip's click
+    assert [t["text"] for t in w.tokens] == [original[0], alt] and w.status == "done"  # one token, no run
+    assert w.tree[-1]["kind"] == "force" and w.tree[-1]["split"] == 1
+    assert w.branch == {"index": 1, "chosen": alt, "original": original[1], "rank": 2, "forced": True}
+    by_alternative = w.tokens
+    w.show_branch(0)
+    w.show_distribution(1)
+    w._on_frontend_msg(w, {"type": "force", "position": 1, "token_id": w.distribution["ids"][1]}, [])  # the bar's click
+    assert w.tokens == by_alternative
+
+
 def test_teaching_messages_from_the_browser(tiny_model_id):
     w = CompletionWidget(PROMPT, model_id=tiny_model_id, max_tokens=3)
     w.generate(wait=True, timeout=60)

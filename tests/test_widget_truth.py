@@ -72,15 +72,3 @@ def test_a_new_run_clears_the_last_steps_draw(tiny_model_id):
     assert w.draw["text"] == w.tokens[1]["text"]  # the draw names its token by text, on the bar or not
     w.generate(wait=True, timeout=60)
     assert w.draw is None and w.status == "done"
-
-
-def test_score_on_a_new_prompt_keeps_the_tree(tiny_model_id):
-    """Issue 22: scoring another text colours that text; it does not wipe the branches made so far."""
-    w = CompletionWidget(PROMPT, model_id=tiny_model_id, **SAMPLING)
-    w.generate(wait=True, timeout=60)
-    tree, shown = list(w.tree), ids_of(w)
-    w.content = "The capital of Italy is Rome."
-    w.score_prompt()
-    assert w.tree == tree and ids_of(w) == shown and w.status == "done"
-    assert w.perplexity is not None and all(t["prompt"] for t in w.prompt_tokens)
-    assert "".join(t["text"] for t in w.prompt_tokens).endswith("Rome.")

@@ -8,8 +8,10 @@ import { percent } from "./format.js";
 import { appendVisibleText } from "./heatmap.js";
 import { CHART } from "./palette.js";
 import { reshape } from "./reshape.js";
+import { whyContent, whyFacts } from "./why.js";
 
 export const BARS = 24; // tokens shown (N >= 20), plus the rest
+export const PRESENT_BARS = 8; // presentation mode: the top bars fit one 1280x720 screen
 const SETTINGS = ["strategy", "temperature", "top_p", "top_k", "repetition_penalty"];
 export { SETTINGS as DISTRIBUTION_SETTINGS };
 
@@ -30,22 +32,28 @@ export function settingsText(c) {
 /** Where the distribution is: "the next token", "before token #3", "before prompt token #2". */
 export function positionText(dist) {
   if (dist.prompt) return `before prompt token #${dist.index}`;
-  return dist.end ? "the next token" : `before token #${dist.index}`;
+  return dist.end ? `the next token (#${dist.index})` : `before token #${dist.index}`;
 }
 
 /** The figure's content for `dist` under `controls` (pure DOM building, unit-tested). */
-export function distributionContent(doc, dist, controls) {
+export function distributionContent(doc, dist, controls, { bars: shown = BARS } = {}) {
   const r = reshape(dist, controls);
   const frag = doc.createDocumentFragment();
   const caption = el(doc, "figcaption", "nbc-dist-caption");
   caption.append(
     el(doc, "strong", "", `Next-token distribution, ${positionText(dist)}`),
-    ` · grey: raw · blue: after ${settingsText(controls)}` + (controls.repetition_penalty !== 1 ? `, repetition penalty ${controls.repetition_penalty}` : ""),
+    ` · grey: raw probability · blue: processed (after ${settingsText(controls)}` +
+      (controls.repetition_penalty !== 1 ? `, repetition penalty ${controls.repetition_penalty}` : "") +
+      ")",
   );
   frag.append(caption);
   const list = el(doc, "ol", "nbc-dist-bars");
-  const n = Math.min(BARS, dist.ids.length);
-  const top = Math.max(...r.raw.slice(0, n), ...r.processed.slice(0, n), 1e-9);
+  // one fixed scale, 0-100 %, for every figure: bars compare across positions and settings
+  const header = el(doc, "li", "nbc-dist-head");
+  header.setAttribute("aria-hidden", "true");
+  header.append(el(doc, "span", "", "token"), el(doc, "span", "nbc-dist-scale", "0–100 %"), el(doc, "span", "", "raw → processed"));
+  list.append(header);
+  const n = Math.min(shown, dist.ids.length);
   const forcing = !dist.prompt;
   for (let i = 0; i < n; i++) {
     const item = el(doc, "li", "nbc-dist-item");
@@ -61,15 +69,15 @@ export function distributionContent(doc, dist, controls) {
     appendVisibleText(label, dist.texts[i]);
     const bars = el(doc, "span", "nbc-dist-track");
     const raw = el(doc, "span", "nbc-dist-raw");
-    raw.style.width = `${(100 * r.raw[i]) / top}%`;
+    raw.style.width = `${100 * r.raw[i]}%`;
     raw.style.background = CHART.raw;
     const proc = el(doc, "span", "nbc-dist-proc");
-    proc.style.width = `${(100 * r.processed[i]) / top}%`;
+    proc.style.width = `${100 * r.processed[i]}%`;
     proc.style.background = chosen ? CHART.chosen : CHART.kept;
     bars.append(raw, proc);
     const value = el(doc, "span", "nbc-dist-value", `${percent(r.raw[i])} → ${r.excluded[i] ? "excluded" : percent(r.processed[i])}`);
     bar.append(label, bars, value);
-    const what = `${JSON.stringify(dist.texts[i])} (id ${dist.ids[i]}): raw ${percent(r.raw[i])}, ${r.excluded[i] ? "excluded by the settings" : `after the settings ${percent(r.processed[i])}`}${chosen ? ", the chosen token" : ""}`;
+    const what = `${JSON.stringify(dist.texts[i])} (id ${dist.ids[i]}): raw probability ${percent(r.raw[i])}, ${r.excluded[i] ? "excluded by the settings" : `processed probability (after the settings) ${percent(r.processed[i])}`}${chosen ? ", the chosen token" : ""}`;
     bar.setAttribute("aria-label", what);
     if (forcing) bar.title = `${what}. Click to force it as the token here (a new branch).`;
     else {
@@ -88,7 +96,7 @@ export function distributionContent(doc, dist, controls) {
   const others = dist.ids.length - n + (dist.rest || []).reduce((a, [k]) => a + k, 0);
   const restRaw = r.raw.slice(n).reduce((a, b) => a + b, 0) + r.rawRest;
   const restProc = r.processed.slice(n).reduce((a, b) => a + b, 0) + r.rest;
-  const rest = el(doc, "li", "nbc-dist-rest", `the other ${others.toLocaleString("en")} tokens: ${percent(restRaw)} → ${percent(restProc)}`);
+  const rest = el(doc, "li", "nbc-dist-rest", `the other ${others.toLocaleString("en")} tokens: raw ${percent(restRaw)} → processed ${percent(restProc)}`);
   list.append(rest);
   frag.append(list);
   if (r.nucleusBeyond) frag.append(el(doc, "div", "nbc-dist-note", "The top-p nucleus reaches past the tokens sent; their share is approximate."));
@@ -106,6 +114,16 @@ export function createDistributionView(model, { onForce } = {}) {
   root.setAttribute("role", "figure");
   const controls = () => Object.fromEntries(SETTINGS.map((s) => [s, model.get(s)]));
   let result = null;
+  let picked = null; // the rank the "why" panel explains (a hovered or focused bar), else the chosen
+  const why = el(doc, "section", "nbc-why");
+  why.setAttribute("aria-label", "Why this token");
+  function renderWhy() {
+    const dist = model.get("distribution");
+    if (!dist || !dist.ids || dist.ids.length === 0) return;
+    const chosen = dist.ids.indexOf(dist.chosen);
+    const rank = picked ?? (chosen >= 0 ? chosen + 1 : 1);
+    why.replaceChildren(whyContent(doc, whyFacts(dist, controls(), rank, model.get("draw"))));
+  }
   function render() {
     const dist = model.get("distribution");
     root.hidden = !dist || !dist.ids || dist.ids.length === 0;
@@ -118,9 +136,11 @@ export function createDistributionView(model, { onForce } = {}) {
     // a re-render (after Enter forced a token, or a setting changed) keeps the keyboard focus here
     const before = bars();
     const focused = before.indexOf(doc.activeElement);
-    const built = distributionContent(doc, dist, controls());
+    const built = distributionContent(doc, dist, controls(), { bars: model.get("present") ? PRESENT_BARS : BARS });
     result = built.result;
-    root.replaceChildren(built.frag);
+    if (picked !== null && picked > dist.ids.length) picked = null;
+    root.replaceChildren(built.frag, why);
+    renderWhy();
     rove(focused >= 0 ? focused : null);
   }
   const bars = () => [...root.querySelectorAll("button[data-token-id]")].filter((b) => !b.disabled);
@@ -142,14 +162,27 @@ export function createDistributionView(model, { onForce } = {}) {
     e.preventDefault();
     rove(Math.max(0, Math.min(next, all.length - 1)));
   });
+  const pick = (e) => {
+    const bar = e.target.closest && e.target.closest("button[data-token-id]");
+    if (!bar || !root.contains(bar)) return;
+    picked = Number(bar.dataset.rank);
+    renderWhy();
+  };
+  root.addEventListener("focusin", pick);
+  root.addEventListener("mouseover", pick);
   root.addEventListener("click", (e) => {
     const bar = e.target.closest && e.target.closest("button[data-token-id]");
     const dist = model.get("distribution");
     if (!bar || bar.disabled || !dist || !onForce) return;
     onForce(dist.index, Number(bar.dataset.tokenId));
   });
-  const events = ["change:distribution", ...SETTINGS.map((s) => `change:${s}`)];
+  const fresh = () => {
+    picked = null; // a new position: explain its chosen token first
+    render();
+  };
+  const events = [...SETTINGS.map((s) => `change:${s}`), "change:present", "change:draw"];
   for (const ev of events) model.on(ev, render);
+  model.on("change:distribution", fresh);
   render();
   return {
     el: root,
@@ -159,6 +192,7 @@ export function createDistributionView(model, { onForce } = {}) {
     },
     destroy() {
       for (const ev of events) model.off(ev, render);
+      model.off("change:distribution", fresh);
     },
   };
 }

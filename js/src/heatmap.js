@@ -91,6 +91,12 @@ function mark(doc, text, cls) {
   return span;
 }
 
+/** A token's colour: its background, and --nbc-tok (presentation mode draws it as a thick underline). */
+function paint(el, color) {
+  el.style.background = color;
+  el.style.setProperty("--nbc-tok", color);
+}
+
 /** The element of one token. */
 export function tokenElement(doc, token, { colorBy = "probability", showSpaces = true } = {}) {
   const el = doc.createElement("span");
@@ -102,7 +108,7 @@ export function tokenElement(doc, token, { colorBy = "probability", showSpaces =
   if (!token.text && shown) el.classList.add("nbc-partial");
   el.tabIndex = 0;
   el.dataset.tokenIndex = String(token.index);
-  el.style.background = tokenColor(token, colorBy);
+  paint(el, tokenColor(token, colorBy));
   // Screen readers read the real text; the visible marks are aria-hidden.
   const said = !token.text && shown ? `bytes ${shown.slice(1, -1)}, part of a character` : JSON.stringify(token.text);
   el.setAttribute("aria-label", `${said}, ${percent(prob(token.logprob))}`);
@@ -121,7 +127,7 @@ export function tokenFragment(doc, tokens, opts) {
 export function recolor(container, tokens, colorBy) {
   for (const el of container.querySelectorAll("[data-token-index]")) {
     const token = tokens[Number(el.dataset.tokenIndex)];
-    if (token) el.style.background = tokenColor(token, colorBy);
+    if (token) paint(el, tokenColor(token, colorBy));
   }
 }
 

@@ -7,6 +7,7 @@ import { createCopyHider } from "./copy_hider.js";
 import { keepKeys } from "./keys.js";
 import { createDistributionView } from "./distribution.js";
 import { createOutput } from "./output.js";
+import { createPresentation } from "./present.js";
 import {
   branchMsg,
   distributionMsg,
@@ -64,7 +65,8 @@ function render({ model, el }) {
   const onCustom = (msg) => output.onMessage(msg);
   model.on("msg:custom", onCustom);
   const copyHider = createCopyHider(model);
-  root.append(copyHider.el, controls.el, output.el);
+  const present = createPresentation(model, root);
+  root.append(copyHider.el, present.el, controls.el, output.el);
   const releaseKeys = keepKeys(root);
   el.replaceChildren(root);
 
@@ -76,6 +78,7 @@ function render({ model, el }) {
     model.off("msg:custom", onCustom);
     controls.destroy();
     copyHider.destroy();
+    present.destroy();
     releaseKeys();
     output.destroy();
     draw.destroy();

@@ -86,7 +86,11 @@ export function createOutput(model, { onBranch, onGap, onDistribution } = {}) {
   text.setAttribute("aria-label", "completion");
   const promptEcho = el(doc, "span", "nbc-prompt-echo");
   const tokensBox = el(doc, "span", "nbc-tokens");
-  text.append(promptEcho, tokensBox);
+  // the run ended on the model's own end token: a marked chip where the text stops
+  const endChip = el(doc, "span", "nbc-end", "⟨end⟩");
+  endChip.title = "the model's end token: it chose to stop here";
+  endChip.hidden = true;
+  text.append(promptEcho, tokensBox, endChip);
   root.append(statusLine, view, banner, error, scoreLine, text);
 
   // After a pick the tooltip hides and the tokens are redrawn under a still pointer: hovering
@@ -121,6 +125,7 @@ export function createOutput(model, { onBranch, onGap, onDistribution } = {}) {
     const m = model.get("metrics") || {};
     if (s === "done" && m.stop_reason) label += ` (${stopText(m)})`;
     status.textContent = label;
+    endChip.hidden = !(s === "done" && m.stop_reason === "end_of_turn" && typeof m.stop_string !== "string");
   }
   function renderMetrics(m) {
     const line = metricsLine(m || model.get("metrics"));
@@ -139,7 +144,9 @@ export function createOutput(model, { onBranch, onGap, onDistribution } = {}) {
     const b = model.get("branch");
     banner.hidden = !b;
     if (b) {
-      banner.textContent = `Branch: at token #${b.index} the model chose ${JSON.stringify(b.original)}; continuing from ${JSON.stringify(b.chosen)} instead.`;
+      banner.textContent = b.forced
+        ? `Branch: at token #${b.index} the model chose ${JSON.stringify(b.original)}; ${JSON.stringify(b.chosen)} is forced in its place (one token: Generate or Step goes on).`
+        : `Branch: at token #${b.index} the model chose ${JSON.stringify(b.original)}; continuing from ${JSON.stringify(b.chosen)} instead.`;
     }
   }
   function promptTokens() {

@@ -23,12 +23,13 @@ export function drawContent(doc, draw) {
   const code = el(doc, "code");
   appendVisibleText(code, text);
   const at = draw.index === null || draw.index === undefined ? "the end token" : `token #${draw.index}`;
+  frag.append(el(doc, "div", "nbc-draw-title", draw.index === null || draw.index === undefined ? "The draw (the end token)" : `The draw at token #${draw.index}`));
   if (draw.greedy) caption.append(`Step (greedy): the argmax `, code, ` is ${at}; nothing is drawn.`);
   else {
     caption.append(
       `Step drew u = ${draw.u.toFixed(3)}: it fell in `,
       code,
-      `'s interval ${draw.before.toFixed(3)}–${(draw.before + draw.p).toFixed(3)} (${percent(draw.p)}) of the cumulative distribution → ${at}.`,
+      `'s interval ${draw.before.toFixed(3)}–${(draw.before + draw.p).toFixed(3)} (processed probability ${percent(draw.p)}) of the cumulative distribution → ${at}.`,
     );
   }
   frag.append(caption);
@@ -45,6 +46,7 @@ export function drawContent(doc, draw) {
     seg.style.left = `${100 * x}%`;
     seg.style.width = `${100 * p}%`;
     seg.style.background = id === draw.token_id ? CHART.chosen : CHART.kept;
+    if (id === draw.token_id) seg.classList.add("nbc-draw-chosen"); // dark text on orange (7.7:1)
     seg.dataset.tokenId = String(id);
     seg.title = `${JSON.stringify(t)} ${percent(p)} (${x.toFixed(3)}–${(x + p).toFixed(3)})`;
     if (p > 0.06) seg.textContent = t;
@@ -76,6 +78,9 @@ export function drawContent(doc, draw) {
     u.style.left = `${100 * draw.u}%`;
     // the text colour with a halo (widget.css): never confused with the orange chosen segment
     u.title = `u = ${draw.u.toFixed(4)}`;
+    // a labelled pointer below the bar: a shape of its own, never read as a segment
+    u.append(el(doc, "span", "nbc-draw-u-label", `u = ${draw.u.toFixed(3)}`));
+    u.dataset.side = draw.u > 0.7 ? "left" : "right";
     bar.append(u);
   }
   frag.append(bar);

@@ -10,7 +10,7 @@ function el(doc, tag, className, text) {
   return node;
 }
 
-const KIND = { generate: "Generate", step: "Step", branch: "alternative", force: "forced" };
+const KIND = { generate: "Generate", step: "Step", branch: "alternative", force: "forced", score: "Score" };
 
 /** An item's label: "original run · 12 tokens · Σ log p −10.31", "at #5 → ' cat' (forced) · …". */
 export function itemText(item) {

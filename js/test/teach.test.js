@@ -144,11 +144,16 @@ describe("the draw and the prompt's tokens", () => {
     const draw = { token_id: 7, greedy: false, u: 0.55, bar: [[3, "a", 0.5], [7, "b", 0.3]], rest: 0.2, before: 0.5, p: 0.3, index: 4 };
     mount(fakeModel({ draw }));
     expect(el.querySelector(".nbc-draw-caption").textContent).toContain("u = 0.550");
+    expect(el.querySelector(".nbc-draw-caption").textContent).toContain("0.500–0.800 (processed probability 30.0%)");
     expect(parseFloat(el.querySelector(".nbc-draw-u").style.left)).toBeCloseTo(55, 6);
-    // u is drawn in the text colour with a halo (widget.css), not an orange next to the chosen one
-    expect(el.querySelector(".nbc-draw-u").style.borderColor).toBe("");
+    // u is a black-and-white striped pointer with its own label (widget.css), never orange like the chosen segment
+    const u = el.querySelector(".nbc-draw-u");
+    expect(u.style.background).toBe("");
+    expect(u.querySelector(".nbc-draw-u-label").textContent).toBe("u = 0.550");
     const css = readFileSync(resolve(__dirname, "../src/widget.css"), "utf8");
-    expect(css).toMatch(/\.nbc-draw-u \{[^}]*border-left: 3px solid var\(--nbc-fg\)/);
+    expect(css).toMatch(/\.nbc-draw-u \{[^}]*repeating-linear-gradient\(to bottom, #000 0 4px, #fff 4px 8px\)/);
+    expect(css).not.toMatch(/\.nbc-draw-u \{[^}]*#e69f00/i);
+    expect(el.querySelector(".nbc-draw-title").textContent).toBe("The draw at token #4");
   });
   it("names a top-p tail token off the bar by its text and highlights its segment", () => {
     const draw = { token_id: 11347, text: " zebra", greedy: false, u: 0.837, bar: [[3, "a", 0.5], [7, "b", 0.3]], rest: 0.2, before: 0.836, p: 0.002, index: 4 };

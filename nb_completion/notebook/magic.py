@@ -33,7 +33,7 @@ from ..engine.fold import INCOMPLETE_NOTE, incomplete, summary
 from ..engine.records import Finished, TokenRecord
 from .live import LiveDisplay, ShownOnce
 from .magic_options import PARSER, HelpRequested, MagicOptions, build_magic_request, interpolate, parse_line
-from .render import error_html, heatmap_html, text_block_html
+from .render import ended_on_end_token, error_html, heatmap_html, text_block_html
 from .render_svg import heatmap_svg
 
 __all__ = ["CompletionMagics", "CompletionText", "MagicError", "GenerationInterrupted", "load_ipython_extension"]
@@ -105,10 +105,13 @@ class CompletionText(ShownOnce, str):
     def mimebundle(self, error: Any = None) -> dict[str, str]:
         extra = error_html(error) if error is not None else ""
         echo = prompt_echo_html(self.prompt) if self._show_prompt and self.prompt else ""
+        end = error is None and ended_on_end_token(self.finished)  # a visible ⟨end⟩, even after no text
         if self._show_heatmap and self.tokens:  # the heatmap is the text: not shown twice
-            body = heatmap_html(self.tokens, color_by=self._show_heatmap) + text_block_html("", self.status(error), extra)
+            body = heatmap_html(self.tokens, color_by=self._show_heatmap, end=end) + text_block_html(
+                "", self.status(error), extra
+            )
         else:
-            body = text_block_html(str(self), self.status(error), extra)
+            body = text_block_html(str(self), self.status(error), extra, end=end)
         bundle = {"text/plain": str(self), "text/html": echo + body}
         if self._show_heatmap and self.tokens:  # the colours survive viewers that strip styles (GitHub)
             bundle["image/svg+xml"] = heatmap_svg(self.tokens, color_by=self._show_heatmap)

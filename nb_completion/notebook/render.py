@@ -152,7 +152,18 @@ def legend_keys(tokens: Iterable[TokenRecord]) -> dict[str, bool]:
     return {"forced": any(t.forced for t in tokens), "partial": any(PARTIAL_BYTES.search(shown_text(t)) for t in tokens)}
 
 
-def heatmap_html(tokens: Sequence[TokenRecord], *, color_by: str = "probability", legend: bool = True) -> str:
+END_CHIP = (
+    '<span class="nbc-end" title="the model\'s end token: it chose to stop here" style="font-size:11px;'
+    'color:#595959;border:1px solid #595959;border-radius:3px;padding:0 3px;margin-left:2px">⟨end⟩</span>'
+)
+
+
+def ended_on_end_token(finished: Any) -> bool:
+    """Whether a run ended on the model's own end token (not a stop string, not max tokens)."""
+    return finished is not None and finished.stop_reason == "end_of_turn" and getattr(finished, "stop_string", None) is None
+
+
+def heatmap_html(tokens: Sequence[TokenRecord], *, color_by: str = "probability", legend: bool = True, end: bool = False) -> str:
     """The tokens as coloured ``<span>``s, each with a ``title`` listing the top-k alternatives.
 
     ``color_by`` is ``"probability"`` (darker = less likely under the model) or ``"entropy"``
@@ -163,6 +174,7 @@ def heatmap_html(tokens: Sequence[TokenRecord], *, color_by: str = "probability"
     spans = "".join(_token_span(t, color_by) for t in tokens)
     if not tokens:
         spans = f'<span style="{MUTED}">(no tokens)</span>'
+    spans += END_CHIP if end else ""  # the run ended on the end token: say so where the text stops
     body = (
         f'<div class="nbc-heatmap" style="{MONO};font-size:13px;line-height:1.8;white-space:pre-wrap;'
         f'overflow-wrap:anywhere">{spans}</div>'
@@ -171,12 +183,13 @@ def heatmap_html(tokens: Sequence[TokenRecord], *, color_by: str = "probability"
     return f'<div class="nbc-heatmap-wrap">{body}{key}</div>'
 
 
-def text_block_html(text: str, status: str | None = None, extra: str = "") -> str:
-    """The completion as a readable block (wrapping, monospace), a faint status line, extras."""
+def text_block_html(text: str, status: str | None = None, extra: str = "", end: bool = False) -> str:
+    """The completion as a readable block (wrapping, monospace), a marked ⟨end⟩ where the model
+    chose its end token (``end``), a faint status line, extras."""
     status_html = f'<div style="font-size:11px;{MUTED};margin-top:4px">{html.escape(status)}</div>' if status else ""
     return (
         f'<div class="nbc-completion"><div style="{MONO};font-size:13px;white-space:pre-wrap;'
-        f'word-break:break-word">{html.escape(text)}</div>{status_html}{extra}</div>'
+        f'word-break:break-word">{html.escape(text)}{END_CHIP if end else ""}</div>{status_html}{extra}</div>'
     )
 
 

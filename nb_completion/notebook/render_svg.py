@@ -148,7 +148,8 @@ def _svg(width: float, height: float, body: list[str], label: str) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{_xml_text(label)}" '
         f'font-family="ui-monospace,SFMono-Regular,Menlo,Consolas,monospace" font-size="{FONT}" fill="{TEXT}">'
-        f'<title>{_xml_text(label)}</title><rect width="100%" height="100%" rx="6" fill="#ffffff"/>' + "".join(body) + "</svg>"
+        f"<title>{_xml_text(label)}</title>"  # the alt text where an <img> of the SVG is shown (GitHub)
+        f'<rect width="100%" height="100%" rx="6" fill="#ffffff"/>' + "".join(body) + "</svg>"
     )
 
 

@@ -1,11 +1,9 @@
-"""Static SVG of the teaching views, for the widget's mime bundle (saved notebooks, GitHub,
-nbconvert): the next-token distribution chart (raw and processed bars on one fixed 0-100 % scale,
-excluded tokens struck out, the top-p cut), the last Step's draw (the cumulative bar and where u
-fell), the Score line and the branch tree; ``stack_svg`` puts several SVGs one under the other.
-Each carries its alt text (``<title>`` and ``aria-label``) saying what it shows in words.
+"""Static SVG of the teaching views, for the widget's mime bundle (saved notebooks, GitHub): the
+next-token distribution chart (raw and processed bars, excluded tokens struck out, the top-p cut)
+and the branch tree; ``stack_svg`` puts several SVGs one under the other.
 
 The processed distribution is computed by the engine's own processors
-(``batch_sampling.process``) on the logits the widget holds: the top tokens, and each bin of
+(``batch_sampling.process``, the one sampler) on the logits the widget holds: the top tokens, and each bin of
 the rest as tokens of equal logit (exact at temperature 1, as in the browser's ``reshape.js``).
 """
 
@@ -23,7 +21,7 @@ __all__ = ["processed_probabilities", "distribution_svg", "draw_svg", "score_svg
 CHART = PALETTE["chart"]
 BARS = 24
 ROW = 18
-MUTED = "#666666"
+MUTED = "#595959"  # 7:1 on white
 
 
 def processed_probabilities(dist: Mapping[str, Any], controls: Mapping[str, Any]) -> tuple[list[float], list[float]]:
@@ -70,19 +68,19 @@ def distribution_svg(dist: Mapping[str, Any], controls: Mapping[str, Any], width
     """The chart: per top token a grey raw bar and a blue processed bar; excluded tokens struck out."""
     raw, processed = processed_probabilities(dist, controls)
     n = min(BARS, len(raw))
-    top = 1.0  # one fixed scale: the same probability is the same width in every figure
     where = (
-        "the next token"
+        f"the next token (#{dist['index']})"
         if dist.get("end")
         else (f"before prompt token #{dist['index']}" if dist.get("prompt") else f"before token #{dist['index']}")
     )
     body = [
         f'<text x="8" y="18" font-weight="bold">{_xml_text(f"Next-token distribution, {where}")}</text>',
-        f'<text x="8" y="34" fill="{MUTED}" font-size="11">{_xml_text(f"grey: raw probability · blue: processed, after {_settings(controls)}")}</text>',
-        f'<text x="8" y="48" fill="{MUTED}" font-size="11">{_xml_text("struck out: excluded · every bar on one 0-100 % scale")}</text>',
+        f'<text x="8" y="34" fill="{MUTED}" font-size="11">{_xml_text(f"grey: raw · blue: processed (after {_settings(controls)}) · struck out: excluded")}</text>',
+        f'<text x="160" y="50" fill="{MUTED}" font-size="11">0 %  —  bar scale  —  100 %</text>',
+        f'<text x="{width - 125}" y="50" fill="{MUTED}" font-size="11">raw → processed</text>',
     ]
     label_w, bar_x, bar_w = 150, 160, width - 160 - 130
-    y = 56
+    y = 54
     cut_drawn = False
     for i in range(n):
         excluded = processed[i] == 0.0
@@ -97,8 +95,8 @@ def distribution_svg(dist: Mapping[str, Any], controls: Mapping[str, Any], width
             body.append(
                 f'<line x1="8" y1="{y + 9}" x2="{min(8 + 7.2 * len(dist["texts"][i]), label_w)}" y2="{y + 9}" stroke="{MUTED}"/>'
             )
-        body.append(f'<rect x="{bar_x}" y="{y + 2}" width="{bar_w * raw[i] / top:.1f}" height="6" fill="{CHART["raw"]}"/>')
-        body.append(f'<rect x="{bar_x}" y="{y + 9}" width="{bar_w * processed[i] / top:.1f}" height="6" fill="{colour}"/>')
+        body.append(f'<rect x="{bar_x}" y="{y + 2}" width="{bar_w * raw[i]:.1f}" height="6" fill="{CHART["raw"]}"/>')
+        body.append(f'<rect x="{bar_x}" y="{y + 9}" width="{bar_w * processed[i]:.1f}" height="6" fill="{colour}"/>')
         value = f"{_pct(raw[i])} → {'excluded' if excluded else _pct(processed[i])}"
         body.append(f'<text x="{width - 125}" y="{y + 13}" font-size="11" fill="{MUTED}">{_xml_text(value)}</text></g>')
         y += ROW
@@ -108,89 +106,67 @@ def distribution_svg(dist: Mapping[str, Any], controls: Mapping[str, Any], width
                 body.append(
                     f'<line x1="8" y1="{y + 1}" x2="{width - 8}" y2="{y + 1}" stroke="{CHART["cut"]}" stroke-width="2" stroke-dasharray="5 3"/>'
                 )
-                cut_text = _xml_text(f"top-p cut: the tokens above reach {controls.get('top_p')}")
-                body.append(f'<text x="{bar_x}" y="{y + 13}" font-size="10" fill="{CHART["cut"]}">{cut_text}</text>')
+                # the label has a line of its own under the cut: it never overprints a row's numbers
+                cut = f"top-p cut: the {i + 1} token{'s' if i else ''} above reach {controls['top_p']}; the rest are excluded"
+                body.append(f'<text x="8" y="{y + 14}" font-size="11" fill="{MUTED}">{_xml_text(cut)}</text>')
                 cut_drawn = True
-                y += 18
+                y += 20
     others = len(dist["ids"]) - n + sum(k for k, _ in dist.get("rest") or [])
     rest_raw, rest_processed = (max(0.0, 1 - sum(p[:n])) for p in (raw, processed))
-    rest_processed = 0.0 if rest_processed < 1e-9 else rest_processed  # rounding of a sum that is 1
-    rest = f"the other {others:,} tokens: {_pct(rest_raw)} → {'excluded' if rest_processed == 0 else _pct(rest_processed)}"
+    rest_processed = 0.0 if rest_processed < 1e-9 else rest_processed  # the rounding of a sum that is 1
+    shown = "excluded" if rest_processed == 0 else f"processed {_pct(rest_processed)}"
+    rest = f"the other {others:,} tokens: raw {_pct(rest_raw)} → {shown}"
     body.append(f'<text x="8" y="{y + 14}" font-size="11" fill="{MUTED}">{_xml_text(rest)}</text>')
-    kept = sum(p > 0 for p in processed[:n])
-    alt = (
-        f"Next-token distribution, {where}, under {_settings(controls)}: the most likely token is "
-        f"{dist['texts'][0]!r} at {_pct(raw[0])} raw, {_pct(processed[0])} processed; {kept} of the top {n} tokens are kept."
+    top = "; ".join(
+        f"{dist['texts'][i]!r} raw {_pct(raw[i])}, processed {'excluded' if processed[i] == 0 else _pct(processed[i])}"
+        for i in range(min(5, n))
     )
-    return _wrap(width, y + 24, body, alt)
+    return _wrap(width, y + 24, body, f"Next-token distribution, {where}, after {_settings(controls)}. Most likely: {top}")
 
 
 def draw_svg(draw: Mapping[str, Any], width: int = 640) -> str:
-    """The last Step's draw: the processed distribution as one cumulative bar, the chosen token's
-    segment outlined, and u (a black triangle and line: a shape, not only a colour) where it fell."""
-    index = draw.get("index")
-    chosen_text = draw.get("text")
-    at = f"token #{index}" if index is not None else "the end"
+    """The last Step's draw: the processed distribution as a cumulative bar, the chosen token's
+    segment orange, and u as a striped black-and-white pointer with its own label."""
+    at = "the end token" if draw.get("index") is None else f"token #{draw['index']}"
+    bar = draw.get("bar") or []
+    chosen = next((t for i, t, _ in bar if i == draw["token_id"]), draw.get("text") or f"id {draw['token_id']}")
     if draw.get("greedy"):
-        words = f"Step at {at}: greedy takes the most likely token {chosen_text!r} ({_pct(draw['p'])}); nothing is drawn."
+        caption = f"Step (greedy) at {at}: the argmax {chosen!r}; nothing is drawn."
     else:
-        lo, hi = float(draw["before"]), float(draw["before"]) + float(draw["p"])
-        words = (
-            f"Step at {at}: u = {draw['u']:.3f} fell in {chosen_text!r}'s interval {lo:.3f}-{hi:.3f} "
-            f"of the processed distribution, so {chosen_text!r} was chosen ({_pct(draw['p'])})."
-        )
-    x0, w, y0 = 8, width - 16, 30
-    body = [f'<text x="8" y="18" font-weight="bold">{_xml_text(f"The draw at {at}")}</text>']
-    x = x0
-    chosen_id = draw.get("token_id")
-    for token_id, text, p in draw.get("bar") or []:
-        seg = w * float(p)
-        is_chosen = token_id == chosen_id
-        fill = CHART["chosen"] if is_chosen else CHART["kept"]
-        outline = ' stroke="#000000" stroke-width="2"' if is_chosen else ' stroke="#ffffff" stroke-width="1"'
-        body.append(f'<rect x="{x:.1f}" y="{y0}" width="{seg:.1f}" height="22" fill="{fill}"{outline}/>')
-        if seg > 46:
-            label = _xml_text(str(text).replace("\n", "↵").replace(" ", "·")[:12])
-            body.append(f'<text x="{x + 4:.1f}" y="{y0 + 15}" font-size="11" fill="#ffffff">{label}</text>')
-        x += seg
-    if draw.get("rest", 0) > 0:
-        body.append(f'<rect x="{x:.1f}" y="{y0}" width="{w * float(draw["rest"]):.1f}" height="22" fill="{CHART["raw"]}"/>')
+        lo, hi = draw["before"], draw["before"] + draw["p"]
+        caption = f"Step at {at}: u = {draw['u']:.3f} fell in {chosen!r}'s interval {lo:.3f}–{hi:.3f} ({_pct(draw['p'])})."
+    x0, w = 8, width - 16
+    body = [
+        f'<text x="8" y="18" font-weight="bold">{_xml_text(f"The draw at {at}")}</text>',
+        f'<text x="8" y="36" font-size="12">{_xml_text(caption)}</text>',
+        f'<rect x="{x0}" y="46" width="{w}" height="22" fill="#eeeeee" stroke="{MUTED}"/>',
+    ]
+    x = 0.0
+    for i, t, p in bar:
+        if p <= 0:
+            continue
+        colour = CHART["chosen"] if i == draw["token_id"] else CHART["kept"]
+        body.append(f'<rect x="{x0 + w * x:.1f}" y="46" width="{w * p:.1f}" height="22" fill="{colour}" stroke="#ffffff"/>')
+        if p > 0.06:
+            ink = "#000000" if i == draw["token_id"] else "#ffffff"
+            body.append(f'<text x="{x0 + w * x + 3:.1f}" y="61" font-size="11" fill="{ink}">{_xml_text(str(t)[:12])}</text>')
+        x += p
     if not draw.get("greedy") and draw.get("u") is not None:
         ux = x0 + w * float(draw["u"])
-        body.append(f'<line x1="{ux:.1f}" y1="{y0 - 4}" x2="{ux:.1f}" y2="{y0 + 26}" stroke="#000000" stroke-width="2"/>')
-        body.append(f'<path d="M{ux - 6:.1f} {y0 + 34} L{ux + 6:.1f} {y0 + 34} L{ux:.1f} {y0 + 26} Z" fill="#000000"/>')
-        body.append(f'<text x="{min(ux + 8, width - 60):.1f}" y="{y0 + 40}" font-size="11">u = {float(draw["u"]):.3f}</text>')
-    lines, height = _paragraph(8, y0 + 58, words, width, size=11, fill=MUTED)
-    body += lines
-    return _wrap(width, y0 + 50 + height, body, words)
+        body.append(f'<rect x="{ux - 2:.1f}" y="41" width="4" height="32" fill="#000000"/>')
+        body.append(f'<rect x="{ux - 1:.1f}" y="45" width="2" height="4" fill="#ffffff"/>')
+        body.append(f'<rect x="{ux - 1:.1f}" y="57" width="2" height="4" fill="#ffffff"/>')
+        anchor = "end" if draw["u"] > 0.7 else "start"
+        body.append(
+            f'<text x="{ux:.1f}" y="88" font-size="12" text-anchor="{anchor}">{_xml_text("u = " + format(draw["u"], ".3f"))}</text>'
+        )
+    return _wrap(width, 96, body, caption)
 
 
 def score_svg(perplexity: float, tokens: int, width: int = 640) -> str:
-    """The Score line: the prompt's perplexity under the model, in words."""
-    words = (
-        f"Score: the prompt's perplexity is {perplexity:.2f} over {tokens} predicted tokens "
-        f"(on average the model was as unsure as among {perplexity:.1f} equally likely choices)."
-    )
-    body, height = _paragraph(8, 20, words, width, size=12)
-    return _wrap(width, 12 + height, body, words)
-
-
-def _paragraph(x: float, y: float, text: str, width: int, size: int = 12, fill: str = "") -> tuple[list[str], float]:
-    """``text`` wrapped at word boundaries to fit ``width`` (monospace: 0.6 em a character), as
-    ``<text>`` lines from baseline ``y``; and the height they take."""
-    per_line = max(20, int((width - 2 * x) / (0.6 * size)))
-    lines: list[str] = []
-    for word in text.split(" "):
-        if lines and len(lines[-1]) + 1 + len(word) <= per_line:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
-    colour = f' fill="{fill}"' if fill else ""
-    step = size + 4
-    out = [
-        f'<text x="{x}" y="{y + i * step}" font-size="{size}"{colour}>{_xml_text(line)}</text>' for i, line in enumerate(lines)
-    ]
-    return out, len(lines) * step
+    """The Score line: the prompt's perplexity over its scored tokens."""
+    line = f"Score: perplexity {perplexity:.2f} over {tokens} prompt tokens (exp of the mean surprisal)"
+    return _wrap(width, 28, [f'<text x="8" y="19">{_xml_text(line)}</text>'], line)
 
 
 def tree_svg(items: Sequence[Mapping[str, Any]], width: int = 640) -> str:
@@ -210,29 +186,26 @@ def tree_svg(items: Sequence[Mapping[str, Any]], width: int = 640) -> str:
             body.append(f'<path d="M{x - 12} {y + 2} v8 h8" fill="none" stroke="{MUTED}"/>')
         body.append(f'<text x="{x}" y="{y + 14}" font-size="12"{weight}>{_xml_text(label)}</text>')
         y += ROW
-    shown = next((item for item in items if item.get("current")), None)
-    alt = f"Branch tree: {len(items)} path{'s' if len(items) != 1 else ''}"
-    if shown is not None:
-        alt += f"; shown: {'the original run' if shown.get('parent') is None else 'the branch at #' + str(shown['split'])}"
-    return _wrap(width, y + 10, body, alt)
+    return _wrap(width, y + 10, body, "Branch tree")
 
 
 def _wrap(width: float, height: float, body: list[str], label: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
         f'role="img" aria-label="{_xml_text(label)}" font-family="ui-monospace,SFMono-Regular,Menlo,Consolas,monospace" '
-        f'font-size="13" fill="{PALETTE["text"]}"><title>{_xml_text(label)}</title><rect width="100%" height="100%" rx="6" fill="#ffffff"/>'
-        + "".join(body)
-        + "</svg>"
+        f'font-size="13" fill="{PALETTE["text"]}"><title>{_xml_text(label)}</title>'
+        '<rect width="100%" height="100%" rx="6" fill="#ffffff"/>' + "".join(body) + "</svg>"
     )
 
 
-_LABEL = re.compile(r'aria-label="([^"]*)"')
 _SIZE = re.compile(r'^<svg[^>]*?\swidth="([\d.]+)"[^>]*?\sheight="([\d.]+)"')
 
 
 def stack_svg(parts: Sequence[str], gap: int = 8) -> str:
-    """Several SVG images one under the other, as one SVG (nested ``<svg>`` elements)."""
+    """Several SVG images one under the other, as one SVG (nested ``<svg>`` elements); its alt text
+    joins the parts' own (their ``aria-label``)."""
+    labels = [m.group(1) for m in (re.search(r'^<svg[^>]*?\saria-label="([^"]*)"', p) for p in parts) if m]
+    label = " | ".join(labels) or "nb_completion output"
     sizes = [tuple(float(v) for v in _SIZE.match(p).groups()) for p in parts]
     width = max(w for w, _ in sizes)
     y, body = 0.0, []
@@ -240,9 +213,7 @@ def stack_svg(parts: Sequence[str], gap: int = 8) -> str:
         body.append(part.replace("<svg ", f'<svg x="0" y="{y:.0f}" ', 1))
         y += h + gap
     height = y - gap
-    labels = [m.group(1) for m in (_LABEL.search(p) for p in parts) if m]
-    label = " ".join(labels)
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
-        f'role="img" aria-label="{label}"><title>{label}</title>' + "".join(body) + "</svg>"
+        f'role="img" aria-label="{_xml_text(label)}"><title>{_xml_text(label)}</title>' + "".join(body) + "</svg>"
     )

@@ -57,18 +57,32 @@ class Tree:
 
     @property
     def source(self) -> Optional[str]:
-        """The content control the tree started from (None before the first path)."""
-        return self.paths[0].source if self.paths else None
+        """The content control the shown path's tree started from (None before the first path)."""
+        path = self.path()
+        return path.source if path is not None else None
 
     def new(
-        self, kind: str, prompt: str, records: Sequence[TokenRecord], *, source: str, split: int = 0, root: bool = False
+        self,
+        kind: str,
+        prompt: str,
+        records: Sequence[TokenRecord],
+        *,
+        source: str,
+        split: int = 0,
+        root: bool = False,
+        keep: bool = False,
     ) -> Path:
-        """A new path (a new tree with ``root``, or when there is none yet): a Generate hangs
-        under the root, anything else under the current path."""
-        if root or not self.paths:
+        """A new path: a new tree with ``root`` (or when there is none yet), a new root beside the
+        others with ``root`` and ``keep`` (Score on another text keeps the branches); otherwise a
+        Generate hangs under its tree's root, anything else under the current path."""
+        if root and not keep:
             self.paths = []
-        parent = None if not self.paths else (0 if kind == "generate" else self.current)
-        path = Path(len(self.paths), parent, split, kind, self.paths[0].source if self.paths else source, prompt, list(records))
+        if root or not self.paths:
+            parent = None
+        else:
+            parent = self.lineage(self.paths[self.current])[-1].id if kind == "generate" else self.current
+        own = source if parent is None else self.paths[parent].source
+        path = Path(len(self.paths), parent, split, kind, own, prompt, list(records))
         self.paths.append(path)
         self.current = path.id
         return path

@@ -1,11 +1,13 @@
 """The widget's static ``text/html``: prompt, heatmap (from ``nb_completion.render``), status and
-errors, inline-styled so nbconvert exports and GitHub show it without a kernel, then the teaching
-views as inline SVG figures with alt text (the Score line, the draw, the distribution, the tree):
-nbconvert's HTML export shows ``text/html``, so they must be in it, not only in the SVG copy."""
+errors, inline-styled so nbconvert exports and GitHub show it without a kernel; the static copy
+adds the teaching views (the Score line, the draw, the distribution, the tree) as images with alt
+text, since nbconvert's HTML export shows ``text/html`` only."""
 
 from __future__ import annotations
 
+import base64
 import html
+import re
 from typing import Any, Mapping, Sequence
 
 from ..engine.fold import INCOMPLETE_NOTE
@@ -44,7 +46,6 @@ def static_html(
     metrics: Mapping[str, Any],
     error: Mapping[str, Any],
     model: str,
-    figures: Sequence[str] = (),
 ) -> str:
     from ..notebook.render import error_html, heatmap_html
 
@@ -66,22 +67,33 @@ def static_html(
         from ..api.types import Error
 
         err = error_html(Error(**error))
-    # inline in HTML an <svg> needs no namespace (and the page then names no address at all)
-    shown = "".join(f'<div style="margin-top:8px">{svg.replace(_SVG_NS, "", 1)}</div>' for svg in figures)
-    return f'<div class="nbc-static" style="{_BOX}">{head}{prompt_html}{body}{err}{shown}</div>'
+    return f'<div class="nbc-static" style="{_BOX}">{head}{prompt_html}{body}{err}</div>'
 
 
-_SVG_NS = ' xmlns="http://www.w3.org/2000/svg"'
 COPY_CLASS = "nbc-static-copy"  # the live view of the widget with the same key hides it (index.js)
 
 
-def static_copy_bundle(html_copy: str, svg: str | None, text: str, *, key: str = "") -> dict[str, str]:
+def figures_html(svgs: list[str]) -> str:
+    """The teaching views' SVGs (Score line, draw, distribution, tree) as ``<img>``s inside the
+    HTML copy, each with its alt text: nbconvert's HTML export shows ``text/html`` only."""
+    out = []
+    for svg in svgs:
+        label = re.search(r'^<svg[^>]*?\saria-label="([^"]*)"', svg)
+        alt = label.group(1) if label else "nb_completion figure"  # already escaped for an attribute
+        data = base64.b64encode(svg.encode()).decode()
+        out.append(f'<div><img src="data:image/svg+xml;base64,{data}" alt="{alt}"></div>')
+    return f'<div class="nbc-teach-copy">{"".join(out)}</div>' if out else ""
+
+
+def static_copy_bundle(html_copy: str, svg: str | None, text: str, *, key: str = "", figures: list[str] = ()) -> dict[str, str]:
     """The static copy's display: ``text/plain`` (the text), ``text/html`` (the heatmap with
-    hover titles) and, once there are tokens, ``image/svg+xml`` (the colours as fill attributes).
+    hover titles, then the teaching ``figures`` as images with alt text) and, once there is
+    something to draw, ``image/svg+xml`` (the colours as fill attributes).
     ``key`` names the widget it copies: only that widget's live view hides it, so a copy saved
     before a kernel restart stays visible beside other, newer widgets."""
     attr = f' data-nbc-copy="{html.escape(key)}"' if key else ""
-    bundle = {"text/plain": text, "text/html": f'<div class="{COPY_CLASS}"{attr}>{html_copy}</div>'}
+    body = html_copy + figures_html(list(figures))
+    bundle = {"text/plain": text, "text/html": f'<div class="{COPY_CLASS}"{attr}>{body}</div>'}
     if svg is not None:
         bundle["image/svg+xml"] = svg
     return bundle

@@ -240,6 +240,23 @@ class TeachingMixin:
         self._probe_end()
         self._refresh_static_copy()
 
+    def pick_alternative(self, index: Any, text: Any) -> None:
+        """A tooltip alternative clicked: like a bar of the distribution, it forces that one token
+        at ``index`` (a new branch; Generate or Step goes on). A remote model, whose logits are not
+        in this kernel, or an alternative without a token id continues from it instead."""
+        backend = registry.registered(self.model_name or registry.DEFAULT_MODEL_ID)
+        path = self._path()
+        record = path.records[index] if path is not None and isinstance(index, int) and 0 <= index < len(path.records) else None
+        ids = [i for (t, _), i in zip(record.top, record.top_ids) if t == text] if record is not None else []
+        if not is_local(backend) or not ids:
+            self.continue_from(index, text)
+            return
+        original = record.text
+        self.force(index, ids[0])
+        with self._lock:
+            chosen = self.tokens[index] if index < len(self.tokens) else {}
+            self.branch = {"index": index, "chosen": text, "original": original, "rank": chosen.get("rank"), "forced": True}
+
     def _distribution_for(self, backend: Any, path: Path, prefix: list[int]) -> Any:
         from ..stepping import distribution_at
 
@@ -296,9 +313,9 @@ class TeachingMixin:
         scored = Scored(self.content, backend.info.identifier, score_ids(backend, ids))
         with self._lock:
             path = self._path()
-            fresh = path is None  # the first thing this widget does: a tree to Step on from the text
-            if fresh:
-                path = self._new_path("step", self.content, [], root=True)
+            fresh = path is None or path.prompt != self.content
+            if fresh:  # another text: a new root beside the branches kept so far, generating nothing
+                path = self._session.tree.new("score", self.content, [], source=self.content, root=True, keep=True)
                 path.prompt_ids = ids
                 self._show(path, status="done")
                 self.metrics, self.draw = {}, None
@@ -332,14 +349,15 @@ class TeachingMixin:
             self.perplexity = None
 
     def teaching_svgs(self) -> list[str]:
-        """What the teaching views show, as SVG images with alt text: the Score line, the last
-        Step's draw, the distribution chart (under the current settings) and the branch tree."""
+        """The Score line, the last Step's draw, the distribution chart (under the current
+        settings) and the branch tree, as SVG images (each with its alt text)."""
         from ..notebook.render_teach_svg import distribution_svg, draw_svg, score_svg, tree_svg
 
         out = []
-        if self.perplexity is not None and self.prompt_tokens:
-            out.append(score_svg(self.perplexity, max(0, len(self.prompt_tokens) - 1)))
-        if self.draw and self.draw.get("bar"):
+        if self.perplexity is not None:
+            scored = sum(1 for t in self.prompt_tokens or [] if isinstance(t.get("logprob"), (int, float)))
+            out.append(score_svg(self.perplexity, scored))
+        if self.draw:
             out.append(draw_svg(self.draw))
         if self.distribution and self.distribution.get("ids"):
             controls = {k: getattr(self, k) for k in ("strategy", "temperature", "top_p", "top_k", "repetition_penalty")}

@@ -112,6 +112,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
     color_by = t.Enum(("probability", "entropy"), "probability").tag(sync=True, keyword=True)
     palette = t.Enum(("default", "colorblind"), "default").tag(sync=True)  # colour-blind-safe option
     show_tokens = t.Bool(False).tag(sync=True)  # outline token boundaries in the prompt too
+    present = t.Bool(False).tag(sync=True, keyword=True)  # presentation mode: large type, sliders, one screen
 
     # ---- state (what the panel shows) ----
     status = t.Enum(STATUSES, "idle").tag(sync=True)
@@ -199,14 +200,9 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         return self._runner is not None and self._runner.running
 
     def to_html(self) -> str:
-        """A self-contained HTML rendering of the shown result (heatmap with hover titles), with the
-        teaching views as inline SVG figures."""
+        """A self-contained HTML rendering of the shown result (heatmap with hover titles)."""
         with self._lock:
             records = list(self._session.records)
-        try:
-            figures = self.teaching_svgs()
-        except Exception:  # a bonus: never let it hide the heatmap
-            figures = []
         return static_html(
             records,
             prompt=self.prompt_echo,
@@ -215,7 +211,6 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
             metrics=self.metrics,
             error=self.error,
             model=self.model_name,
-            figures=figures,
         )
 
     def to_svg(self) -> str:
@@ -258,11 +253,11 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
             else []
         )
         try:
-            parts += self.teaching_svgs()
+            figures = self.teaching_svgs()
         except Exception:  # a bonus: never let it hide the heatmap
-            pass
-        svg = stack_svg(parts) if parts else None
-        return static_copy_bundle(self.to_html(), svg, self.prompt_echo + self.text, key=self.copy_key)
+            figures = []
+        svg = stack_svg(parts + figures) if parts or figures else None
+        return static_copy_bundle(self.to_html(), svg, self.prompt_echo + self.text, key=self.copy_key, figures=figures)
 
     def _refresh_static_copy(self) -> None:
         """After a run: the displayed static copies show it (update_display by display id)."""
@@ -452,7 +447,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
             elif kind == protocol.STOP:
                 self.stop()
             elif kind == protocol.BRANCH:
-                self.continue_from(content.get("index"), content.get("text"))
+                self.pick_alternative(content.get("index"), content.get("text"))  # one token, as a bar does
             elif kind == protocol.SNAPSHOT:
                 self._send_snapshot()
             elif kind == protocol.MODELS:
