@@ -213,19 +213,10 @@ class Engine(EngineThread):
             return
         seq.done = True
         self.scheduler.remove(seq, park=error is None)
-        try:
-            if error is not None:
-                seq.work.sink.on_error(error)
-            else:
-                seq.work.sink.on_end(reason, stop_token_id, seq.steps)
-        except Exception:  # pragma: no cover - a sink must not take the engine down
-            log.exception("a sequence's sink failed")
+        self.tell_end(seq, reason, stop_token_id, error)
 
     def fail_all(self, exc: BaseException) -> None:
         self.scheduler.add(self._drain_inbox())
         for seq in self.scheduler.drain():
             seq.done = True
-            try:
-                seq.work.sink.on_error(exc)
-            except Exception:  # pragma: no cover
-                log.exception("a sequence's sink failed")
+            self.tell_end(seq, "error", None, exc)

@@ -66,6 +66,18 @@ class EngineThread:
     def fail_all(self, exc: BaseException) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def tell_end(seq: Sequence, reason: str, stop_token_id: Optional[int], error: Optional[BaseException]) -> None:
+        """Tell ``seq``'s sink how it ended (``on_error`` or ``on_end``); a failing sink is logged,
+        never allowed to take the engine down."""
+        try:
+            if error is not None:
+                seq.work.sink.on_error(error)
+            else:
+                seq.work.sink.on_end(reason, stop_token_id, seq.steps)
+        except Exception:  # pragma: no cover - a sink must not take the engine down
+            log.exception("a sequence's sink failed")
+
     # ---- any thread ----------------------------------------------------------------------------
 
     def submit(self, work: Work) -> Sequence:

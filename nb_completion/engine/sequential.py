@@ -169,13 +169,7 @@ class SequentialEngine(EngineThread):
         if seq.done:
             return
         seq.done = True
-        try:
-            if error is not None:
-                seq.work.sink.on_error(error)
-            else:
-                seq.work.sink.on_end(reason, stop_token_id, seq.steps)
-        except Exception:  # pragma: no cover - a sink must not take the engine down
-            log.exception("a sequence's sink failed")
+        self.tell_end(seq, reason, stop_token_id, error)
 
     def fail_all(self, exc: BaseException) -> None:
         self.waiting.extend(self._drain_inbox())
