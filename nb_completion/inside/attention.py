@@ -84,14 +84,16 @@ def attention_of_ids(backend: Any, ids: list[int], text: Optional[str] = None) -
         _set_attention(model, "eager")
         with torch.inference_mode():
             out = model(input_ids=torch.tensor([ids], device=backend.device), output_attentions=True, use_cache=False)
-        found = [a for a in (getattr(out, "attentions", None) or ()) if a is not None]
+        t = len(ids)  # softmax attention is [batch, heads, T, T] per layer (RWKV returns its state here)
+        found = [a for a in (getattr(out, "attentions", None) or ()) if a is not None and a.dim() == 4 and a.shape[-2:] == (t, t)]
         weights = [a[0].float().cpu() for a in found]
     finally:
         if previous is not None:
             _set_attention(model, previous)
     if not weights:
         raise BadRequest(
-            "model_id", f"{type(model).__name__} returns no attention weights (its layers keep a recurrent state, not attention)"
+            "model_id",
+            f"{type(model).__name__} returns no attention weights: its layers keep a recurrent state, not attention over earlier tokens",
         )
     tokens = [backend.piece(t) for t in ids]
     return Attention(text if text is not None else "".join(tokens), backend.info.identifier, ids, tokens, weights)

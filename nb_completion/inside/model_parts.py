@@ -10,7 +10,7 @@ import torch
 
 from ..api.errors import BadRequest
 
-NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm", "norm_f", "ln_out")
+NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm", "norm_f", "ln_out", "final_norm", "layer_norm")
 
 
 def local_backend(model_id: str | None) -> Any:
@@ -23,7 +23,9 @@ def local_backend(model_id: str | None) -> Any:
 
 
 def decoder_parts(model: Any) -> tuple[torch.nn.ModuleList, torch.nn.Module | None]:
-    """The decoder's layers (its longest ModuleList) and its final norm (None if it has none)."""
+    """The decoder's layers (its longest ModuleList) and its final norm (None if it has none).
+    A name that is not the final norm is caught by the lens's check that its last layer reads
+    as the model's output."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if decoder is None:
         raise BadRequest("model_id", f"{type(model).__name__} has no decoder stack to look inside")
@@ -39,7 +41,7 @@ def final_scaling(config: Any) -> tuple[Callable[[torch.Tensor], torch.Tensor], 
     """What the model does to its logits after the output layer, and a note naming it (None:
     nothing): Gemma 2/3's soft cap ``tanh(x / c) * c``, Cohere's ``logit_scale`` and Granite's
     ``logits_scaling``. The lens applies the same to every layer's readout."""
-    cap = getattr(config, "final_logit_softcapping", None)
+    cap = getattr(config, "final_logit_softcapping", None) or getattr(config, "logits_soft_cap", None)
     scale = getattr(config, "logit_scale", None) if "cohere" in str(getattr(config, "model_type", "")) else None
     divide = getattr(config, "logits_scaling", None)
     steps, notes = [], []
