@@ -98,7 +98,7 @@ def test_the_lens_and_attention_on_the_default_model(real_backend, real_model_id
     assert paris.top[0][0] == " Paris"
     assert lens.layers[-1].top(last, 1)[0][1] == pytest.approx(paris.top[0][1], abs=1e-4)
     decided = lens.first_layer_with(last, " Paris")
-    assert decided is not None and 0 < decided < len(lens.layers)  # not from the first layer on
+    assert decided is not None and decided >= len(lens.layers) - 2  # only at the last layers (the notebook says so)
     seen = nb.attention("The capital of France is Paris", model_id=real_model_id)
     assert seen.layers == 30 and seen.heads == 9
     w = seen.weights(seen.layers - 1)
