@@ -98,8 +98,86 @@ def test_the_lens_and_attention_on_the_default_model(real_backend, real_model_id
     assert paris.top[0][0] == " Paris"
     assert lens.layers[-1].top(last, 1)[0][1] == pytest.approx(paris.top[0][1], abs=1e-4)
     decided = lens.first_layer_with(last, " Paris")
-    assert decided is not None and 0 < decided < len(lens.layers)  # not from the first layer on
+    assert decided is not None and decided >= len(lens.layers) - 2  # only at the last layers (the notebook says so)
     seen = nb.attention("The capital of France is Paris", model_id=real_model_id)
     assert seen.layers == 30 and seen.heads == 9
     w = seen.weights(seen.layers - 1)
     assert torch.allclose(w.sum(-1), torch.ones(w.shape[0]), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def arch_tokenizer():
+    from nb_completion.engine.tiny import build_tokenizer
+
+    return build_tokenizer()
+
+
+def _arch_backend(name, tokenizer):
+    from arch_configs import build
+
+    from nb_completion.engine.local import LocalBackend
+
+    return LocalBackend(build(name, len(tokenizer)), tokenizer, f"tiny-{name}")
+
+
+def _arch_names():
+    from arch_configs import ARCHS
+
+    return sorted(ARCHS)
+
+
+@pytest.mark.parametrize("name", _arch_names())
+def test_the_lens_reads_every_architecture_the_engine_runs(name, arch_tokenizer):
+    """Its last layer is the model's own output (scaled or soft-capped logits included);
+    attention is there for every model that attends, and a clear refusal for one that does not."""
+    from nb_completion.api.errors import BadRequest
+    from nb_completion.inside.attention import attention_of_ids
+    from nb_completion.inside.lens import lens_of_ids
+
+    backend = _arch_backend(name, arch_tokenizer)
+    ids = arch_tokenizer(TEXT)["input_ids"]
+    lens = lens_of_ids(backend, ids)
+    with torch.inference_mode():
+        own = torch.log_softmax(backend.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    assert len(lens.layers) == backend.model.config.num_hidden_layers
+    assert torch.equal(lens.layers[-1].logprobs, own)
+    if name in ("mamba", "mamba2", "rwkv"):
+        with pytest.raises(BadRequest, match="no attention weights: its layers keep a recurrent state"):
+            attention_of_ids(backend, ids)
+    else:
+        w = attention_of_ids(backend, ids).weights(0)
+        assert torch.allclose(w.sum(-1), torch.ones(len(ids)), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("name", "what"), [("gemma2", "soft-capped at 30"), ("cohere", "scaled by 0.0625"), ("granite", "divided by 4")]
+)
+def test_each_layer_of_the_lens_gets_the_models_final_scaling(name, what, arch_tokenizer):
+    from arch_configs import ARCHS
+
+    from nb_completion.inside.lens import lens_of_ids
+
+    if name == "granite":  # its default scaling is 1: a model that divides by 4
+        ARCHS_backup = dict(ARCHS["granite"])
+        ARCHS["granite"]["logits_scaling"] = 4.0
+        try:
+            backend = _arch_backend(name, arch_tokenizer)
+        finally:
+            ARCHS["granite"] = ARCHS_backup
+    else:
+        backend = _arch_backend(name, arch_tokenizer)
+    model = backend.model
+    ids = arch_tokenizer(TEXT)["input_ids"]
+    lens = lens_of_ids(backend, ids)
+    assert what in lens.note
+    with torch.inference_mode():
+        hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[1]
+        raw = model.lm_head(model.model.norm(hidden))[0].float()
+    config = model.config
+    scaled = {
+        "gemma2": lambda x: torch.tanh(x / config.final_logit_softcapping) * config.final_logit_softcapping,
+        "cohere": lambda x: x * config.logit_scale,
+        "granite": lambda x: x / config.logits_scaling,
+    }[name](raw)
+    assert torch.allclose(lens.layers[0].logprobs, torch.log_softmax(scaled, -1), atol=1e-4)
+    assert not torch.allclose(lens.layers[0].logprobs, torch.log_softmax(raw, -1), atol=1e-2)  # the scaling matters

@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 import torch
 
-from .model_parts import encode, local_backend
+from ..api.errors import BadRequest
+from .model_parts import check_ids, encode, local_backend
 
 
 @dataclass
@@ -34,6 +35,28 @@ class Attention:
         w = self._weights[layer]
         return w.mean(0) if head is None else w[head]
 
+    def row(self, i: Optional[int] = None, digits: int = 4) -> dict[str, Any]:
+        """What token ``i`` (default: the last) attended to, as plain data: ``heads[layer][h]``
+        is head h's weights over tokens 0..i, ``mean[layer]`` the average over heads."""
+        i = len(self.tokens) - 1 if i is None else i
+        r = lambda w: [round(float(a), digits) for a in w[: i + 1]]  # noqa: E731
+        return {
+            "model": self.model_id,
+            "tokens": self.tokens[: i + 1],
+            "index": i,
+            "layers": self.layers,
+            "heads": self.heads,
+            "mean": [r(w.mean(0)[i]) for w in self._weights],
+            "per_head": [[r(w[h, i]) for h in range(w.shape[0])] for w in self._weights],
+        }
+
+    def to_svg(self, i: Optional[int] = None, layer: Optional[int] = None, head: Optional[int] = None) -> str:
+        """Token ``i``'s attention in ``layer`` (default: the last), ``head`` (None: the mean
+        over heads) as an SVG image, for handouts."""
+        from ..notebook.render_inside_svg import attention_svg
+
+        return attention_svg(self.row(i), self.layers - 1 if layer is None else layer, head)
+
     def _repr_html_(self) -> str:
         i = len(self.tokens) - 1
         row = self.weights(self.layers - 1)[i]
@@ -47,19 +70,33 @@ class Attention:
 def attention(text: str, model_id: Optional[str] = None) -> Attention:
     """Every layer's and head's attention weights over ``text`` (a separate eager pass)."""
     backend = local_backend(model_id)
+    return attention_of_ids(backend, encode(backend, text), text)
+
+
+def attention_of_ids(backend: Any, ids: list[int], text: Optional[str] = None) -> Attention:
+    """``attention()`` of token ids on a local ``backend``; a model whose layers keep no
+    attention weights (recurrent state, a fused kernel only) is a ``BadRequest`` saying so."""
     model = backend.model
-    ids = encode(backend, text)
+    ids = check_ids(backend, list(ids))
     config = model.config
     previous = getattr(config, "_attn_implementation", None)
     try:
         _set_attention(model, "eager")
         with torch.inference_mode():
             out = model(input_ids=torch.tensor([ids], device=backend.device), output_attentions=True, use_cache=False)
-        weights = [a[0].float().cpu() for a in out.attentions]
+        t = len(ids)  # softmax attention is [batch, heads, T, T] per layer (RWKV returns its state here)
+        found = [a for a in (getattr(out, "attentions", None) or ()) if a is not None and a.dim() == 4 and a.shape[-2:] == (t, t)]
+        weights = [a[0].float().cpu() for a in found]
     finally:
         if previous is not None:
             _set_attention(model, previous)
-    return Attention(text, backend.info.identifier, ids, [backend.piece(t) for t in ids], weights)
+    if not weights:
+        raise BadRequest(
+            "model_id",
+            f"{type(model).__name__} returns no attention weights: its layers keep a recurrent state, not attention over earlier tokens",
+        )
+    tokens = [backend.piece(t) for t in ids]
+    return Attention(text if text is not None else "".join(tokens), backend.info.identifier, ids, tokens, weights)
 
 
 def _set_attention(model: Any, implementation: str) -> None:

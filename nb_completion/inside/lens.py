@@ -1,32 +1,40 @@
 """The logit lens: what the model would predict after each token if it stopped at layer k.
 
-Each decoder layer's output (the residual stream) goes through the model's final norm and its
-output layer, as the last layer's does: ``LogitLens.layers[k].top(i)`` are the tokens layer k
-would predict after tokens 0..i. The last entry is the model's own output (``score()``'s numbers).
+Each decoder layer's output (the residual stream) goes through the model's final norm, its
+output layer and whatever the model does to its logits after that (Gemma 2's soft cap, Cohere's
+and Granite's scaling), as the last layer's does: ``LogitLens.layers[k].top(i)`` are the tokens
+layer k would predict after tokens 0..i. The last entry is the model's own output (``score()``'s
+numbers). Where reading the last layer this way does not give the model's output (a final norm
+or head the lens cannot find or repeat), the lens refuses with a message saying so.
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 
-from .model_parts import decoder_parts, encode, local_backend
+from ..api.errors import BadRequest
+from .model_parts import check_ids, decoder_parts, encode, final_scaling, local_backend
 
 TOP = 10
+AGREE = 1e-2  # nats: the last layer's readout and the model's output must agree this closely
 
 
 @dataclass
 class LensLayer:
     index: int  # 0-based decoder layer
-    logprobs: torch.Tensor  # [tokens, vocab], float32
+    logprobs: torch.Tensor  # [tokens, vocab], float32 (from token ``first`` on)
     _piece: Any
+    first: int = 0
 
     def top(self, i: int, k: int = TOP) -> list[tuple[str, float]]:
         """The ``k`` most likely next tokens after token ``i``, best first, as (text, logprob)."""
-        values, ids = torch.topk(self.logprobs[i], k)
+        if not self.first <= i < self.first + len(self.logprobs):
+            raise IndexError(f"this lens has no position {i} (it holds {self.first}..{self.first + len(self.logprobs) - 1})")
+        values, ids = torch.topk(self.logprobs[i - self.first], k)
         return [(self._piece(int(t)), float(v)) for t, v in zip(ids, values)]
 
 
@@ -37,10 +45,36 @@ class LogitLens:
     token_ids: list[int]
     tokens: list[str]
     layers: list[LensLayer]
+    note: Optional[str] = field(default=None)  # the final scaling applied to every layer, if any
 
     def first_layer_with(self, i: int, token_text: str) -> Optional[int]:
         """The first layer whose top prediction after token ``i`` is ``token_text`` (None: never)."""
         return next((layer.index for layer in self.layers if layer.top(i, 1)[0][0] == token_text), None)
+
+    def grid(self, i: int, k: int = 5) -> dict[str, Any]:
+        """Layers x top ``k`` after token ``i`` as plain data (the widget's and the SVG's input)."""
+        final = self.layers[-1].top(i, 1)[0][0]
+        first = self.first_layer_with(i, final)
+        return {
+            "model": self.model_id,
+            "context": self.tokens[: i + 1],
+            "layers": [[[t, round(lp, 5)] for t, lp in layer.top(i, k)] for layer in self.layers],
+            "final": final,
+            "first_top": first,
+            "note": self.note,
+        }
+
+    def to_svg(self, i: Optional[int] = None, k: int = 5) -> str:
+        """The grid after token ``i`` (default: the last) as an SVG image, for handouts."""
+        from ..notebook.render_inside_svg import lens_svg
+
+        return lens_svg(self.grid(len(self.tokens) - 1 if i is None else i, k))
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
+        return {"text/html": self._repr_html_(), "image/svg+xml": self.to_svg(), "text/plain": repr(self)}
+
+    def __repr__(self) -> str:
+        return f"LogitLens({self.text[-40:]!r}, {len(self.layers)} layers, {self.model_id})"
 
     def _repr_html_(self) -> str:
         i = len(self.tokens) - 1
@@ -55,34 +89,59 @@ class LogitLens:
         )
         first = self.first_layer_with(i, final)
         caption = f"Logit lens after {html.escape(repr(self.text[-40:]))}: the final answer {html.escape(repr(final))} is top from layer {first + 1 if first is not None else '-'}"
+        if self.note:
+            caption += f" ({html.escape(self.note)})"
         return f"<table><caption>{caption}</caption><tr><th>layer</th><th colspan=5>top 5</th></tr>{rows}</table>"
 
 
 def logit_lens(text: str, model_id: Optional[str] = None) -> LogitLens:
     """The logit lens of ``text`` on ``model_id`` (the default model if None)."""
     backend = local_backend(model_id)
+    return lens_of_ids(backend, encode(backend, text), text=text)
+
+
+def lens_of_ids(backend: Any, ids: list[int], text: Optional[str] = None, last_only: bool = False) -> LogitLens:
+    """The lens of token ids on a local ``backend``; ``last_only``: only after the last token
+    (the widget's case: one position, not the whole text's ``[tokens, vocab]`` per layer)."""
+    ids = check_ids(backend, list(ids))
     model = backend.model
-    ids = encode(backend, text)
+    name = type(model).__name__
     layers, norm = decoder_parts(model)
     head = model.get_output_embeddings()
     if norm is None or head is None:
-        from ..api.errors import BadRequest
-
-        raise BadRequest("model_id", f"{type(model).__name__} has no final norm or output layer the lens can read through")
+        raise BadRequest(
+            "model_id", f"The logit lens does not apply to {name}: it has no final norm or output layer the lens can read through"
+        )
+    scaling, note = final_scaling(model.config)
     captured: list[torch.Tensor] = []
 
     def keep(module: Any, args: Any, output: Any) -> None:
         captured.append(output[0] if isinstance(output, tuple) else output)
 
+    at = slice(-1, None) if last_only else slice(None)
     hooks = [layer.register_forward_hook(keep) for layer in layers]
     try:
         with torch.inference_mode():
-            model(input_ids=torch.tensor([ids], device=backend.device), use_cache=False)
-            out = [
-                LensLayer(k, torch.log_softmax(head(norm(h)).float()[0], dim=-1).cpu(), backend.piece)
-                for k, h in enumerate(captured)
-            ]
+            out = model(input_ids=torch.tensor([ids], device=backend.device), use_cache=False)
+            own = torch.log_softmax(out.logits[0, at].float(), dim=-1).cpu()
+            if len(captured) != len(layers):
+                raise BadRequest(
+                    "model_id",
+                    f"The logit lens does not apply to {name}: its layers ran {len(captured)} times, not {len(layers)}",
+                )
+            read = [torch.log_softmax(scaling(head(norm(h[:, at])))[0].float(), dim=-1).cpu() for h in captured]
     finally:
         for hook in hooks:
             hook.remove()
-    return LogitLens(text, backend.info.identifier, ids, [backend.piece(t) for t in ids], out)
+    gap = float((read[-1].clamp(min=-1e4) - own.clamp(min=-1e4)).abs().max())
+    if not gap <= AGREE:
+        raise BadRequest(
+            "model_id",
+            f"The logit lens is meaningless on {name}: its last layer read through the final norm and output layer "
+            f"differs from the model's own output by up to {gap:.3g} nats, so earlier layers read that way would mislead",
+        )
+    read[-1] = own  # the model's own numbers, exactly score()'s
+    piece = backend.piece
+    tokens = [piece(t) for t in ids]
+    return LogitLens(text if text is not None else "".join(tokens), backend.info.identifier, ids, tokens,
+                     [LensLayer(k, lp, piece, len(ids) - len(own)) for k, lp in enumerate(read)], note)  # fmt: skip

@@ -50,6 +50,7 @@ from ..notebook.render_teach_svg import stack_svg
 from . import _protocol as protocol
 from ._session import Session
 from ._static import static_copy_bundle, static_html
+from ._inside import InsideMixin
 from ._teach import TeachingMixin
 from ._tokens import branch_ids
 
@@ -70,7 +71,7 @@ STATUSES = ("idle", "loading", "running", "done", "stopped", "error")
 # keyword=True tags the traits the constructor takes by name (``trait_names(keyword=True)``)
 
 
-class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
+class CompletionWidget(InsideMixin, TeachingMixin, anywidget.AnyWidget):
     """A prompt, sampling controls, Generate / Stop, and the streamed completion as a heatmap.
 
     ``CompletionWidget(content="", model_id=None, **sampling)``; ``sampling`` takes the control
@@ -141,6 +142,7 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
         self._session = Session()
         self._lock = self._session.lock
         self._teach_init()
+        self._inside_init()
         self._runner: Runner | None = None
         self._copy_id: str | None = None  # display id of the static copy, once shown in a notebook
         self.result: CompletionResponse | None = None
@@ -452,8 +454,8 @@ class CompletionWidget(TeachingMixin, anywidget.AnyWidget):
                 self._send_snapshot()
             elif kind == protocol.MODELS:
                 self.model_ids = registry.registered_ids()
-            else:
-                self._teach_msg(kind, content)
+            elif not self._teach_msg(kind, content):
+                self._inside_msg(kind, content)
         except CompletionError as exc:
             self._show_error(exc)
         except Exception as exc:  # the panel must keep working
