@@ -94,6 +94,11 @@ export function createControls(model, { onGenerate, onStop, onModels, onStep, on
   const modelSel = field(doc, "Model", select(doc, []), "model_name");
   modelSel.input.addEventListener("change", () => write("model_name", modelSel.input.value));
   modelSel.input.addEventListener("focus", () => onModels && onModels()); // models loaded since
+  // -- a second model: its column runs the same prompt beside this one (the inside views)
+  const compare = field(doc, "Compare with", select(doc, [["", "(no second model)"]]), "compare_model");
+  compare.input.title = "Run the same prompt on a second model, in a column beside this one (same settings, same colours)";
+  compare.input.addEventListener("change", () => write("compare_model", compare.input.value));
+  compare.input.addEventListener("focus", () => onModels && onModels());
   const strategy = field(
     doc,
     "Strategy",
@@ -207,6 +212,7 @@ export function createControls(model, { onGenerate, onStop, onModels, onStep, on
 
   const main = el(doc, "div", { className: "nbc-row" }, [
     modelSel.wrap,
+    compare.wrap,
     chat.wrap,
     strategy.wrap,
     ...NUMBERS.map((s) => fields[s.name].wrap),
@@ -248,6 +254,12 @@ export function createControls(model, { onGenerate, onStop, onModels, onStep, on
       modelSel.input.replaceChildren(...options.map((id) => el(doc, "option", { value: id, textContent: id })));
     }
     modelSel.input.value = current;
+    const second = model.get("compare_model") || "";
+    const others = ["", ...new Set([second, ...ids].filter(Boolean))];
+    if ([...compare.input.options].map((o) => o.value).join("\n") !== others.join("\n")) {
+      compare.input.replaceChildren(...others.map((id) => el(doc, "option", { value: id, textContent: id || "(no second model)" })));
+    }
+    compare.input.value = second;
     chat.input.checked = Boolean(model.get("chat"));
     strategy.input.value = model.get("strategy");
     format.input.value = model.get("response_format");
@@ -329,7 +341,7 @@ export function createControls(model, { onGenerate, onStop, onModels, onStep, on
   };
   on("change:status", acknowledge);
 
-  for (const name of ["status", "invalid", "model_ids", "model_name", "chat", "strategy", "response_format", "grammar_syntax", "content", "json_schema", "grammar", "stop_strings", ...ALL_NUMBERS.map((s) => s.name)]) {
+  for (const name of ["status", "invalid", "model_ids", "model_name", "compare_model", "chat", "strategy", "response_format", "grammar_syntax", "content", "json_schema", "grammar", "stop_strings", ...ALL_NUMBERS.map((s) => s.name)]) {
     on(`change:${name}`, refresh);
   }
   refresh();
@@ -338,6 +350,7 @@ export function createControls(model, { onGenerate, onStop, onModels, onStep, on
     el: root,
     buttons: { generate, stop, step, score },
     fields,
+    compare,
     errors,
     refresh,
     requestGenerate,

@@ -6,14 +6,19 @@ import { createControls } from "./controls.js";
 import { createCopyHider } from "./copy_hider.js";
 import { keepKeys } from "./keys.js";
 import { createDistributionView } from "./distribution.js";
+import { createCompareView, createFuturesView } from "./futures.js";
+import { createInsideView } from "./inside.js";
 import { createOutput } from "./output.js";
 import { createPresentation } from "./present.js";
 import {
   branchMsg,
   distributionMsg,
   forceMsg,
+  attentionMsg,
   generateMsg,
+  lensMsg,
   modelsMsg,
+  sampleMsg,
   scoreMsg,
   showBranchMsg,
   snapshotMsg,
@@ -31,6 +36,7 @@ function render({ model, el }) {
   const send = (msg) => model.send(msg);
 
   let output = null;
+  let inside = null;
   const controls = createControls(model, {
     onGenerate: () => send(generateMsg()),
     onStop: () => {
@@ -48,6 +54,7 @@ function render({ model, el }) {
     },
     onGap: () => send(snapshotMsg()),
     onDistribution: (index, prompt) => send(distributionMsg(index, prompt)),
+    onSelect: (at) => inside && inside.select(at),
   });
   // the teaching views live inside the output area: the draw, the distribution, the tree
   const draw = createDrawView(model);
@@ -58,10 +65,24 @@ function render({ model, el }) {
     },
   });
   const tree = createTreeView(model, { onShow: (id) => send(showBranchMsg(id)) });
+  // inside the model: the lens and attention at the clicked token, Sample 5, a second model's column
+  inside = createInsideView(model, {
+    onLens: (index, prompt) => send(lensMsg(index, prompt)),
+    onAttention: (index, prompt) => send(attentionMsg(index, prompt)),
+    onSample: (index) => {
+      controls.flush();
+      send(sampleMsg(index));
+    },
+  });
+  const futures = createFuturesView(model, { onShow: (id) => send(showBranchMsg(id)) });
+  const compare = createCompareView(model);
+  output.columns.append(compare.el);
   const teach = document.createElement("div");
   teach.className = "nbc-teach";
-  teach.append(draw.el, distribution.el, tree.el);
+  teach.append(draw.el, distribution.el, inside.el, futures.el, tree.el);
   output.el.append(teach);
+  const onRun = () => inside.reset();
+  model.on("change:run", onRun);
   const onCustom = (msg) => output.onMessage(msg);
   model.on("msg:custom", onCustom);
   const copyHider = createCopyHider(model);
@@ -84,6 +105,10 @@ function render({ model, el }) {
     draw.destroy();
     distribution.destroy();
     tree.destroy();
+    inside.destroy();
+    futures.destroy();
+    compare.destroy();
+    model.off("change:run", onRun);
   };
 }
 

@@ -26,9 +26,10 @@ function el(doc, tag, className, text) {
 
 /**
  * Build the output bound to `model`. `onBranch(index, text)` is called when an alternative is
- * clicked; `onGap()` when a delta was missed (ask the kernel for a snapshot).
+ * clicked; `onGap()` when a delta was missed (ask the kernel for a snapshot); `onDistribution(index,
+ * prompt)` and `onSelect({index, prompt, text})` when a token is clicked (the inside views follow it).
  */
-export function createOutput(model, { onBranch, onGap, onDistribution } = {}) {
+export function createOutput(model, { onBranch, onGap, onDistribution, onSelect } = {}) {
   const doc = globalThis.document;
   const root = el(doc, "div", "nbc-output");
   const statusLine = el(doc, "div", "nbc-statusline");
@@ -91,7 +92,13 @@ export function createOutput(model, { onBranch, onGap, onDistribution } = {}) {
   endChip.title = "the model's end token: it chose to stop here";
   endChip.hidden = true;
   text.append(promptEcho, tokensBox, endChip);
-  root.append(statusLine, view, banner, error, scoreLine, text);
+  // with a second model (futures.js) the text is the first of two columns, each headed by its model
+  const mainHead = el(doc, "div", "nbc-compare-head nbc-main-head");
+  const mainCol = el(doc, "div", "nbc-main-col");
+  mainCol.append(mainHead, text);
+  const columns = el(doc, "div", "nbc-columns");
+  columns.append(mainCol);
+  root.append(statusLine, view, banner, error, scoreLine, columns);
 
   // After a pick the tooltip hides and the tokens are redrawn under a still pointer: hovering
   // stays quiet until the pointer really moves, so no tooltip pops up on another token.
@@ -139,6 +146,12 @@ export function createOutput(model, { onBranch, onGap, onDistribution } = {}) {
       const title = el(doc, "strong", "nbc-error-title", `${e.status ?? ""} ${e.title}`.trim());
       error.append(title, el(doc, "div", "nbc-error-detail", e.detail || ""));
     }
+  }
+  function renderMainHead() {
+    const second = model.get("compare_model");
+    mainHead.hidden = !second;
+    columns.classList.toggle("nbc-two", Boolean(second));
+    mainHead.replaceChildren(el(doc, "strong", "", model.get("model_name") || "the default model"));
   }
   function renderBanner() {
     const b = model.get("branch");
@@ -238,7 +251,9 @@ export function createOutput(model, { onBranch, onGap, onDistribution } = {}) {
   // a click on a token shows the distribution it was drawn from (prompt tokens: the one before it)
   text.addEventListener("click", (e) => {
     const [, token] = tokenOf(e.target);
-    if (token && onDistribution && !(token.prompt && token.index === 0)) onDistribution(token.index, Boolean(token.prompt));
+    if (!token) return;
+    if (onDistribution && !(token.prompt && token.index === 0)) onDistribution(token.index, Boolean(token.prompt));
+    if (onSelect) onSelect({ index: token.index, prompt: Boolean(token.prompt), text: token.text });
   });
   for (const box of [tokensBox, promptEcho]) {
     box.addEventListener("mouseover", over);
@@ -300,6 +315,8 @@ export function createOutput(model, { onBranch, onGap, onDistribution } = {}) {
     },
     "change:error": renderError,
     "change:branch": renderBanner,
+    "change:compare_model": renderMainHead,
+    "change:model_name": renderMainHead,
     "change:prompt_echo": renderPrompt,
     "change:prompt_tokens": renderPrompt,
     "change:perplexity": renderPrompt,
@@ -319,6 +336,7 @@ export function createOutput(model, { onBranch, onGap, onDistribution } = {}) {
   renderMetrics();
   renderError();
   renderBanner();
+  renderMainHead();
   renderPrompt();
   renderLegend();
   renderTokens();
@@ -336,6 +354,7 @@ export function createOutput(model, { onBranch, onGap, onDistribution } = {}) {
     tooltip,
     onMessage,
     tokensBox,
+    columns,
     destroy() {
       for (const [event, fn] of Object.entries(handlers)) model.off(event, fn);
       tooltip.destroy();

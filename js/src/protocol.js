@@ -8,6 +8,8 @@
 //   | {type: "models"} (refresh the list of registered models)
 //   | {type: "step"} | {type: "score"} | {type: "force", position, token_id}
 //   | {type: "distribution", index, prompt} | {type: "show_branch", id}
+//   | {type: "lens", index, prompt} | {type: "attention", index, prompt} | {type: "sample", index}
+//     (the inside views, nb_completion/widget/_inside.py; index null: the end)
 // A token is {index, text, logprob, rank, top: [[text, logprob]...], entropy, forced, branch?}.
 
 export const generateMsg = () => ({ type: "generate" });
@@ -21,6 +23,10 @@ export const scoreMsg = () => ({ type: "score" });
 export const forceMsg = (position, tokenId) => ({ type: "force", position, token_id: tokenId });
 export const distributionMsg = (index, prompt = false) => ({ type: "distribution", index, prompt });
 export const showBranchMsg = (id) => ({ type: "show_branch", id });
+// the inside views (nb_completion/widget/_inside.py)
+export const lensMsg = (index, prompt = false) => ({ type: "lens", index, prompt });
+export const attentionMsg = (index, prompt = false) => ({ type: "attention", index, prompt });
+export const sampleMsg = (index) => ({ type: "sample", index });
 
 /** A view's token state: which run it shows and the tokens it holds. */
 export function createState(run = 0, tokens = []) {
