@@ -181,3 +181,19 @@ def test_each_layer_of_the_lens_gets_the_models_final_scaling(name, what, arch_t
     }[name](raw)
     assert torch.allclose(lens.layers[0].logprobs, torch.log_softmax(scaled, -1), atol=1e-4)
     assert not torch.allclose(lens.layers[0].logprobs, torch.log_softmax(raw, -1), atol=1e-2)  # the scaling matters
+
+
+@pytest.mark.parametrize(
+    ("name", "attending"), [("jamba", [1]), ("recurrent_gemma", [1]), ("falcon_h1", [0, 1]), ("llama", [0, 1])]
+)
+def test_attention_names_the_decoder_layer_of_each_attention(name, attending, arch_tokenizer):
+    """A hybrid attends in some layers only: each returned attention keeps its decoder layer
+    (Jamba's layer 2 is its attention layer, its layer 1 a Mamba block), and the SVG says so."""
+    from nb_completion.inside.attention import attention_of_ids
+
+    backend = _arch_backend(name, arch_tokenizer)
+    att = attention_of_ids(backend, arch_tokenizer(TEXT)["input_ids"])
+    assert att.layer_ids == attending and att.layers == len(attending) and att.decoder_layers == 2
+    row = att.row()
+    assert row["layer_ids"] == attending
+    assert f"in layer {attending[-1] + 1}," in att.to_svg()

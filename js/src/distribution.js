@@ -66,7 +66,7 @@ export function distributionContent(doc, dist, controls, { bars: shown = BARS } 
     const chosen = dist.chosen === dist.ids[i];
     if (chosen) bar.classList.add("nbc-dist-chosen");
     const label = el(doc, "code", "nbc-dist-label");
-    appendVisibleText(label, dist.texts[i]);
+    appendVisibleText(label, dist.texts[i], true, false);
     const bars = el(doc, "span", "nbc-dist-track");
     const raw = el(doc, "span", "nbc-dist-raw");
     raw.style.width = `${100 * r.raw[i]}%`;

@@ -15,6 +15,21 @@ function el(doc, tag, className, text) {
   return node;
 }
 
+/** The tokens as a still picture (no Tab stops, no roles: the column's buttons are its controls),
+ * read out as the plain text by a visually hidden copy. */
+function stillTokens(doc, box, tokens, opts) {
+  const shown = el(doc, "span", "");
+  shown.setAttribute("aria-hidden", "true");
+  shown.append(tokenFragment(doc, tokens, opts));
+  for (const t of shown.querySelectorAll("[data-token-index]")) {
+    t.tabIndex = -1;
+    t.removeAttribute("role");
+    t.removeAttribute("aria-roledescription");
+    t.removeAttribute("aria-label");
+  }
+  box.append(shown, el(doc, "span", "nbc-sr", tokens.map((t) => t.text).join("")));
+}
+
 /** "mean log p −1.23 per token (≈ 29% each)": the geometric-mean probability in words. */
 export function meanText(mean) {
   if (mean === null || mean === undefined) return "no tokens";
@@ -54,8 +69,7 @@ export function futuresContent(doc, futures, opts = {}) {
       head.append(el(doc, "span", "nbc-future-badge", "★ most likely"));
     }
     const text = el(doc, "div", "nbc-future-text");
-    text.append(tokenFragment(doc, path.tokens, opts));
-    for (const t of text.querySelectorAll("[data-token-index]")) t.tabIndex = -1; // one Tab stop per column: its button
+    stillTokens(doc, text, path.tokens, opts);
     const show = el(doc, "button", "nbc-future-show", "Show");
     show.type = "button";
     show.dataset.branchId = String(path.id);
@@ -80,8 +94,7 @@ export function compareContent(doc, column, opts = {}) {
     frag.append(err);
   }
   const text = el(doc, "div", "nbc-compare-text");
-  text.append(tokenFragment(doc, column.tokens, opts));
-  for (const t of text.querySelectorAll("[data-token-index]")) t.tabIndex = -1;
+  stillTokens(doc, text, column.tokens, opts);
   frag.append(text);
   return frag;
 }

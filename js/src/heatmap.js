@@ -37,9 +37,10 @@ const MARKS = { " ": "·", "\t": "⇥", "\n": "↵" };
  * Append `text` to `el` with whitespace visible: newlines as ↵ then a real line break, tabs as ⇥,
  * and (with showSpaces) spaces as a faint middle dot followed by a line-break opportunity, so
  * lines wrap between words, never inside one. The bytes of partial characters (‹E3 81›) get
- * their own element. Empty text shows ⟨end⟩ (a withheld end token).
+ * their own element. Empty text shows ⟨end⟩ (a withheld end token). `breaks` false: a newline is
+ * its mark only (a label or caption on one line).
  */
-export function appendVisibleText(el, text, showSpaces = true) {
+export function appendVisibleText(el, text, showSpaces = true, breaks = true) {
   const doc = el.ownerDocument;
   if (text === "") {
     el.append(mark(doc, "⟨end⟩", "nbc-empty"));
@@ -48,7 +49,7 @@ export function appendVisibleText(el, text, showSpaces = true) {
   let at = 0;
   PARTIAL_BYTES.lastIndex = 0;
   for (const m of text.matchAll(PARTIAL_BYTES)) {
-    appendChars(el, text.slice(at, m.index), showSpaces);
+    appendChars(el, text.slice(at, m.index), showSpaces, breaks);
     const bytes = doc.createElement("span");
     bytes.className = "nbc-bytes";
     bytes.textContent = m[0];
@@ -56,11 +57,11 @@ export function appendVisibleText(el, text, showSpaces = true) {
     el.append(bytes);
     at = m.index + m[0].length;
   }
-  appendChars(el, text.slice(at), showSpaces);
+  appendChars(el, text.slice(at), showSpaces, breaks);
   return el;
 }
 
-function appendChars(el, text, showSpaces) {
+function appendChars(el, text, showSpaces, breaks = true) {
   const doc = el.ownerDocument;
   let plain = "";
   const flush = () => {
@@ -70,7 +71,8 @@ function appendChars(el, text, showSpaces) {
   for (const ch of text) {
     if (ch === "\n") {
       flush();
-      el.append(mark(doc, MARKS[ch], "nbc-ws"), doc.createElement("br"));
+      el.append(mark(doc, MARKS[ch], "nbc-ws"));
+      if (breaks) el.append(doc.createElement("br"));
     } else if (ch === "\t" || (ch === " " && showSpaces)) {
       flush();
       const m = mark(doc, MARKS[ch], "nbc-ws");
@@ -107,6 +109,10 @@ export function tokenElement(doc, token, { colorBy = "probability", showSpaces =
   const shown = shownText(token);
   if (!token.text && shown) el.classList.add("nbc-partial");
   el.tabIndex = 0;
+  // a control: a click shows the distribution it was drawn from, Enter opens its alternatives
+  // (a labelled span without a role is not read; a token that is only a space would be silent)
+  el.setAttribute("role", "button");
+  el.setAttribute("aria-roledescription", "token");
   el.dataset.tokenIndex = String(token.index);
   paint(el, tokenColor(token, colorBy));
   // Screen readers read the real text; the visible marks are aria-hidden.

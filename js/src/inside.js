@@ -23,8 +23,13 @@ function el(doc, tag, className, text) {
 
 function code(doc, text, className = "") {
   const c = el(doc, "code", className);
-  appendVisibleText(c, text);
+  appendVisibleText(c, text, true, false); // one line: a newline shows as its mark
   return c;
+}
+
+/** Text on one line, for captions and buttons: newlines and tabs as their marks, spaces as they are. */
+function oneLine(doc, text) {
+  return el(doc, "code", "nbc-one-line", text.replace(/\r?\n/g, "↵").replace(/\t/g, "→"));
 }
 
 /** "token #3 ' Paris'", "prompt token #2", "the end". */
@@ -57,7 +62,7 @@ export function lensContent(doc, lens) {
   const caption = el(doc, "figcaption", "nbc-lens-caption");
   caption.append(el(doc, "strong", "", `Logit lens: what each layer predicts for ${where}`));
   const context = (lens.context || []).join("");
-  caption.append(" after ", code(doc, context.length > 48 ? `…${context.slice(-48)}` : context), ` (${lens.model})`);
+  caption.append(" after ", oneLine(doc, context.length > 48 ? `…${context.slice(-48)}` : context), ` (${lens.model})`);
   frag.append(caption);
   if (lens.error) {
     frag.append(el(doc, "p", "nbc-inside-error", lens.error));
@@ -104,6 +109,19 @@ export function lensContent(doc, lens) {
   return frag;
 }
 
+/** The decoder layer of the row's `n`-th attention, counted from 1 (a hybrid such as Jamba attends
+ * only in some layers: `layer_ids` says which). */
+export function decoderLayer(row, n) {
+  return (row.layer_ids && row.layer_ids.length > n ? row.layer_ids[n] : n) + 1;
+}
+
+/** "layer 15 of 30", or for a hybrid "layer 4 of 8 (attention layer 1 of 1)". */
+export function layerText(row, n) {
+  const total = row.decoder_layers || row.layers;
+  const text = `layer ${decoderLayer(row, n)} of ${total}`;
+  return row.layers === total ? text : `${text} (attention layer ${n + 1} of ${row.layers}; the others keep a recurrent state)`;
+}
+
 /** One layer's weights: the mean over heads (`head` null) or head `head`. */
 export function attentionWeights(row, layer, head) {
   return head === null || head === undefined ? row.mean[layer] : row.per_head[layer][head];
@@ -128,8 +146,8 @@ export function attentionContent(doc, row, layer, head) {
   }
   const who = head === null || head === undefined ? `the mean of ${row.heads} heads` : `head ${head + 1} of ${row.heads}`;
   const last = row.tokens.length - 1;
-  caption.append(el(doc, "strong", "", `Attention of `), code(doc, row.tokens[last]), el(doc, "strong", "", ` (#${row.position ?? row.index})`));
-  caption.append(` in layer ${layer + 1} of ${row.layers}, ${who}: the colour behind each token is how much it was attended to`);
+  caption.append(el(doc, "strong", "", `Attention of ${JSON.stringify(row.tokens[last])} (#${row.position ?? row.index})`));
+  caption.append(` in ${layerText(row, layer)}, ${who}: the colour behind each token is how much it was attended to`);
   frag.append(caption);
   const weights = attentionWeights(row, layer, head);
   const top = Math.max(...weights) || 1;
@@ -140,9 +158,11 @@ export function attentionContent(doc, row, layer, head) {
     span.style.background = attentionColor(w / top);
     span.dataset.weight = String(w);
     if (j === last) span.classList.add("nbc-att-self");
-    appendVisibleText(span, token || "∅");
+    const seen = el(doc, "span", "");
+    seen.setAttribute("aria-hidden", "true");
+    appendVisibleText(seen, token || "∅");
+    span.append(seen, el(doc, "span", "nbc-sr", `${JSON.stringify(token)} ${percent(w)}; `));
     span.title = `${JSON.stringify(token)}: ${percent(w)}`;
-    span.setAttribute("aria-label", `${JSON.stringify(token)} ${percent(w)}`);
     text.append(span);
   });
   const best = mostAttended(weights).map(([j, w]) => `${JSON.stringify(row.tokens[j])} ${percent(w)}`);
@@ -224,7 +244,12 @@ export function createInsideView(model, { onLens, onAttention, onSample } = {}) 
   function renderLens() {
     const lens = model.get("lens");
     lensFig.hidden = !pressed(lensButton) || !lens;
-    if (!lensFig.hidden) lensFig.replaceChildren(lensContent(doc, lens));
+    if (lensFig.hidden) return;
+    lensFig.replaceChildren(lensContent(doc, lens));
+    // the layers scroll: bring the layer where the answer first becomes top into view
+    const scroll = lensFig.querySelector(".nbc-lens-scroll");
+    const first = lensFig.querySelector("tr.nbc-lens-first");
+    if (scroll && first) scroll.scrollTop = Math.max(0, first.offsetTop - scroll.clientHeight / 2);
   }
   function renderAttention() {
     const row = model.get("attention_row");
@@ -235,7 +260,7 @@ export function createInsideView(model, { onLens, onAttention, onSample } = {}) 
       if (layer === null || layer >= row.layers) layer = row.layers - 1;
       if (head !== null && head >= row.heads) head = null;
       if (layerSel.options.length !== row.layers) {
-        layerSel.replaceChildren(...Array.from({ length: row.layers }, (_, n) => Object.assign(doc.createElement("option"), { value: String(n), textContent: String(n + 1) })));
+        layerSel.replaceChildren(...Array.from({ length: row.layers }, (_, n) => Object.assign(doc.createElement("option"), { value: String(n), textContent: String(decoderLayer(row, n)) })));
       }
       layerSel.value = String(layer);
       heads.replaceChildren(headButton(null, row), ...Array.from({ length: row.heads }, (_, h) => headButton(h, row)));
@@ -248,7 +273,7 @@ export function createInsideView(model, { onLens, onAttention, onSample } = {}) 
     b.dataset.head = h === null ? "mean" : String(h);
     b.setAttribute("aria-pressed", String(h === head));
     const [j] = mostAttended(attentionWeights(row, layer, h), 1)[0];
-    b.append(h === null ? "mean " : `${h + 1} `, code(doc, row.tokens[j] || "∅"));
+    b.append(h === null ? "mean " : `${h + 1} `, oneLine(doc, row.tokens[j] || "∅"));
     b.title = `${h === null ? "the mean over heads" : `head ${h + 1}`}: attends most to ${JSON.stringify(row.tokens[j])}`;
     return b;
   }

@@ -21,7 +21,7 @@ export function drawContent(doc, draw) {
   const text = chosen ? chosen[1] : typeof draw.text === "string" ? draw.text : `id ${draw.token_id}`;
   const caption = el(doc, "div", "nbc-draw-caption");
   const code = el(doc, "code");
-  appendVisibleText(code, text);
+  appendVisibleText(code, text, true, false);
   const at = draw.index === null || draw.index === undefined ? "the end token" : `token #${draw.index}`;
   frag.append(el(doc, "div", "nbc-draw-title", draw.index === null || draw.index === undefined ? "The draw (the end token)" : `The draw at token #${draw.index}`));
   if (draw.greedy) caption.append(`Step (greedy): the argmax `, code, ` is ${at}; nothing is drawn.`);

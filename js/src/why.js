@@ -126,7 +126,7 @@ export function whyContent(doc, f) {
   const frag = doc.createDocumentFragment();
   const head = el(doc, "div", "nbc-why-head");
   const code = el(doc, "code");
-  appendVisibleText(code, f.text); // spaces and newlines visible, as on the bars
+  appendVisibleText(code, f.text, true, false); // spaces and newlines visible, as on the bars
   head.append("Why ", code, "?");
   const list = el(doc, "ul", "nbc-why-list");
   for (const line of whySentences(f)) list.append(el(doc, "li", "", line));

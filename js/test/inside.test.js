@@ -306,3 +306,27 @@ describe("the inside views in the whole widget", () => {
     expect(model.listenerCount()).toBe(0);
   });
 });
+
+describe("a hybrid model's attention layers and one-line labels", () => {
+  it("labels a Jamba-like row by its decoder layers, not its count of attention layers", async () => {
+    const { decoderLayer, layerText } = await import("../src/inside.js");
+    const row = { ...FIX.attention_row, layers: 1, decoder_layers: 2, layer_ids: [1], mean: [FIX.attention_row.mean[0]], per_head: [FIX.attention_row.per_head[0]] };
+    expect(decoderLayer(row, 0)).toBe(2);
+    expect(layerText(row, 0)).toBe("layer 2 of 2 (attention layer 1 of 1; the others keep a recurrent state)");
+    expect(layerText(FIX.attention_row, 1)).toBe(`layer 2 of ${FIX.attention_row.decoder_layers}`);
+    const model = fakeModel();
+    const view = createInsideView(model, {});
+    view.buttons.attention.click();
+    model.set("attention_row", row);
+    expect([...view.el.querySelectorAll("select[name='attention_layer'] option")].map((o) => o.textContent)).toEqual(["2"]);
+  });
+
+  it("a newline token shows its mark in a lens cell and a caption, with no line break", () => {
+    const lens = { ...FIX.lens, context: ["a", "\n"], layers: FIX.lens.layers.map((r) => [["\n", r[0][1]], ...r.slice(1)]) };
+    const box = document.createElement("div");
+    box.append(lensContent(document, lens));
+    expect(box.querySelectorAll("br").length).toBe(0);
+    expect(box.querySelector("td code").textContent).toBe("↵");
+    expect(box.querySelector("figcaption .nbc-one-line").textContent).toBe("a↵");
+  });
+});

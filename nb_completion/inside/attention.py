@@ -4,7 +4,7 @@ once on demand (the engine's passes use fused attention and keep no weights)."""
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
@@ -19,7 +19,9 @@ class Attention:
     model_id: str
     token_ids: list[int]
     tokens: list[str]
-    _weights: list[torch.Tensor]  # per layer [heads, T, T]
+    _weights: list[torch.Tensor]  # per layer that attends [heads, T, T]
+    layer_ids: list[int] = field(default_factory=list)  # each one's decoder layer (Jamba: only some attend)
+    decoder_layers: int = 0
 
     @property
     def layers(self) -> int:
@@ -31,7 +33,8 @@ class Attention:
 
     def weights(self, layer: int, head: Optional[int] = None) -> torch.Tensor:
         """``[T, T]``: row i, how much token i attended to each token 0..i (``head`` None: the
-        average over heads)."""
+        average over heads). ``layer`` counts the layers that attend: every decoder layer in most
+        models; in a hybrid (Jamba, RecurrentGemma) ``layer_ids[layer]`` is its decoder layer."""
         w = self._weights[layer]
         return w.mean(0) if head is None else w[head]
 
@@ -45,6 +48,8 @@ class Attention:
             "tokens": self.tokens[: i + 1],
             "index": i,
             "layers": self.layers,
+            "layer_ids": self.layer_ids,
+            "decoder_layers": self.decoder_layers,
             "heads": self.heads,
             "mean": [r(w.mean(0)[i]) for w in self._weights],
             "per_head": [[r(w[h, i]) for h in range(w.shape[0])] for w in self._weights],
@@ -96,7 +101,26 @@ def attention_of_ids(backend: Any, ids: list[int], text: Optional[str] = None) -
             f"{type(model).__name__} returns no attention weights: its layers keep a recurrent state, not attention over earlier tokens",
         )
     tokens = [backend.piece(t) for t in ids]
-    return Attention(text if text is not None else "".join(tokens), backend.info.identifier, ids, tokens, weights)
+    total = int(getattr(config, "num_hidden_layers", 0) or len(weights))
+    return Attention(
+        text if text is not None else "".join(tokens),
+        backend.info.identifier,
+        ids,
+        tokens,
+        weights,
+        _layer_ids(config, total, len(weights)),
+        total,
+    )
+
+
+def _layer_ids(config: Any, total: int, found: int) -> list[int]:
+    """Which decoder layer each returned attention belongs to: all of them, or, for a hybrid whose
+    recurrent layers return none (Jamba, RecurrentGemma), the layers its config says attend."""
+    if found == total:
+        return list(range(total))
+    kinds = list(getattr(config, "layers_block_type", None) or [])[:total]
+    attends = [i for i, kind in enumerate(kinds) if str(kind).endswith("attention") and not str(kind).startswith("linear")]
+    return attends if len(attends) == found else list(range(found))
 
 
 def _set_attention(model: Any, implementation: str) -> None:

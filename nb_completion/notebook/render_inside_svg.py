@@ -89,12 +89,18 @@ def lens_svg(grid: Mapping[str, Any]) -> str:
     return _svg(width, y + 24, lens_title(grid), body)
 
 
+def decoder_layer(row: Mapping[str, Any], layer: int) -> int:
+    """The decoder layer of the row's ``layer``-th attention (a hybrid such as Jamba attends in some)."""
+    ids = row.get("layer_ids") or []
+    return ids[layer] if layer < len(ids) else layer
+
+
 def attention_title(row: Mapping[str, Any], layer: int, head: Optional[int]) -> str:
     weights = row["mean"][layer] if head is None else row["per_head"][layer][head]
     best = max(range(len(weights)), key=lambda j: weights[j])
     who = "the mean over heads" if head is None else f"head {head + 1}"
     return (
-        f"Attention of token {row['tokens'][-1]!r} (#{row['index']}) in layer {layer + 1}, {who}, over the "
+        f"Attention of token {row['tokens'][-1]!r} (#{row['index']}) in layer {decoder_layer(row, layer) + 1}, {who}, over the "
         f"{len(weights)} tokens up to it: most to {row['tokens'][best]!r} ({100 * weights[best]:.0f}%)"
     )
 

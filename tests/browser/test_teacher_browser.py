@@ -108,7 +108,7 @@ def _scenario(pg):
     w = pg.locator(".nbc-widget")
     wb._generate_and_wait(pg)
     n = wb._tokens(pg).count()
-    pg.get_by_role("button", name="Step").click()
+    pg.get_by_role("button", name="Step", exact=True).click()
     pg.wait_for_function(
         f"() => document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length === {n + 1}", timeout=60_000
     )

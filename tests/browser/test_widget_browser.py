@@ -249,7 +249,7 @@ def _scenario(pg, folder: Path):
 
     # Generate: tokens stream in (the first click also loads the default model)
     pg.evaluate(APPEND_PROBE)
-    pg.get_by_role("button", name="Generate").click()
+    pg.get_by_role("button", name="Generate", exact=True).click()
     pg.wait_for_function("document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length >= 3", timeout=120_000)
     pg.wait_for_selector(".nbc-widget [role='status'][data-status='done']", timeout=60_000)
     appends = pg.evaluate("window.__nbcAppends")  # [time (ms), tokens in the view] per DOM update
@@ -313,7 +313,7 @@ def _scenario(pg, folder: Path):
     assert pg.locator(".jp-Cell .jp-InputPrompt").first.inner_text().strip() == "[1]:"
     rate = float(re.search(r"([\d.]+) tokens/s", pg.locator(".nbc-widget .nbc-metrics").inner_text()).group(1))
     pg.evaluate(TIMING_PROBE)
-    pg.get_by_role("button", name="Stop").click()
+    pg.get_by_role("button", name="Stop", exact=True).click()
     pg.wait_for_selector(".nbc-widget [role='status'][data-status='stopped']", timeout=10_000)
     n = _tokens(pg).count()
     time.sleep(1.5)
@@ -322,8 +322,8 @@ def _scenario(pg, folder: Path):
     stopped_after = (timing["stopped"] - timing["click"]) / 1000
     assert 20 <= n < 2000
     assert _status(pg).inner_text() == "Stopped"
-    assert pg.get_by_role("button", name="Generate").is_enabled()
-    assert pg.get_by_role("button", name="Stop").is_disabled()
+    assert pg.get_by_role("button", name="Generate", exact=True).is_enabled()
+    assert pg.get_by_role("button", name="Stop", exact=True).is_disabled()
     last_token = (timing["lastToken"] - timing["click"]) / 1000
     print(
         f"Stop: status 'stopped' {stopped_after:.3f}s after the click, last token {last_token:.3f}s after; "
@@ -384,7 +384,7 @@ def test_partial_characters_and_word_breaks_in_jupyterlab(page, lab):
 
 def _generate_and_wait(pg) -> None:
     """Click Generate; wait until this run (not the previous one) is done."""
-    pg.get_by_role("button", name="Generate").click()
+    pg.get_by_role("button", name="Generate", exact=True).click()
     pg.wait_for_selector(".nbc-widget [role='status']:not([data-status='done'])", timeout=10_000)
     pg.wait_for_selector(".nbc-widget [role='status'][data-status='done']", timeout=120_000)
 
@@ -454,7 +454,7 @@ def _teaching_views(pg):
     n = _tokens(pg).count()
     assert n >= 1
     # Step: exactly one more token, the draw shown on its cumulative bar
-    pg.get_by_role("button", name="Step").click()
+    pg.get_by_role("button", name="Step", exact=True).click()
     pg.wait_for_function(
         f"() => document.querySelectorAll('.nbc-widget .nbc-tokens [data-token-index]').length === {n + 1}", timeout=60_000
     )
@@ -505,7 +505,7 @@ def _teaching_views(pg):
     assert forced_id is not None
     # Score: the prompt's tokens coloured by surprisal, the perplexity, nothing generated
     pg.get_by_label("Prompt").fill("The capital of France is Paris, and the capital of Italy is Rome.")
-    pg.get_by_role("button", name="Score").click()
+    pg.get_by_role("button", name="Score", exact=True).click()
     line = w.locator(".nbc-score-line")
     line.wait_for(state="visible", timeout=60_000)
     assert re.search(r"perplexity \d+\.\d\d", line.inner_text())
