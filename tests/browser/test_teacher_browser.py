@@ -117,10 +117,10 @@ def _scenario(pg):
     draw.wait_for(state="visible", timeout=10_000)
     assert draw.locator(".nbc-draw-title").inner_text() == f"The draw at token #{n}"
     # the Step is over once its probe shows the next token's distribution; then ask for the stepped one
-    label = "document.querySelector('.nbc-widget [role=figure]')?.getAttribute('aria-label') || ''"
+    label = "document.querySelector('.nbc-widget .nbc-dist[role=figure]')?.getAttribute('aria-label') || ''"
     pg.wait_for_function(f"() => ({label}).includes('the next token (#{n + 1})')", timeout=30_000)
     wb._tokens(pg).nth(n).click()
-    fig = w.locator(".nbc-output [role='figure']")
+    fig = w.locator(".nbc-output .nbc-dist[role='figure']")
     pg.wait_for_function(
         f"() => ({label}).includes('before token #{n}')",
         timeout=30_000,

@@ -434,7 +434,7 @@ def test_step_distribution_score_and_tree_in_jupyterlab(page, lab):
         raise
 
 
-KEPT = ".nbc-widget [role='figure'] [data-token-id][data-excluded='false']"
+KEPT = ".nbc-widget .nbc-dist[role='figure'] [data-token-id][data-excluded='false']"
 
 
 def _teaching_views(pg):
@@ -463,7 +463,7 @@ def _teaching_views(pg):
     assert "Step drew u = " in draw.inner_text()
     assert w.locator(".nbc-draw-u").count() == 1
     # the distribution figure, inside the widget's output area, reshaped in the browser
-    fig = w.locator(".nbc-output [role='figure']")
+    fig = w.locator(".nbc-output .nbc-dist[role='figure']")
     fig.wait_for(state="visible", timeout=30_000)
     assert fig.get_attribute("aria-label").startswith("Next-token distribution")
     bars = fig.locator("[data-token-id]")
