@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence
 from .api.errors import BadRequest
 from .engine.backend import is_local
 from .engine.records import TokenRecord
+from .engine.model_lock import model_lock
 
 __all__ = ["score", "Scored", "ScoredToken", "score_ids"]
 
@@ -173,12 +174,13 @@ def _position_stats(backend: Any, ids: list[int], top: int, cancel: Any) -> tupl
     stats: tuple[list, list, list, list, list] = ([], [], [], [], [])
     with torch.inference_mode():
         input_ids = torch.tensor([ids], device=backend.device)
-        if head is not None and decoder is not None and _head_of_last_hidden(model, head, decoder, input_ids):
-            hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state[0]
-            project = head
-        else:  # a model whose logits are more than the head of the last hidden state
-            hidden = model(input_ids=input_ids, use_cache=False).logits[0]
-            project = None
+        with model_lock(model):  # never mid-way through the attention view's switch
+            if head is not None and decoder is not None and _head_of_last_hidden(model, head, decoder, input_ids):
+                hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state[0]
+                project = head
+            else:  # a model whose logits are more than the head of the last hidden state
+                hidden = model(input_ids=input_ids, use_cache=False).logits[0]
+                project = None
         target = torch.tensor(ids[1:], device=hidden.device)
         for start in range(0, len(ids) - 1, CHUNK):
             check()

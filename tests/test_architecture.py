@@ -15,7 +15,7 @@ CORE = [
     "records", "fold", "sampling", "batch_sampling", "sequence", "scheduler", "slots", "model_runner",
     "batch_engine", "engine_thread", "kv", "rowwise_int8", "int8_op",
     "block_kernel", "block_linear", "config", "cpp_op", "gguf_blocks", "llama_pass",
-    "detokenize", "stopping", "token_text", "gguf_cache",
+    "detokenize", "stopping", "token_text", "gguf_cache", "model_lock",
 ]  # fmt: skip
 # What the core may import from the rest of the package: the table of bounds (no imports itself).
 CORE_MAY_IMPORT = {"nb_completion.api.bounds"}

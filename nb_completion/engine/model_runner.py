@@ -20,6 +20,7 @@ import torch
 
 from . import llama_pass
 from .kv import SlotStore, aligned, cache_kwarg, decode_mask, prefill_mask
+from .model_lock import model_lock
 from .llama_pass import LlamaPass
 
 log = logging.getLogger("nb_completion.engine")
@@ -38,6 +39,7 @@ class ModelRunner:
         self.device = store.device
         self.dtype = store.dtype
         self.cache_name = cache_kwarg(model)
+        self.lock = model_lock(model)  # the attention view switches the model's attention between steps
         self.lean = LlamaPass(model, store.max_len) if lean and llama_pass.supports(model) else None
         self._prefill_call = self.lean or self._model_pass
         self._decode_call = self._lean_decode if self.lean is not None else self._model_pass
@@ -58,7 +60,8 @@ class ModelRunner:
         self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, view: Any, decode: bool = False
     ) -> torch.Tensor:
         """Logits ``[rows, vocab]`` of each row's last position."""
-        return (self._decode_call if decode else self._prefill_call)(ids, positions, mask, view)
+        with self.lock:
+            return (self._decode_call if decode else self._prefill_call)(ids, positions, mask, view)
 
     def prefill(self, slot: int, ids: list[int], start: int) -> None:
         """Cache ``ids`` at positions ``start, start + 1, ...`` of ``slot``."""

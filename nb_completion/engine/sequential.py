@@ -23,6 +23,7 @@ import torch
 
 from .batch_sampling import RowTable, choose_batch
 from .kv import cache_kwarg
+from .model_lock import model_lock
 from .engine_thread import EngineThread
 from .sequence import Sequence, Stats
 
@@ -97,13 +98,15 @@ class SequentialEngine(EngineThread):
         back no state (RecurrentGemma keeps it inside its modules, shared by every sequence) runs
         the whole ``history`` again without a cache each step: slow, but never a wrong token."""
         if cache is RERUN:
-            out = self.model(input_ids=torch.tensor([history], device=self.device), use_cache=False)
+            with model_lock(self.model):
+                out = self.model(input_ids=torch.tensor([history], device=self.device), use_cache=False)
             return out.logits[:, -1], RERUN
         kwargs: dict[str, Any] = {"input_ids": torch.tensor([ids], device=self.device), "use_cache": True}
         if cache is not None:
             name, value = cache
             kwargs[name] = value
-        out = self.model(**kwargs)
+        with model_lock(self.model):  # the attention view switches the model's attention between steps
+            out = self.model(**kwargs)
         for attribute, kwarg in STATE_OUTPUTS:
             value = getattr(out, attribute, None)
             if value is not None:

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import torch
 
 from ..api.errors import BadRequest
+from ..engine.model_lock import model_lock
 from .model_parts import check_ids, encode, local_backend
 
 
@@ -85,16 +86,19 @@ def attention_of_ids(backend: Any, ids: list[int], text: Optional[str] = None) -
     ids = check_ids(backend, list(ids))
     config = model.config
     previous = getattr(config, "_attn_implementation", None)
-    try:
-        _set_attention(model, "eager")
-        with torch.inference_mode():
-            out = model(input_ids=torch.tensor([ids], device=backend.device), output_attentions=True, use_cache=False)
-        t = len(ids)  # softmax attention is [batch, heads, T, T] per layer (RWKV returns its state here)
-        found = [a for a in (getattr(out, "attentions", None) or ()) if a is not None and a.dim() == 4 and a.shape[-2:] == (t, t)]
-        weights = [a[0].float().cpu() for a in found]
-    finally:
-        if previous is not None:
-            _set_attention(model, previous)
+    with model_lock(model):  # no engine step runs while the model's attention is eager
+        try:
+            _set_attention(model, "eager")
+            with torch.inference_mode():
+                out = model(input_ids=torch.tensor([ids], device=backend.device), output_attentions=True, use_cache=False)
+            t = len(ids)  # softmax attention is [batch, heads, T, T] per layer (RWKV returns its state here)
+            found = [
+                a for a in (getattr(out, "attentions", None) or ()) if a is not None and a.dim() == 4 and a.shape[-2:] == (t, t)
+            ]
+            weights = [a[0].float().cpu() for a in found]
+        finally:
+            if previous is not None:
+                _set_attention(model, previous)
     if not weights:
         raise BadRequest(
             "model_id",

@@ -17,6 +17,7 @@ from typing import Any, Optional
 import torch
 
 from ..api.errors import BadRequest
+from ..engine.model_lock import model_lock
 from .model_parts import check_ids, decoder_parts, encode, final_scaling, local_backend
 
 TOP = 10
@@ -119,20 +120,21 @@ def lens_of_ids(backend: Any, ids: list[int], text: Optional[str] = None, last_o
         captured.append(output[0] if isinstance(output, tuple) else output)
 
     at = slice(-1, None) if last_only else slice(None)
-    hooks = [layer.register_forward_hook(keep) for layer in layers]
-    try:
-        with torch.inference_mode():
-            out = model(input_ids=torch.tensor([ids], device=backend.device), use_cache=False)
-            own = torch.log_softmax(out.logits[0, at].float(), dim=-1).cpu()
-            if len(captured) != len(layers):
-                raise BadRequest(
-                    "model_id",
-                    f"The logit lens does not apply to {name}: its layers ran {len(captured)} times, not {len(layers)}",
-                )
-            read = [torch.log_softmax(scaling(head(norm(h[:, at])))[0].float(), dim=-1).cpu() for h in captured]
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with model_lock(model):  # the hooks see this pass only, not an engine step's
+        hooks = [layer.register_forward_hook(keep) for layer in layers]
+        try:
+            with torch.inference_mode():
+                out = model(input_ids=torch.tensor([ids], device=backend.device), use_cache=False)
+                own = torch.log_softmax(out.logits[0, at].float(), dim=-1).cpu()
+                if len(captured) != len(layers):
+                    raise BadRequest(
+                        "model_id",
+                        f"The logit lens does not apply to {name}: its layers ran {len(captured)} times, not {len(layers)}",
+                    )
+                read = [torch.log_softmax(scaling(head(norm(h[:, at])))[0].float(), dim=-1).cpu() for h in captured]
+        finally:
+            for hook in hooks:
+                hook.remove()
     gap = float((read[-1].clamp(min=-1e4) - own.clamp(min=-1e4)).abs().max())
     if not gap <= AGREE:
         raise BadRequest(
