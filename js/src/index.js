@@ -83,6 +83,10 @@ function render({ model, el }) {
   output.el.append(teach);
   const onRun = () => inside.reset();
   model.on("change:run", onRun);
+  const onStatus = () => {
+    if (["done", "stopped"].includes(model.get("status"))) inside.refresh();
+  };
+  model.on("change:status", onStatus);
   const onCustom = (msg) => output.onMessage(msg);
   model.on("msg:custom", onCustom);
   const copyHider = createCopyHider(model);
@@ -109,6 +113,7 @@ function render({ model, el }) {
     futures.destroy();
     compare.destroy();
     model.off("change:run", onRun);
+    model.off("change:status", onStatus);
   };
 }
 

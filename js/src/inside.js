@@ -336,10 +336,15 @@ export function createInsideView(model, { onLens, onAttention, onSample } = {}) 
     at = null;
     renderBar();
   }
+  /** A run ended: the pressed views read the text as it is now. */
+  function refresh() {
+    if (pressed(lensButton) || pressed(attButton)) select(at);
+  }
   return {
     el: root,
     select,
     reset,
+    refresh,
     buttons: { lens: lensButton, attention: attButton, sample: sampleButton },
     destroy() {
       model.off("change:lens", onLensTrait);

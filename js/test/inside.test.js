@@ -302,6 +302,12 @@ describe("the inside views in the whole widget", () => {
     expect(columns.querySelectorAll(".nbc-compare .nbc-token").length).toBe(FIX.compare_column.tokens.length);
     el.querySelector(".nbc-inside-bar button[title^='Five']").click();
     expect(model.sent.at(-1)).toEqual({ type: "sample", index: 3 });
+    // a new run puts the position at the end; when it ends, the pressed lens reads the new text
+    model.set("run", 2);
+    model.set("status", "running");
+    const sent = model.sent.length;
+    model.set("status", "done");
+    expect(model.sent.slice(sent)).toEqual([{ type: "lens", index: null, prompt: false }]);
     cleanup();
     expect(model.listenerCount()).toBe(0);
   });

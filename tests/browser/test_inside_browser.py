@@ -191,4 +191,12 @@ def _scenario(pg):
     assert low == [], low
     violations = tb._axe(pg)
     assert violations == [], violations
+
+    # the dark theme: the lens and attention again, text still >= 4.5:1
+    bar.get_by_role("button", name="Layers").click()
+    lens.locator("tbody tr").first.wait_for(timeout=60_000)
+    tb._dark(pg)
+    _shot(pg, bar, "5-dark")
+    low = [c for c in pg.evaluate(tb.CONTRASTS, INSIDE_TEXTS) if c[2] < 4.5]
+    assert low == [], low
     assert pg.errors == []  # type: ignore[attr-defined]
