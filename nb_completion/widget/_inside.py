@@ -22,13 +22,13 @@ import traitlets as t
 
 from ..api.errors import BadRequest, CompletionError, EngineFailure
 from ..engine.records import Delta
+from . import _protocol as protocol
 from ._controls import build
 from ._session import Path
 from ._tokens import reindex, token_dict
 
 LENS_TOP = 5
 SAMPLES = 5
-INSIDE_MESSAGES = ("lens", "attention", "sample")
 
 
 class InsideMixin(t.HasTraits):
@@ -233,11 +233,11 @@ class InsideMixin(t.HasTraits):
     def _inside_msg(self, kind: str, content: dict) -> bool:
         """Handle an inside message from the browser (on a thread of its own); False if ``kind`` is not one."""
         index, prompt = content.get("index"), bool(content.get("prompt"))
-        if kind == "lens":
+        if kind == protocol.LENS:
             job = lambda: self.show_lens(index, prompt)  # noqa: E731
-        elif kind == "attention":
+        elif kind == protocol.ATTENTION:
             job = lambda: self.show_attention(index, prompt)  # noqa: E731
-        elif kind == "sample":
+        elif kind == protocol.SAMPLE:
             job = lambda: self.sample_futures(index)  # noqa: E731
         else:
             return False

@@ -6,7 +6,8 @@ Kernel -> view (the final state also lands in traits):
   ``{type: "snapshot", run, tokens, metrics}``       everything sent so far
 View -> kernel: ``generate``, ``stop``, ``branch`` (index, text), ``snapshot``, ``models``, and
 the teaching views' ``step``, ``score``, ``force`` (position, token_id), ``distribution``
-(index, prompt), ``show_branch`` (id).
+(index, prompt), ``show_branch`` (id), and the inside views' ``lens`` and ``attention`` (index,
+prompt) and ``sample`` (index).
 A token is ``{index, text, logprob, rank, top: [[text, logprob]...], entropy, forced, branch?}``
 (``_tokens.token_dict``).
 """
@@ -18,7 +19,8 @@ from typing import Any, Optional
 # view -> kernel
 GENERATE, STOP, BRANCH, SNAPSHOT, MODELS = "generate", "stop", "branch", "snapshot", "models"
 STEP, SCORE, FORCE, DISTRIBUTION, SHOW_BRANCH = "step", "score", "force", "distribution", "show_branch"
-VIEW_MESSAGES = (GENERATE, STOP, BRANCH, SNAPSHOT, MODELS, STEP, SCORE, FORCE, DISTRIBUTION, SHOW_BRANCH)
+LENS, ATTENTION, SAMPLE = "lens", "attention", "sample"
+VIEW_MESSAGES = (GENERATE, STOP, BRANCH, SNAPSHOT, MODELS, STEP, SCORE, FORCE, DISTRIBUTION, SHOW_BRANCH, LENS, ATTENTION, SAMPLE)
 
 
 def kind_of(content: Any) -> Optional[str]:
