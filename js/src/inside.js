@@ -24,6 +24,7 @@ function el(doc, tag, className, text) {
 function code(doc, text, className = "") {
   const c = el(doc, "code", className);
   appendVisibleText(c, text, true, false); // one line: a newline shows as its mark
+  for (const wbr of c.querySelectorAll("wbr")) wbr.remove(); // and no break after a space's mark
   return c;
 }
 
@@ -79,7 +80,8 @@ export function lensContent(doc, lens) {
   lens.layers.forEach((row, n) => {
     const tr = el(doc, "tr");
     const last = n === lens.layers.length - 1;
-    const label = el(doc, "th", "", last ? `${n + 1} (output)` : String(n + 1));
+    const label = el(doc, "th", "", String(n + 1));
+    if (last) label.append(el(doc, "span", "nbc-lens-out", " (output)"));
     label.scope = "row";
     if (n === lens.first_top) {
       tr.classList.add("nbc-lens-first");
