@@ -150,3 +150,22 @@ def test_a_lens_that_cannot_read_the_model_says_so(widget, tiny_backend, monkeyp
     )
     lens = widget.show_lens(2)
     assert "meaningless" in lens["error"] and "final norm and output layer" in lens["error"]
+
+
+def test_the_saved_copy_keeps_the_inside_views_as_images_with_alt_text(widget, tiny_model_id):
+    """An exported notebook (nbconvert, GitHub) shows the lens, the attention, the futures and the
+    second model's column the panel showed, each an <img> with its alt text, and the SVG stack."""
+    widget.show_lens(3)
+    widget.show_attention(3)
+    widget.sample_futures(2)
+    widget.compare_model = tiny_model_id
+    widget.run_compare(wait=True)
+    copy = widget._static_copy()
+    alts = re.findall(r'<img src="data:image/svg\+xml;base64,[^"]+" alt="([^"]*)"', copy["text/html"])
+    assert any(a.startswith("Logit lens of tiny-llama") for a in alts), alts
+    assert any(a.startswith("Attention of token") for a in alts), alts
+    assert "5 futures from position #2, each with its mean log-probability per token" in alts, alts
+    assert f"the second model, {tiny_model_id}, on the same prompt" in alts, alts
+    for svg in widget.inside_svgs():
+        assert svg.startswith("<svg") and 'role="img"' in svg and "<title>" in svg
+    assert copy["image/svg+xml"].count("<svg") >= 1 + 4  # the heatmap, the inside views, the teaching ones

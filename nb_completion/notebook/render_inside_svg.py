@@ -22,6 +22,7 @@ LABEL_W = 64
 MUTED = "#666666"
 MARK = PALETTE["chart"]["chosen"]
 ATTEND = PALETTE["chart"]["kept"]
+ALPHA = 0.6  # the strongest attention colour, as in the widget (js/src/inside.js): black text stays >= 7:1
 
 
 def _shown(text: str) -> str:
@@ -40,7 +41,7 @@ def _pct(logprob: float) -> str:
 def _svg(width: float, height: float, title: str, body: list[str]) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
-        f'role="img" font-family="ui-monospace,SFMono-Regular,Menlo,Consolas,monospace" font-size="{FONT}" fill="{PALETTE["text"]}">'
+        f'role="img" aria-label="{_xml_text(title)}" font-family="ui-monospace,SFMono-Regular,Menlo,Consolas,monospace" font-size="{FONT}" fill="{PALETTE["text"]}">'
         f'<title>{_xml_text(title)}</title><rect width="100%" height="100%" rx="6" fill="#ffffff"/>' + "".join(body) + "</svg>"
     )
 
@@ -95,12 +96,20 @@ def decoder_layer(row: Mapping[str, Any], layer: int) -> int:
     return ids[layer] if layer < len(ids) else layer
 
 
+def _where(row: Mapping[str, Any]) -> str:
+    """ "token #3" as the widget numbers it (generated tokens; ``prompt``: prompt tokens), else the
+    position in the text."""
+    if row.get("position") is None:
+        return f"token #{row['index']}"
+    return f"{'prompt token' if row.get('prompt') else 'token'} #{row['position']}"
+
+
 def attention_title(row: Mapping[str, Any], layer: int, head: Optional[int]) -> str:
     weights = row["mean"][layer] if head is None else row["per_head"][layer][head]
     best = max(range(len(weights)), key=lambda j: weights[j])
     who = "the mean over heads" if head is None else f"head {head + 1}"
     return (
-        f"Attention of token {row['tokens'][-1]!r} (#{row['index']}) in layer {decoder_layer(row, layer) + 1}, {who}, over the "
+        f"Attention of {_where(row)} {row['tokens'][-1]!r} in layer {decoder_layer(row, layer) + 1}, {who}, over the "
         f"{len(weights)} tokens up to it: most to {row['tokens'][best]!r} ({100 * weights[best]:.0f}%)"
     )
 
@@ -120,7 +129,7 @@ def attention_svg(row: Mapping[str, Any], layer: int, head: Optional[int] = None
             x, y = PAD, y + ROW + 4
         stroke = f' stroke="{MARK}" stroke-width="2"' if j == len(weights) - 1 else ""
         body.append(
-            f'<rect x="{x:.1f}" y="{y}" width="{w_px:.1f}" height="{ROW}" rx="3" fill="{ATTEND}" fill-opacity="{w / top:.3f}"{stroke}>'
+            f'<rect x="{x:.1f}" y="{y}" width="{w_px:.1f}" height="{ROW}" rx="3" fill="{ATTEND}" fill-opacity="{ALPHA * w / top:.3f}"{stroke}>'
             f"<title>{_xml_text(f'{token!r}: {100 * w:.1f}%')}</title></rect>"
         )
         body.append(f'<text x="{x + 3:.1f}" y="{y + 14}">{_xml_text(shown)}</text>')

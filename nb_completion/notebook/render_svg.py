@@ -205,9 +205,11 @@ def columns_svg(
     header: str = "",
     color_by: str = "probability",
     width: int = 36,
+    label: str = "",
 ) -> str:
     """Side-by-side columns (``compare()``): each ``(title, summary, tokens)`` ``width`` cells
-    wide, a ``header`` line above, one legend under all of them."""
+    wide, a ``header`` line above, one legend under all of them; ``label``: the alt text
+    (default "comparison of N runs")."""
     if color_by not in COLOR_BY:
         raise ValueError(f"color_by must be one of {COLOR_BY}, got {color_by!r}")
     col_width = width * CELL + 2 * PAD
@@ -237,7 +239,7 @@ def columns_svg(
     key, key_width = _legend(color_by, legend_keys(every), PAD, bottom + 6)
     body += key
     total_width = max(PAD + len(columns) * (col_width + gap) - gap + PAD, key_width + 2 * PAD)
-    return _svg(total_width, bottom + 6 + 18 + PAD, body, f"comparison of {len(columns)} runs")
+    return _svg(total_width, bottom + 6 + 18 + PAD, body, label or f"comparison of {len(columns)} runs")
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -44,6 +44,8 @@ class InsideMixin(t.HasTraits):
         self._inside_thread: Optional[threading.Thread] = None
         self._compare_thread: Optional[threading.Thread] = None
         self._compare_cancel = threading.Event()
+        self._futures_records: list[list] = []  # the sampled paths' records (the static copy's columns)
+        self._compare_records: list = []
         self.observe(self._compare_on_run, names=["run"])
         self.observe(self._compare_model_changed, names=["compare_model"])
 
@@ -104,6 +106,7 @@ class InsideMixin(t.HasTraits):
         except CompletionError as exc:
             out = {"index": index, "prompt": prompt, "error": _said(exc)}
         self.lens = out
+        self._refresh_static_copy()
         return out
 
     def show_attention(self, index: Optional[int] = None, prompt: bool = False) -> dict:
@@ -119,6 +122,7 @@ class InsideMixin(t.HasTraits):
         except CompletionError as exc:
             out = {"index": index, "prompt": prompt, "error": _said(exc)}
         self.attention_row = out
+        self._refresh_static_copy()
         return out
 
     # ---- Sample 5 --------------------------------------------------------------------------------
@@ -167,7 +171,9 @@ class InsideMixin(t.HasTraits):
             tree.current = origin.id
             self._publish_tree()
             setting = "temperature 1 (the strategy is greedy)" if greedy else "the current settings"
+            self._futures_records = runs
             self.futures = {"index": i, "from": origin.id, "setting": setting, "paths": paths}
+        self._refresh_static_copy()
         return self.futures
 
     # ---- a second model's column -------------------------------------------------------------------
@@ -209,6 +215,9 @@ class InsideMixin(t.HasTraits):
                         records.extend(event.tokens)
                         self._set_column(cancel, model, "running", request.content, records)
                 self._set_column(cancel, model, "done", request.content, records)
+                if not cancel.is_set():
+                    self._compare_records = list(records)
+                    self._refresh_static_copy()
             except CompletionError as exc:
                 self._set_column(cancel, model, "error", self.content, records, _said(exc))
             except Exception as exc:  # the panel must keep working
@@ -227,6 +236,36 @@ class InsideMixin(t.HasTraits):
         if error:
             column["error"] = error
         self.compare_column = column
+
+    # ---- the static copy ----------------------------------------------------------------------------
+
+    def inside_svgs(self) -> list[str]:
+        """The inside views shown, as SVG images for the saved notebook's copy (each with its alt
+        text): the lens grid, the attention row (the last layer, the mean over heads), the futures
+        and the second model's column as heatmap columns."""
+        from ..notebook.render_inside_svg import attention_svg, lens_svg
+        from ..notebook.render_svg import columns_svg
+
+        out = []
+        if self.lens and "error" not in self.lens:
+            out.append(lens_svg(self.lens))
+        row = self.attention_row
+        if row and "error" not in row:
+            out.append(attention_svg(row, row["layers"] - 1))
+        if self.futures and self._futures_records:
+            columns = [
+                (f"seed {p['seed']}", f"mean log p {p['mean_logprob']:.2f} per token" if p["mean_logprob"] is not None else "", r)
+                for p, r in zip(self.futures["paths"], self._futures_records)
+            ]
+            where = f"{len(columns)} futures from position #{self.futures['index']}"
+            out.append(
+                columns_svg(columns, header=where, width=24, label=f"{where}, each with its mean log-probability per token")
+            )
+        column = self.compare_column
+        if self.compare_model and column and column.get("status") == "done" and self._compare_records:
+            second = f"the second model, {column['model']}, on the same prompt"
+            out.append(columns_svg([(column["model"], "", self._compare_records)], header=column["prompt"][-80:], label=second))
+        return out
 
     # ---- messages ----------------------------------------------------------------------------------
 

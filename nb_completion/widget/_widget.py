@@ -255,7 +255,7 @@ class CompletionWidget(InsideMixin, TeachingMixin, anywidget.AnyWidget):
             else []
         )
         try:
-            figures = self.teaching_svgs()
+            figures = self.teaching_svgs() + self.inside_svgs()
         except Exception:  # a bonus: never let it hide the heatmap
             figures = []
         svg = stack_svg(parts + figures) if parts or figures else None
