@@ -138,7 +138,7 @@ def test_the_lens_and_attention_as_svg_images(widget):
     assert 'role="img"' in svg and "head 2" in re.search(r"<title>(.*?)</title>", svg).group(1)
     opacities = [float(x) for x in re.findall(r'fill-opacity="([\d.]+)"', svg)]
     weights = row["per_head"][0][1]
-    assert opacities == pytest.approx([w / max(weights) for w in weights], abs=1e-3)
+    assert opacities == pytest.approx([0.6 * w / max(weights) for w in weights], abs=1e-3)  # as the widget
 
 
 def test_a_lens_that_cannot_read_the_model_says_so(widget, tiny_backend, monkeypatch):
