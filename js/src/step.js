@@ -50,6 +50,8 @@ export function drawContent(doc, draw) {
     seg.dataset.tokenId = String(id);
     seg.title = `${JSON.stringify(t)} ${percent(p)} (${x.toFixed(3)}–${(x + p).toFixed(3)})`;
     if (p > 0.06) seg.textContent = t;
+    // u in the left half of this segment: its label goes right, so the pointer never covers a letter
+    if (!draw.greedy && draw.u >= x && draw.u < x + p / 2) seg.classList.add("nbc-draw-label-right");
     bar.append(seg);
     x += p;
   }

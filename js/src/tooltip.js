@@ -84,7 +84,8 @@ export function tooltipContent(doc, token) {
   if (token.top.length && !token.prompt) {
     const hint = doc.createElement("div");
     hint.className = "nbc-tip-hint";
-    hint.textContent = "Click an alternative to force it here (one token, a new branch), as a bar of the distribution does.";
+    hint.textContent =
+      "Click an alternative to force it here (one token, a new branch), as a bar of the distribution does; on a remote model, generation continues from it.";
     frag.append(hint);
   }
   return frag;

@@ -184,3 +184,18 @@ describe("the draw and the prompt's tokens", () => {
     expect(el.querySelector('[role="tooltip"]').textContent).toContain("id 9 · bytes 20 63 61 74");
   });
 });
+
+describe("the draw's labels and the u pointer", () => {
+  it("a segment whose left half holds u puts its label on the right, away from the pointer", async () => {
+    const { drawContent } = await import("../src/step.js");
+    const draw = { u: 0.01, token_id: 1, text: "are", p: 0.3, before: 0, greedy: false, rest: 0.1, bar: [[1, "are", 0.3], [2, "have", 0.6]] };
+    const box = document.createElement("div");
+    box.append(drawContent(document, draw));
+    const [first, second] = box.querySelectorAll(".nbc-draw-seg");
+    expect(first.classList.contains("nbc-draw-label-right")).toBe(true);
+    expect(second.classList.contains("nbc-draw-label-right")).toBe(false);
+    const late = document.createElement("div");
+    late.append(drawContent(document, { ...draw, u: 0.25 }));
+    expect(late.querySelector(".nbc-draw-seg").classList.contains("nbc-draw-label-right")).toBe(false);
+  });
+});
