@@ -132,7 +132,9 @@ def test_the_lens_and_attention_as_svg_images(widget):
     assert svg.startswith("<svg") and 'role="img"' in svg
     title = re.search(r"<title>(.*?)</title>", svg).group(1)
     assert f"layer {lens['first_top'] + 1}" in title and "Logit lens" in title
-    assert svg.count("<rect") == 1 + 5 * len(lens["layers"])  # the background and one cell per token shown
+    assert "chosen_track" not in lens  # greedy: the written token is the answer, one tracked column
+    assert svg.count("<rect") == 1 + (1 + 5) * len(lens["layers"])  # the background, the answer and the top 5 per layer
+    assert "(answer)" in svg and re.search(r">(\d+%|<1%) #1<", svg)  # the answer's cell at the output: rank 1
     row = widget.show_attention(2)
     svg = attention_svg(row, layer=0, head=1)
     assert 'role="img"' in svg and "head 2" in re.search(r"<title>(.*?)</title>", svg).group(1)
@@ -169,3 +171,26 @@ def test_the_saved_copy_keeps_the_inside_views_as_images_with_alt_text(widget, t
     for svg in widget.inside_svgs():
         assert svg.startswith("<svg") and 'role="img"' in svg and "<title>" in svg
     assert copy["image/svg+xml"].count("<svg") >= 1 + 4  # the heatmap, the inside views, the teaching ones
+
+
+def test_the_lens_tracks_the_answer_and_the_written_token_through_every_layer(widget, tiny_backend):
+    """However far down the top 5 it is, the answer's probability and rank at each layer: rank 1
+    from the marked layer on where it first becomes top, and the model's own number at the output;
+    the token written there (when it is not the answer) tracked the same way."""
+    from nb_completion.inside.lens import lens_of_ids
+
+    lens = widget.show_lens(2)
+    track = lens["answer_track"]
+    assert len(track) == len(lens["layers"])
+    assert track[-1] == [lens["layers"][-1][0][1], 1]
+    assert track[lens["first_top"]][1] == 1 and all(rank > 1 for _, rank in track[: lens["first_top"]])
+    assert "chosen_track" not in lens  # greedy: the token written is the answer
+    ids = tiny_backend.encode(PROMPT)
+    full = lens_of_ids(tiny_backend, ids)
+    last = len(ids) - 1
+    other = int(torch.argsort(full.layers[-1].logprobs[last])[len(full.layers[-1].logprobs[last]) // 2])  # a middling token
+    grid = full.grid(last, 5, chosen_id=other)
+    for n, (logprob, rank) in enumerate(grid["chosen_track"]):
+        row = full.layers[n].logprobs[last]
+        assert logprob == pytest.approx(float(row[other]), abs=1e-5)
+        assert rank == int((row > row[other]).sum()) + 1

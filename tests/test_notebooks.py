@@ -201,6 +201,8 @@ def test_inside_the_model_runs_and_finds_paris(executed):
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream")
     assert "' Paris' is first on top at layer" in text
     assert "layer 30: ' Paris'" in text
+    ranks = [int(r) for r in re.findall(r"' Paris' is rank #(\d+)", text)]
+    assert ranks[0] > 100 and ranks[-1] == 1, ranks  # the climb the lens tracks
     assert "panel lens: ' Paris' was written; the output's answer ' Paris' is first top at layer 30" in text
     assert len(re.findall(r"^ *-\d+\.\d\d  ['\"]", text, re.M)) >= 10  # the futures of nb.futures() and of the panel
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]

@@ -48,12 +48,21 @@ export function lensSummary(lens) {
   const final = JSON.stringify(lens.final);
   const first = lens.first_top;
   let s = `The output's top token ${final} first becomes top at layer ${first + 1} of ${n}`;
-  s += first === n - 1 ? " (only at the output)." : ".";
+  s += first === n - 1 ? " (only at the output)" : "";
+  s += lens.answer_track && first > 0 ? `; at layer 1 it is rank #${lens.answer_track[0][1]}.` : ".";
   if (lens.chosen !== null && lens.chosen !== undefined && lens.chosen !== lens.final) {
     const c = lens.chosen_first;
     s += ` The token written here, ${JSON.stringify(lens.chosen)}, ${c === null || c === undefined ? "is never top at any layer (it was sampled)" : `is top at layer ${c + 1}`}.`;
   }
   return s;
+}
+
+/** The tracked tokens' columns: [text, "answer" | "written", [[logprob, rank] per layer]]. */
+export function lensTracks(lens) {
+  const out = [];
+  if (lens.answer_track) out.push([lens.final, "answer", lens.answer_track]);
+  if (lens.chosen_track && lens.chosen !== null && lens.chosen !== undefined) out.push([lens.chosen, "written", lens.chosen_track]);
+  return out;
 }
 
 /** The lens figure's content (pure DOM building, unit-tested). */
@@ -73,6 +82,13 @@ export function lensContent(doc, lens) {
   const table = el(doc, "table", "nbc-lens");
   const head = el(doc, "tr");
   head.append(el(doc, "th", "", "layer"));
+  const tracks = lensTracks(lens);
+  for (const [text, what] of tracks) {
+    const th = el(doc, "th", "nbc-lens-track-head");
+    th.append(oneLine(doc, JSON.stringify(text)), ` (${what})`);
+    th.title = `${JSON.stringify(text)}'s probability and rank at each layer, however far down it is`;
+    head.append(th);
+  }
   for (let c = 0; c < k; c++) head.append(el(doc, "th", "", c === 0 ? "top" : ordinal(c + 1)));
   const thead = el(doc, "thead");
   thead.append(head);
@@ -89,6 +105,14 @@ export function lensContent(doc, lens) {
       label.title = `the first layer where ${JSON.stringify(lens.final)} is top`;
     }
     tr.append(label);
+    for (const [, , track] of tracks) {
+      const [logprob, rank] = track[n];
+      const td = el(doc, "td", "nbc-lens-track");
+      td.style.background = probabilityColor(logprob);
+      td.append(el(doc, "span", "nbc-lens-p", percent(prob(logprob))), " ", el(doc, "span", "nbc-lens-rank", `#${rank}`));
+      td.title = `layer ${n + 1}: ${percent(prob(logprob))}, rank ${rank}`;
+      tr.append(td);
+    }
     for (const [text, logprob] of row) {
       const td = el(doc, "td", "nbc-lens-cell");
       td.style.background = probabilityColor(logprob);
@@ -106,7 +130,7 @@ export function lensContent(doc, lens) {
   scroll.setAttribute("aria-label", "layers, 1 (nearest the input) to the output");
   scroll.append(table);
   frag.append(el(doc, "p", "nbc-inside-summary", lensSummary(lens)), scroll);
-  const key = `Outlined: the output's answer ${JSON.stringify(lens.final)}; ▶ the layer where it first becomes top; colours: the heatmap's probability scale.`;
+  const key = `First columns: the answer${lens.chosen_track ? " and the token written" : ""} at every layer (probability, rank). Outlined: the output's answer ${JSON.stringify(lens.final)}; ▶ the layer where it first becomes top; colours: the heatmap's probability scale.`;
   frag.append(el(doc, "p", "nbc-inside-note", lens.note ? `${key} ${lens.note}` : key));
   return frag;
 }

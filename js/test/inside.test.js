@@ -38,7 +38,7 @@ describe("the logit lens grid", () => {
     const rows = fig().querySelectorAll("tbody tr");
     expect(rows.length).toBe(lens.layers.length);
     lens.layers.forEach((layer, n) => {
-      const cells = rows[n].querySelectorAll("td");
+      const cells = rows[n].querySelectorAll("td.nbc-lens-cell");
       expect(cells.length).toBe(layer.length);
       layer.forEach(([text, logprob], c) => {
         expect(shown(cells[c].querySelector("code"))).toBe(text.replaceAll("·", " "));
@@ -56,8 +56,26 @@ describe("the logit lens grid", () => {
     const marked = [...f.querySelectorAll("tr.nbc-lens-first")];
     expect(marked.length).toBe(1);
     expect(marked[0].querySelector("th").textContent.startsWith(`▶ ${lens.first_top + 1}`)).toBe(true);
-    expect(marked[0].querySelector("td").classList.contains("nbc-lens-final")).toBe(true);
+    expect(marked[0].querySelector("td.nbc-lens-cell").classList.contains("nbc-lens-final")).toBe(true);
     expect(f.querySelector("tbody tr:last-child th").textContent).toContain("(output)");
+  });
+
+  it("tracks the answer and the token written through every layer: probability and rank, first", () => {
+    const rows = fig().querySelectorAll("tbody tr");
+    const heads = [...fig().querySelectorAll("thead th.nbc-lens-track-head")].map((h) => h.textContent);
+    expect(heads).toEqual([`${JSON.stringify(lens.final)} (answer)`, `${JSON.stringify(lens.chosen)} (written)`]);
+    lens.layers.forEach((_, n) => {
+      const [answer, written] = rows[n].querySelectorAll("td.nbc-lens-track");
+      expect(answer.querySelector(".nbc-lens-rank").textContent).toBe(`#${lens.answer_track[n][1]}`);
+      expect(answer.style.backgroundColor).toBe(rgb(probabilityColor(lens.answer_track[n][0])));
+      expect(written.querySelector(".nbc-lens-rank").textContent).toBe(`#${lens.chosen_track[n][1]}`);
+      expect(rows[n].children[1]).toBe(answer); // right after the layer: it stays in view in presentation mode
+    });
+    expect(lens.answer_track.at(-1)[1]).toBe(1);
+    expect(lens.answer_track[lens.first_top][1]).toBe(1);
+    const end = document.createElement("div");
+    end.append(lensContent(document, FIX.lens_end));
+    expect(end.querySelectorAll("thead th.nbc-lens-track-head").length).toBe(1); // the end: nothing written yet
   });
 
   it("says in words where the answer first becomes top, and where the token written here stands", () => {

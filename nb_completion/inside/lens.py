@@ -38,6 +38,12 @@ class LensLayer:
         values, ids = torch.topk(self.logprobs[i - self.first], k)
         return [(self._piece(int(t)), float(v)) for t, v in zip(ids, values)]
 
+    def track(self, i: int, token_id: int) -> tuple[float, int]:
+        """``token_id``'s (logprob, rank) after token ``i`` at this layer (rank 1: the top)."""
+        row = self.logprobs[i - self.first]
+        value = row[token_id]
+        return float(value), int((row > value).sum()) + 1
+
 
 @dataclass
 class LogitLens:
@@ -52,18 +58,28 @@ class LogitLens:
         """The first layer whose top prediction after token ``i`` is ``token_text`` (None: never)."""
         return next((layer.index for layer in self.layers if layer.top(i, 1)[0][0] == token_text), None)
 
-    def grid(self, i: int, k: int = 5) -> dict[str, Any]:
-        """Layers x top ``k`` after token ``i`` as plain data (the widget's and the SVG's input)."""
+    def grid(self, i: int, k: int = 5, chosen_id: Optional[int] = None) -> dict[str, Any]:
+        """Layers x top ``k`` after token ``i`` as plain data (the widget's and the SVG's input),
+        with the output's answer tracked through every layer (``answer_track``: [logprob, rank]
+        per layer, however far down it is) and, given ``chosen_id``, the token written there."""
         final = self.layers[-1].top(i, 1)[0][0]
         first = self.first_layer_with(i, final)
-        return {
+        answer = int(torch.argmax(self.layers[-1].logprobs[i - self.layers[-1].first]))
+        out = {
             "model": self.model_id,
             "context": self.tokens[: i + 1],
             "layers": [[[t, round(lp, 5)] for t, lp in layer.top(i, k)] for layer in self.layers],
             "final": final,
             "first_top": first,
+            "answer_track": self._track(i, answer),
             "note": self.note,
         }
+        if chosen_id is not None and chosen_id != answer:
+            out["chosen_track"] = self._track(i, chosen_id)
+        return out
+
+    def _track(self, i: int, token_id: int) -> list[list[float]]:
+        return [[round(lp, 5), rank] for lp, rank in (layer.track(i, token_id) for layer in self.layers)]
 
     def to_svg(self, i: Optional[int] = None, k: int = 5) -> str:
         """The grid after token ``i`` (default: the last) as an SVG image, for handouts."""

@@ -62,17 +62,35 @@ def lens_svg(grid: Mapping[str, Any]) -> str:
     layers = grid["layers"]
     k = len(layers[0])
     first, final = grid.get("first_top"), grid["final"]
-    width = PAD * 2 + LABEL_W + k * CELL_W
+    tracks = [(final, "answer", grid["answer_track"])] if grid.get("answer_track") else []
+    if grid.get("chosen_track") and grid.get("chosen") is not None:
+        tracks.append((grid["chosen"], "written", grid["chosen_track"]))
+    columns = len(tracks) + k
+    width = PAD * 2 + LABEL_W + columns * CELL_W
     body = [
         f'<text x="{PAD}" y="18" font-weight="bold">{_xml_text(_fit("Logit lens after " + repr("".join(grid["context"])[-40:]), int((width - 2 * PAD) / 7.2)))}</text>'
     ]
     y = 28
+    if tracks:  # the tracked tokens' column heads, then "top", "2nd", ...
+        heads = [f"{_shown(text)!r} ({what})" for text, what, _ in tracks] + ["top"] + [f"#{c + 1}" for c in range(1, k)]
+        for c, head in enumerate(heads):
+            body.append(
+                f'<text x="{PAD + LABEL_W + c * CELL_W + 4}" y="{y + 12}" font-size="11" fill="{MUTED}">{_xml_text(_fit(head, 16))}</text>'
+            )
+        y += ROW
     for n, row in enumerate(layers):
         marked = n == first
         label = f"{'▶ ' if marked else ''}L{n + 1}"
         bold = ' font-weight="bold"' if marked else ""
         body.append(f'<text x="{PAD}" y="{y + 14}" fill="{MARK if marked else MUTED}"{bold}>{label}</text>')
-        for c, (text, logprob) in enumerate(row):
+        for c, (_, _, track) in enumerate(tracks):
+            x = PAD + LABEL_W + c * CELL_W
+            logprob, rank = track[n]
+            body.append(
+                f'<rect x="{x}" y="{y}" width="{CELL_W - 4}" height="{ROW - 3}" rx="3" fill="{probability_color(logprob)}"/>'
+            )
+            body.append(f'<text x="{x + 4}" y="{y + 13}">{_xml_text(f"{_pct(logprob)} #{rank}")}</text>')
+        for c, (text, logprob) in enumerate(row, start=len(tracks)):
             x = PAD + LABEL_W + c * CELL_W
             stroke = f' stroke="{MARK}" stroke-width="2"' if text == final else ""
             body.append(

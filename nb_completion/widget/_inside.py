@@ -62,9 +62,11 @@ class InsideMixin(t.HasTraits):
         self._ids_before(backend, path, 0)  # sets path.prompt_ids
         return path
 
-    def _context(self, backend: Any, index: Optional[int], prompt: bool, through: bool) -> tuple[list[int], Any, Optional[str]]:
-        """``(ids, index, token text)``: the ids before the position (``through``: up to and
-        including it), the position and the text of the token there (None at the end)."""
+    def _context(
+        self, backend: Any, index: Optional[int], prompt: bool, through: bool
+    ) -> tuple[list[int], Any, Optional[str], Optional[int]]:
+        """``(ids, index, token text, token id)``: the ids before the position (``through``: up
+        to and including it), the position and the token there (None at the end)."""
         if self.running:
             raise BadRequest("index", "a generation is running: look inside once it ends (or press Stop)")
         path = self._inside_path(backend)
@@ -73,15 +75,15 @@ class InsideMixin(t.HasTraits):
             low = 0 if through else 1
             if isinstance(index, bool) or not isinstance(index, int) or not low <= index < len(ids):
                 raise BadRequest("index", f"no prompt token {index!r} here ({low}..{len(ids) - 1})")
-            return ids[: index + 1] if through else ids[:index], index, backend.piece(ids[index])
+            return (ids[: index + 1] if through else ids[:index]), index, backend.piece(ids[index]), ids[index]
         i = n if index is None else index
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= n:
             raise BadRequest("index", f"no token #{index} (the output has {n} tokens)")
         if through and i == n:  # the end: the last token there is
-            return self._ids_before(backend, path, n), None, None
+            return self._ids_before(backend, path, n), None, None, None
         upto = self._ids_before(backend, path, i + 1) if i < n else None
         text = backend.piece(upto[-1]) if upto is not None else None  # as the lens names tokens
-        return (upto if through else self._ids_before(backend, path, i)), i, text
+        return (upto if through else self._ids_before(backend, path, i)), i, text, (upto[-1] if upto is not None else None)
 
     # ---- the logit lens and attention ------------------------------------------------------------
 
@@ -93,9 +95,9 @@ class InsideMixin(t.HasTraits):
 
         try:
             backend = self._local()
-            ids, at, chosen = self._context(backend, index, prompt, through=False)
+            ids, at, chosen, chosen_id = self._context(backend, index, prompt, through=False)
             lens = lens_of_ids(backend, ids, last_only=True)
-            grid = lens.grid(len(ids) - 1, LENS_TOP)
+            grid = lens.grid(len(ids) - 1, LENS_TOP, chosen_id=chosen_id)
             out = {
                 **grid,
                 "index": at,
@@ -116,7 +118,7 @@ class InsideMixin(t.HasTraits):
 
         try:
             backend = self._local()
-            ids, at, _ = self._context(backend, index, prompt, through=True)
+            ids, at, _, _ = self._context(backend, index, prompt, through=True)
             row = attention_of_ids(backend, ids).row()
             out = {**row, "position": at, "prompt": prompt}
         except CompletionError as exc:

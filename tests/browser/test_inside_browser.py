@@ -103,13 +103,16 @@ def _scenario(pg):
     assert rows.count() == 30  # SmolLM2-135M's decoder layers, the last the output
     assert rows.nth(29).locator("th").inner_text().endswith("(output)")
     assert lens.locator("tr.nbc-lens-first").count() == 1
+    # the answer's column: its rank at every layer, 1 at the output and from the marked layer on
+    ranks = [int(t.lstrip("#")) for t in lens.locator("tbody td.nbc-lens-track .nbc-lens-rank").all_inner_texts()]
+    assert len(ranks) == 30 and ranks[-1] == 1, ranks
     summary = lens.locator(".nbc-inside-summary").inner_text()
     assert re.search(r"first becomes top at layer \d+ of 30", summary), summary
     # the output row is the model's own distribution for token 0: the distribution figure's top bar
     label = "document.querySelector('.nbc-widget [role=figure].nbc-dist')?.getAttribute('aria-label') || ''"
     pg.wait_for_function(f"() => ({label}).includes('before token #0')", timeout=30_000)
     top_bar = w.locator(".nbc-dist button[data-token-id]").first.get_attribute("aria-label")
-    out_cell = rows.nth(29).locator("td").first
+    out_cell = rows.nth(29).locator("td.nbc-lens-cell").first
     out_token = out_cell.locator("code").inner_text().replace("·", " ")
     out_pct = out_cell.locator(".nbc-lens-p").inner_text()
     assert top_bar.startswith(f"{out_token!r}".replace("'", '"')), (top_bar, out_token)
