@@ -162,7 +162,7 @@ export function mostAttended(weights, n = 3) {
 }
 
 /** The attention figure's content for `row` in `layer`, `head` (pure DOM building, unit-tested). */
-export function attentionContent(doc, row, layer, head) {
+export function attentionContent(doc, row, layer, head, { skipFirst = false } = {}) {
   const frag = doc.createDocumentFragment();
   const caption = el(doc, "figcaption", "nbc-att-caption");
   if (row.error) {
@@ -176,7 +176,10 @@ export function attentionContent(doc, row, layer, head) {
   caption.append(` in ${layerText(row, layer)}, ${who}: the colour behind each token is how much it was attended to`);
   frag.append(caption);
   const weights = attentionWeights(row, layer, head);
-  const top = Math.max(...weights) || 1;
+  // the first token often takes most of a head's attention (an "attention sink"): scaling without
+  // it shows how the rest is shared; its own chip is then drawn at full colour
+  const scaled = skipFirst && weights.length > 1 ? weights.slice(1) : weights;
+  const top = Math.max(...scaled) || 1;
   const text = el(doc, "div", "nbc-att-text");
   row.tokens.forEach((token, j) => {
     const span = el(doc, "span", "nbc-att-token");
@@ -192,7 +195,8 @@ export function attentionContent(doc, row, layer, head) {
     text.append(span);
   });
   const best = mostAttended(weights).map(([j, w]) => `${JSON.stringify(row.tokens[j])} ${percent(w)}`);
-  frag.append(text, el(doc, "p", "nbc-inside-summary", `Most attention to: ${best.join(", ")}. Darkest: the largest weight (${percent(top)}); outlined: the attending token.`));
+  const scale = skipFirst ? `the largest weight after the first token (${percent(top)})` : `the largest weight (${percent(top)})`;
+  frag.append(text, el(doc, "p", "nbc-inside-summary", `Most attention to: ${best.join(", ")}. Darkest: ${scale}; outlined: the attending token.`));
   return frag;
 }
 
@@ -244,7 +248,13 @@ export function createInsideView(model, { onLens, onAttention, onSample } = {}) 
   heads.setAttribute("aria-label", "head");
   const layerLabel = el(doc, "label", "", "Layer ");
   layerLabel.append(layerSel);
-  pickers.append(layerLabel, heads);
+  const sinkBox = doc.createElement("input");
+  sinkBox.type = "checkbox";
+  sinkBox.name = "attention_skip_first";
+  const sinkLabel = el(doc, "label", "nbc-att-sink");
+  sinkLabel.append(sinkBox, " scale without the first token");
+  sinkLabel.title = "Most heads put much of their attention on the first token (an attention sink); scale the colours by the rest";
+  pickers.append(layerLabel, heads, sinkLabel);
   const attBody = el(doc, "div", "nbc-att-body");
   attFig.append(pickers, attBody);
   root.append(bar, lensFig, attFig);
@@ -291,7 +301,7 @@ export function createInsideView(model, { onLens, onAttention, onSample } = {}) 
       layerSel.value = String(layer);
       heads.replaceChildren(headButton(null, row), ...Array.from({ length: row.heads }, (_, h) => headButton(h, row)));
     }
-    attBody.replaceChildren(attentionContent(doc, row, layer ?? 0, head));
+    attBody.replaceChildren(attentionContent(doc, row, layer ?? 0, head, { skipFirst: sinkBox.checked }));
   }
   function headButton(h, row) {
     const b = el(doc, "button", "nbc-att-head");
@@ -322,6 +332,7 @@ export function createInsideView(model, { onLens, onAttention, onSample } = {}) 
   lensButton.addEventListener("click", () => toggle(lensButton, "lens"));
   attButton.addEventListener("click", () => toggle(attButton, "attention"));
   sampleButton.addEventListener("click", () => onSample && onSample(idx()));
+  sinkBox.addEventListener("change", () => renderAttention());
   layerSel.addEventListener("change", () => {
     layer = Number(layerSel.value);
     renderAttention();

@@ -354,3 +354,37 @@ describe("a hybrid model's attention layers and one-line labels", () => {
     expect(box.querySelector("figcaption .nbc-one-line").textContent).toBe("a↵");
   });
 });
+
+describe("attention without the first token's share, and hover titles in the columns", () => {
+  it("scaling without the first token: the rest's largest weight is darkest, the first at full colour", () => {
+    const row = { ...FIX.attention_row, mean: [[0.7, 0.2, 0.1]], per_head: [[[0.7, 0.2, 0.1]]], layers: 1, heads: 1, tokens: ["a", "b", "c"] };
+    const box = document.createElement("div");
+    box.append(attentionContent(document, row, 0, null, { skipFirst: true }));
+    const spans = [...box.querySelectorAll(".nbc-att-token")];
+    expect(spans.map((s) => s.style.backgroundColor)).toEqual([1, 1, 0.5].map((x) => rgb(attentionColor(x))));
+    expect(box.querySelector(".nbc-inside-summary").textContent).toContain("the largest weight after the first token (20.0%)");
+    const plain = document.createElement("div");
+    plain.append(attentionContent(document, row, 0, null));
+    expect([...plain.querySelectorAll(".nbc-att-token")].map((s) => s.style.backgroundColor)).toEqual(
+      [1, 0.2 / 0.7, 0.1 / 0.7].map((x) => rgb(attentionColor(x))),
+    );
+  });
+
+  it("the checkbox in the view redraws with it", () => {
+    const model = fakeModel();
+    const view = createInsideView(model, {});
+    view.buttons.attention.click();
+    model.set("attention_row", FIX.attention_row);
+    const box = view.el.querySelector("input[name='attention_skip_first']");
+    box.checked = true;
+    box.dispatchEvent(new Event("change"));
+    expect(view.el.querySelector(".nbc-att-fig .nbc-inside-summary").textContent).toContain("after the first token");
+  });
+
+  it("a future's and the second column's tokens say their probability on hover", () => {
+    const box = document.createElement("div");
+    box.append(futuresContent(document, FIX.futures));
+    const first = FIX.futures.paths[0].tokens[0];
+    expect(box.querySelector(".nbc-future .nbc-token").title).toMatch(new RegExp(`^${JSON.stringify(first.text).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} \\d`));
+  });
+});

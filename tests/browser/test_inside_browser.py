@@ -138,6 +138,8 @@ def _scenario(pg):
     assert "layer 15 of 30" in att.locator("figcaption").inner_text()
     weights = [float(x) for x in tokens.evaluate_all("es => es.map((e) => e.dataset.weight)")]
     assert abs(sum(weights) - 1) < 2e-3, weights  # a row of softmax attention
+    att.locator("input[name='attention_skip_first']").check()
+    assert "after the first token" in att.locator(".nbc-inside-summary").inner_text()
     _shot(pg, att, "2-attention")
 
     # Sample 5 from token #2: five columns, five new branches in the tree
