@@ -2,7 +2,9 @@
 "about one forward pass"), on the default model, in one run on this machine:
 
 - the model's own forward over the text (the baseline);
-- ``logit_lens`` over the whole text and at its last token only (the widget's case);
+- ``logit_lens`` over the whole text (each layer keeps its residual stream and reads a position
+  when asked), the same with every position of every layer read, and at its last token only
+  (the widget's case, with its grid: top 5 and the answer's track at every layer);
 - ``attention`` (transformers' eager attention, every layer and head);
 - ``futures`` n=5 x 16 tokens (forks of one prefill, stepped together) against n=1.
 
@@ -56,17 +58,29 @@ def main() -> None:
             backend.model(input_ids=torch.tensor([ids]), use_cache=False)
 
     rows = [("forward pass (baseline)", timed(forward, args.repeats))]
-    rows.append(("logit lens, every position", timed(lambda: lens_of_ids(backend, ids), args.repeats)))
-    rows.append(("logit lens, last position (widget)", timed(lambda: lens_of_ids(backend, ids, last_only=True), args.repeats)))
+    rows.append(("logit lens, whole text (lazy rows)", timed(lambda: lens_of_ids(backend, ids), args.repeats)))
+    rows.append(
+        (
+            "  + every position of every layer read",
+            timed(lambda: [layer.logprobs for layer in lens_of_ids(backend, ids).layers], args.repeats),
+        )
+    )
+    last = len(ids) - 1
+    rows.append(
+        (
+            "logit lens, last position + grid (widget)",
+            timed(lambda: lens_of_ids(backend, ids, last_only=True).grid(last), args.repeats),
+        )
+    )
     rows.append(("attention, every layer and head", timed(lambda: attention_of_ids(backend, ids), args.repeats)))
     base = rows[0][1]
     for name, seconds in rows:
-        print(f"{name:38s} {1000 * seconds:8.1f} ms  {seconds / base:5.2f}x the forward pass")
+        print(f"{name:42s} {1000 * seconds:8.1f} ms  {seconds / base:5.2f}x the forward pass")
     prompt = backend.tokenizer.decode(ids)
     one = timed(lambda: nb.futures(prompt, n=1, max_tokens=16, seed=0), args.repeats)
     five = timed(lambda: nb.futures(prompt, n=5, max_tokens=16, seed=0), args.repeats)
-    print(f"{'futures n=1 x 16 tokens':38s} {1000 * one:8.1f} ms")
-    print(f"{'futures n=5 x 16 tokens':38s} {1000 * five:8.1f} ms  {five / one:5.2f}x n=1")
+    print(f"{'futures n=1 x 16 tokens':42s} {1000 * one:8.1f} ms")
+    print(f"{'futures n=5 x 16 tokens':42s} {1000 * five:8.1f} ms  {five / one:5.2f}x n=1")
 
 
 if __name__ == "__main__":

@@ -197,3 +197,19 @@ def test_attention_names_the_decoder_layer_of_each_attention(name, attending, ar
     row = att.row()
     assert row["layer_ids"] == attending
     assert f"in layer {attending[-1] + 1}," in att.to_svg()
+
+
+def test_a_layer_reads_a_position_when_asked_and_agrees_with_its_whole_readout(tiny_backend):
+    """Layers keep their residual stream, not [tokens, vocab] floats: a position read alone
+    (``row``, what ``top`` and the widget use) equals that row of the whole readout."""
+    from nb_completion.inside.lens import lens_of_ids
+
+    ids = tiny_backend.encode(TEXT)
+    lens = lens_of_ids(tiny_backend, ids)
+    for layer in lens.layers:
+        whole = layer.logprobs
+        assert len(layer) == len(ids) == whole.shape[0]
+        for i in (0, len(ids) // 2, len(ids) - 1):
+            assert torch.allclose(layer.row(i), whole[i], atol=1e-6)
+    with pytest.raises(IndexError, match="no position"):
+        lens.layers[0].row(len(ids))

@@ -24,23 +24,50 @@ TOP = 10
 AGREE = 1e-2  # nats: the last layer's readout and the model's output must agree this closely
 
 
-@dataclass
 class LensLayer:
-    index: int  # 0-based decoder layer
-    logprobs: torch.Tensor  # [tokens, vocab], float32 (from token ``first`` on)
-    _piece: Any
-    first: int = 0
+    """One layer's readout. It keeps the layer's residual stream (``[tokens, hidden]``) and reads
+    a position through the final norm, the head and the model's scaling when asked: a few
+    megabytes per layer instead of ``[tokens, vocab]`` floats (30 layers x 500 tokens x a 128k
+    vocabulary would be 7.7 GB). The last layer holds the model's own output instead."""
+
+    def __init__(self, index: int, piece: Any, first: int, *, hidden: Any = None, readout: Any = None, own: Any = None):
+        self.index = index  # 0-based decoder layer
+        self._piece = piece
+        self.first = first  # the position of row 0
+        self._hidden, self._readout, self._own = hidden, readout, own
+        self._rows: dict[int, torch.Tensor] = {}  # the last few positions read
+
+    def __len__(self) -> int:
+        return len(self._own if self._own is not None else self._hidden)
+
+    @property
+    def logprobs(self) -> torch.Tensor:
+        """``[tokens, vocab]`` float32 log-probabilities of every position (computed now)."""
+        if self._own is not None:
+            return self._own
+        return self._readout(self._hidden)
+
+    def row(self, i: int) -> torch.Tensor:
+        """The log-probabilities ``[vocab]`` of the next token after token ``i``."""
+        if not self.first <= i < self.first + len(self):
+            raise IndexError(f"this lens has no position {i} (it holds {self.first}..{self.first + len(self) - 1})")
+        if self._own is not None:
+            return self._own[i - self.first]
+        if i not in self._rows:
+            if len(self._rows) >= 4:
+                self._rows.pop(next(iter(self._rows)))
+            j = i - self.first
+            self._rows[i] = self._readout(self._hidden[j : j + 1])[0]
+        return self._rows[i]
 
     def top(self, i: int, k: int = TOP) -> list[tuple[str, float]]:
         """The ``k`` most likely next tokens after token ``i``, best first, as (text, logprob)."""
-        if not self.first <= i < self.first + len(self.logprobs):
-            raise IndexError(f"this lens has no position {i} (it holds {self.first}..{self.first + len(self.logprobs) - 1})")
-        values, ids = torch.topk(self.logprobs[i - self.first], k)
+        values, ids = torch.topk(self.row(i), k)
         return [(self._piece(int(t)), float(v)) for t, v in zip(ids, values)]
 
     def track(self, i: int, token_id: int) -> tuple[float, int]:
         """``token_id``'s (logprob, rank) after token ``i`` at this layer (rank 1: the top)."""
-        row = self.logprobs[i - self.first]
+        row = self.row(i)
         value = row[token_id]
         return float(value), int((row > value).sum()) + 1
 
@@ -64,7 +91,7 @@ class LogitLens:
         per layer, however far down it is) and, given ``chosen_id``, the token written there."""
         final = self.layers[-1].top(i, 1)[0][0]
         first = self.first_layer_with(i, final)
-        answer = int(torch.argmax(self.layers[-1].logprobs[i - self.layers[-1].first]))
+        answer = int(torch.argmax(self.layers[-1].row(i)))
         out = {
             "model": self.model_id,
             "context": self.tokens[: i + 1],
@@ -136,30 +163,36 @@ def lens_of_ids(backend: Any, ids: list[int], text: Optional[str] = None, last_o
         captured.append(output[0] if isinstance(output, tuple) else output)
 
     at = slice(-1, None) if last_only else slice(None)
+
+    def readout(hidden: torch.Tensor) -> torch.Tensor:
+        """``[n, hidden]`` residual rows -> ``[n, vocab]`` float32 log-probabilities on the CPU."""
+        with torch.inference_mode():
+            return torch.log_softmax(scaling(head(norm(hidden[None])))[0].float(), dim=-1).cpu()
+
     with model_lock(model):  # the hooks see this pass only, not an engine step's
         hooks = [layer.register_forward_hook(keep) for layer in layers]
         try:
             with torch.inference_mode():
                 out = model(input_ids=torch.tensor([ids], device=backend.device), use_cache=False)
                 own = torch.log_softmax(out.logits[0, at].float(), dim=-1).cpu()
-                if len(captured) != len(layers):
-                    raise BadRequest(
-                        "model_id",
-                        f"The logit lens does not apply to {name}: its layers ran {len(captured)} times, not {len(layers)}",
-                    )
-                read = [torch.log_softmax(scaling(head(norm(h[:, at])))[0].float(), dim=-1).cpu() for h in captured]
         finally:
             for hook in hooks:
                 hook.remove()
-    gap = float((read[-1].clamp(min=-1e4) - own.clamp(min=-1e4)).abs().max())
+    if len(captured) != len(layers):
+        raise BadRequest(
+            "model_id", f"The logit lens does not apply to {name}: its layers ran {len(captured)} times, not {len(layers)}"
+        )
+    streams = [h[0, at].detach() for h in captured]
+    gap = float((readout(streams[-1]).clamp(min=-1e4) - own.clamp(min=-1e4)).abs().max())
     if not gap <= AGREE:
         raise BadRequest(
             "model_id",
             f"The logit lens is meaningless on {name}: its last layer read through the final norm and output layer "
             f"differs from the model's own output by up to {gap:.3g} nats, so earlier layers read that way would mislead",
         )
-    read[-1] = own  # the model's own numbers, exactly score()'s
     piece = backend.piece
     tokens = [piece(t) for t in ids]
-    return LogitLens(text if text is not None else "".join(tokens), backend.info.identifier, ids, tokens,
-                     [LensLayer(k, lp, piece, len(ids) - len(own)) for k, lp in enumerate(read)], note)  # fmt: skip
+    first = len(ids) - len(own)
+    read = [LensLayer(k, piece, first, hidden=h, readout=readout) for k, h in enumerate(streams[:-1])]
+    read.append(LensLayer(len(streams) - 1, piece, first, own=own))  # the model's own numbers, exactly score()'s
+    return LogitLens(text if text is not None else "".join(tokens), backend.info.identifier, ids, tokens, read, note)
