@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import traitlets as t
 
-from ..api.errors import BadRequest, CompletionError, EngineFailure
+from ..api.errors import BadRequest, CompletionError
 from ..engine.records import Delta
 from . import _protocol as protocol
 from ._controls import build
@@ -272,7 +272,8 @@ class InsideMixin(t.HasTraits):
     # ---- messages ----------------------------------------------------------------------------------
 
     def _inside_msg(self, kind: str, content: dict) -> bool:
-        """Handle an inside message from the browser (on a thread of its own); False if ``kind`` is not one."""
+        """Handle an inside message from the browser (on a thread of its own, errors shown as the
+        teaching views' are: ``_guarded``); False if ``kind`` is not one."""
         index, prompt = content.get("index"), bool(content.get("prompt"))
         if kind == protocol.LENS:
             job = lambda: self.show_lens(index, prompt)  # noqa: E731
@@ -282,17 +283,9 @@ class InsideMixin(t.HasTraits):
             job = lambda: self.sample_futures(index)  # noqa: E731
         else:
             return False
-        self._inside_thread = threading.Thread(target=self._inside_guarded, args=(job,), daemon=True)
+        self._inside_thread = threading.Thread(target=self._guarded, args=(job,), daemon=True)
         self._inside_thread.start()
         return True
-
-    def _inside_guarded(self, job: Any) -> None:
-        try:
-            job()
-        except CompletionError as exc:
-            self._show_error(exc)
-        except Exception as exc:  # the panel must keep working
-            self._show_error(EngineFailure(f"The widget failed ({type(exc).__name__}: {exc})."))
 
 
 def _said(exc: CompletionError) -> str:
