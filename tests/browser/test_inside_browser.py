@@ -33,24 +33,7 @@ INSIDE_TEXTS = ".nbc-widget :is(.nbc-lens-cell, .nbc-lens th, .nbc-att-token, .n
 
 @pytest.fixture(scope="module")
 def page(lab):
-    import nbformat
-    from playwright.sync_api import sync_playwright
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(CELL)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, lab["dir"] / "inside.ipynb")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=wb.CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        pg = browser.new_page(viewport={"width": 1280, "height": 720})
-        errors: list[str] = []
-        pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.goto(lab["url"].replace("widget.ipynb", "inside.ipynb"))
-        pg.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-        pg.errors = errors  # type: ignore[attr-defined]
-        yield pg
-        browser.close()
+    yield from tb.notebook_page(lab, "inside.ipynb", CELL, SHOTS)
 
 
 def _shot(pg, locator, name: str) -> None:

@@ -40,26 +40,32 @@ CONTRASTS = """(sel) => {
 TEXTS = ".nbc-widget :is(.nbc-dist-value, .nbc-dist-caption, .nbc-why li, .nbc-metrics, .nbc-status, .nbc-draw-caption, .nbc-token, .nbc-slider-value, .nbc-field > label)"
 
 
-@pytest.fixture(scope="module")
-def page(lab):
+def notebook_page(lab, name: str, cell: str, shots: Path):
+    """A page (1280x720, page errors collected in ``pg.errors``) on a notebook ``name`` of one
+    ``cell``, written beside the lab's own, its kernel idle; closed after the module."""
     import nbformat
     from playwright.sync_api import sync_playwright
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(CELL)]
+    nb.cells = [nbformat.v4.new_code_cell(cell)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, lab["dir"] / "teacher.ipynb")
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, lab["dir"] / name)
+    shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=wb.CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
         pg = browser.new_page(viewport={"width": 1280, "height": 720})
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.goto(lab["url"].replace("widget.ipynb", "teacher.ipynb"))
+        pg.goto(lab["url"].replace("widget.ipynb", name))
         pg.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
         pg.errors = errors  # type: ignore[attr-defined]
         yield pg
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(lab):
+    yield from notebook_page(lab, "teacher.ipynb", CELL, SHOTS)
 
 
 def _shots(pg, name: str) -> None:
