@@ -1,7 +1,8 @@
-"""One lock per model: held by every pass that reads the model's attention setting (the engines'
-steps) and by the one pass that changes it for a moment (``inside.attention``: transformers'
-eager attention is the only one that returns weights, and it is chosen through the model's shared
-config). Uncontended, it costs a lock per step; the attention pass waits for a step to end."""
+"""One lock per model: held by every pass of the engines and scoring, and by the inside views'
+one pass that changes the model for a moment: ``inside.attention`` switches it to eager attention
+(the only kind that returns weights, chosen through the model's shared config) and
+``inside.lens`` hooks every layer (a hook would also catch an engine step). Uncontended, it costs
+a lock per step; a view waits for a step to end."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ class ModelRunner:
         self.device = store.device
         self.dtype = store.dtype
         self.cache_name = cache_kwarg(model)
-        self.lock = model_lock(model)  # the attention view switches the model's attention between steps
+        self.lock = model_lock(model)  # the inside views switch the model's attention and hook its layers
         self.lean = LlamaPass(model, store.max_len) if lean and llama_pass.supports(model) else None
         self._prefill_call = self.lean or self._model_pass
         self._decode_call = self._lean_decode if self.lean is not None else self._model_pass

@@ -54,6 +54,7 @@ class SequentialEngine(EngineThread):
         self.max_batch = max_batch or 8
         self.table = RowTable(self.max_batch, int(model.config.vocab_size), self.device)
         self.cache_name = cache_kwarg(model)
+        self.lock = model_lock(model)  # the inside views switch the model's attention and hook its layers
         self.stats = Stats()
         self.compiled = threading.Event()  # never compiled
         self.running: list[_Running] = []
@@ -98,14 +99,14 @@ class SequentialEngine(EngineThread):
         back no state (RecurrentGemma keeps it inside its modules, shared by every sequence) runs
         the whole ``history`` again without a cache each step: slow, but never a wrong token."""
         if cache is RERUN:
-            with model_lock(self.model):
+            with self.lock:
                 out = self.model(input_ids=torch.tensor([history], device=self.device), use_cache=False)
             return out.logits[:, -1], RERUN
         kwargs: dict[str, Any] = {"input_ids": torch.tensor([ids], device=self.device), "use_cache": True}
         if cache is not None:
             name, value = cache
             kwargs[name] = value
-        with model_lock(self.model):  # the attention view switches the model's attention between steps
+        with self.lock:
             out = self.model(**kwargs)
         for attribute, kwarg in STATE_OUTPUTS:
             value = getattr(out, attribute, None)
