@@ -5,7 +5,7 @@
 // - the second model's column (trait `compare_column`): the same prompt run on `compare_model`,
 //   streamed beside the main text with the same palette.
 
-import { percent, prob } from "./format.js";
+import { percent } from "./format.js";
 import { tokenFragment } from "./heatmap.js";
 
 function el(doc, tag, className, text) {
@@ -20,15 +20,7 @@ function el(doc, tag, className, text) {
 function stillTokens(doc, box, tokens, opts) {
   const shown = el(doc, "span", "");
   shown.setAttribute("aria-hidden", "true");
-  shown.append(tokenFragment(doc, tokens, opts));
-  shown.querySelectorAll("[data-token-index]").forEach((t, j) => {
-    t.tabIndex = -1;
-    t.removeAttribute("role");
-    t.removeAttribute("aria-roledescription");
-    t.removeAttribute("aria-label");
-    const token = tokens[j];
-    if (token) t.title = `${JSON.stringify(token.text)} ${percent(prob(token.logprob))}${token.rank > 1 ? `, rank ${token.rank}` : ""}`;
-  });
+  shown.append(tokenFragment(doc, tokens, { ...opts, still: true }));
   box.append(shown, el(doc, "span", "nbc-sr", tokens.map((t) => t.text).join("")));
 }
 

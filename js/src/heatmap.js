@@ -99,8 +99,9 @@ function paint(el, color) {
   el.style.setProperty("--nbc-tok", color);
 }
 
-/** The element of one token. */
-export function tokenElement(doc, token, { colorBy = "probability", showSpaces = true } = {}) {
+/** The element of one token. `still`: a picture, not a control (the futures' and the second
+ * model's columns): no Tab stop, no role, its probability in a hover title. */
+export function tokenElement(doc, token, { colorBy = "probability", showSpaces = true, still = false } = {}) {
   const el = doc.createElement("span");
   el.className = "nbc-token";
   if (token.forced) el.classList.add("nbc-forced");
@@ -108,17 +109,21 @@ export function tokenElement(doc, token, { colorBy = "probability", showSpaces =
   if (token.rank > 1) el.classList.add("nbc-not-top"); // sampled something other than the top choice
   const shown = shownText(token);
   if (!token.text && shown) el.classList.add("nbc-partial");
+  el.dataset.tokenIndex = String(token.index);
+  paint(el, tokenColor(token, colorBy));
+  appendVisibleText(el, shown, showSpaces);
+  if (still) {
+    el.title = `${JSON.stringify(token.text)} ${percent(prob(token.logprob))}${token.rank > 1 ? `, rank ${token.rank}` : ""}`;
+    return el;
+  }
   el.tabIndex = 0;
   // a control: a click shows the distribution it was drawn from, Enter opens its alternatives
   // (a labelled span without a role is not read; a token that is only a space would be silent)
   el.setAttribute("role", "button");
   el.setAttribute("aria-roledescription", "token");
-  el.dataset.tokenIndex = String(token.index);
-  paint(el, tokenColor(token, colorBy));
   // Screen readers read the real text; the visible marks are aria-hidden.
   const said = !token.text && shown ? `bytes ${shown.slice(1, -1)}, part of a character` : JSON.stringify(token.text);
   el.setAttribute("aria-label", `${said}, ${percent(prob(token.logprob))}`);
-  appendVisibleText(el, shown, showSpaces);
   return el;
 }
 
