@@ -146,7 +146,7 @@ def logit_lens(text: str, model_id: Optional[str] = None) -> LogitLens:
 
 def lens_of_ids(backend: Any, ids: list[int], text: Optional[str] = None, last_only: bool = False) -> LogitLens:
     """The lens of token ids on a local ``backend``; ``last_only``: only after the last token
-    (the widget's case: one position, not the whole text's ``[tokens, vocab]`` per layer)."""
+    (the widget's case: one position read, not every position's residual stream kept)."""
     ids = check_ids(backend, list(ids))
     model = backend.model
     name = type(model).__name__
